@@ -1,0 +1,57 @@
+# chinwag: `make run` serves on the default models, `make test` runs the tests.
+# Both set everything up first: Debian packages, .venv, Python packages, model weights.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+APT_PACKAGES := espeak-ng
+# Portable CPU build of llama.cpp: a native build picks up every instruction the build machine
+# advertises, and AMX tiles advertised inside a VM crashed it with SIGILL here. AVX2/FMA/F16C
+# runs on any x86-64 CPU of the last ten years (the flags are ignored on other architectures).
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+
+.PHONY: setup run test test-fast bench lint system-deps models clean
+
+setup: system-deps $(STAMP) models
+
+# Debian packages the tests and tools use; installed only when missing.
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" -ne 0 ] && SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# llama-cpp-python compiles from source the first time (~6 min on 2 cores); pip caches it.
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+# Idempotent: present files are only checked against their sha256.
+models: $(STAMP)
+	$(BIN)/chinwag models fetch
+
+run: setup
+	$(BIN)/chinwag serve
+
+test: setup
+	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+
+bench: setup
+	$(BIN)/python -m bench.text_latency
+
+lint: $(STAMP)
+	$(BIN)/ruff check server clients tests bench
+	$(BIN)/ruff format --check server clients tests bench
+	$(BIN)/mypy server clients
+
+clean:
+	rm -rf $(VENV) models/*/

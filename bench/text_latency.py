@@ -1,0 +1,139 @@
+"""Text chat: time to first token and tokens/s through the server vs llama-cpp-python direct.
+
+Both run in the same benchmark, alternating prompt by prompt so that machine noise hits both
+alike: the server in its own process (over a real WebSocket on loopback), the baseline as the
+obvious direct use of llama-cpp-python (`create_chat_completion(stream=True)`) in this
+process, with the same model file, context, threads, system prompt and sampling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.client import connect
+
+from bench.common import BENCH_DIR, hardware, median, percentile, server_process
+from server.config import load_settings
+from server.prompts import PersonaLibrary
+
+PROMPTS = [
+    "What is the capital of France?",
+    "Give me one tip for sleeping better.",
+    "What is a rainbow?",
+    "Name three kinds of fruit.",
+    "How do I boil an egg?",
+    "Why is the sky blue?",
+    "What is two plus two?",
+    "Tell me a fun fact about cats.",
+]
+MAX_TOKENS = 48
+
+
+def direct_baseline(model_path: Path, system: str, context: int) -> Any:
+    from llama_cpp import Llama
+
+    threads = os.cpu_count() or 1
+    llm = Llama(
+        model_path=str(model_path), n_ctx=context, n_threads=threads, n_threads_batch=threads,
+        n_batch=256, verbose=False,
+    )  # fmt: skip
+
+    def run(prompt: str) -> dict[str, float]:
+        start = time.perf_counter()
+        first = None
+        tokens = 0
+        for chunk in llm.create_chat_completion(
+            messages=[{"role": "system", "content": system}, {"role": "user", "content": prompt}],
+            max_tokens=MAX_TOKENS, temperature=0.0, stream=True,
+        ):  # fmt: skip
+            if chunk["choices"][0]["delta"].get("content"):
+                tokens += 1
+                if first is None:
+                    first = time.perf_counter() - start
+        total = time.perf_counter() - start
+        assert first is not None
+        return {"ttft_ms": first * 1000, "tps": (tokens - 1) / (total - first), "tokens": tokens}
+
+    return run
+
+
+async def through_server(port: int, prompt: str) -> dict[str, float]:
+    async with connect(f"ws://127.0.0.1:{port}/") as ws:
+        json.loads(await ws.recv())  # session.started
+        await ws.send(json.dumps({"type": "session.update",
+                                  "generation": {"max_tokens": MAX_TOKENS, "temperature": 0.0}}))
+        json.loads(await ws.recv())
+        start = time.perf_counter()
+        await ws.send(json.dumps({"type": "user.message", "text": prompt}))
+        first = None
+        while True:
+            event = json.loads(await ws.recv())
+            if event["type"] == "reply.delta" and first is None:
+                first = time.perf_counter() - start
+            elif event["type"] == "reply.done":
+                total = time.perf_counter() - start
+                break
+        assert first is not None
+        tokens = event["usage"]["completion_tokens"]
+        return {"ttft_ms": first * 1000, "tps": (tokens - 1) / (total - first), "tokens": tokens}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3, help="passes over the prompts")
+    parser.add_argument("--out", type=Path, default=BENCH_DIR / "results-text.json")
+    args = parser.parse_args()
+
+    settings = load_settings()
+    persona = PersonaLibrary.load(settings.prompts.directory, settings.prompts.default_persona)
+    system = persona.get(None).system_prompt
+    direct = direct_baseline(settings.llm.model_path, system, settings.llm.context_size)
+    rows: dict[str, list[dict[str, float]]] = {"server": [], "direct": []}
+    with server_process() as port:
+        # One untimed round each: page in the weights, fill the system prompt's KV cache.
+        direct(PROMPTS[0])
+        asyncio.run(through_server(port, PROMPTS[0]))
+        for _ in range(args.rounds):
+            for prompt in PROMPTS:
+                rows["direct"].append(direct(prompt))
+                rows["server"].append(asyncio.run(through_server(port, prompt)))
+
+    summary: dict[str, Any] = {}
+    for name, samples in rows.items():
+        ttft = [s["ttft_ms"] for s in samples]
+        tps = [s["tps"] for s in samples]
+        summary[name] = {
+            "ttft_ms_p50": round(median(ttft), 1),
+            "ttft_ms_p95": round(percentile(ttft, 95), 1),
+            "tokens_per_s_p50": round(median(tps), 1),
+            "samples": len(samples),
+        }
+    ratio_ttft = summary["server"]["ttft_ms_p50"] / summary["direct"]["ttft_ms_p50"]
+    ratio_tps = summary["server"]["tokens_per_s_p50"] / summary["direct"]["tokens_per_s_p50"]
+    result = {
+        "benchmark": "text_latency",
+        "hardware": hardware(),
+        "model": settings.llm.model_path.name,
+        "max_tokens": MAX_TOKENS,
+        "results": summary,
+        "ratio_server_over_direct": {"ttft_p50": round(ratio_ttft, 3), "tokens_per_s_p50": round(ratio_tps, 3)},
+    }
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    hw = result["hardware"]
+    print(f"text chat latency, {hw['cpu']} x{hw['cores']}, model {result['model']}")
+    print(f"{'path':<8} {'TTFT p50 ms':>12} {'TTFT p95 ms':>12} {'tok/s p50':>10} {'n':>4}")
+    for name in ("direct", "server"):
+        s = summary[name]
+        print(f"{name:<8} {s['ttft_ms_p50']:>12} {s['ttft_ms_p95']:>12} {s['tokens_per_s_p50']:>10} {s['samples']:>4}")
+    print(f"ratio server/direct: TTFT p50 {ratio_ttft:.2f}, tokens/s p50 {ratio_tps:.2f}")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""The `chinwag` command: serve, chat, models."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from server.config import ConfigError, Settings, load_settings, settings_as_toml
+
+log = logging.getLogger("chinwag")
+
+
+def _serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    server: dict[str, Any] = {}
+    if args.host is not None:
+        server["host"] = args.host
+    if args.port is not None:
+        server["port"] = args.port
+    if args.token is not None:
+        server["token"] = args.token
+    overrides: dict[str, Any] = {"server": server} if server else {}
+    if args.model is not None:
+        overrides["llm"] = {"model_path": str(Path(args.model).resolve())}
+    return overrides
+
+
+async def serve(settings: Settings, ready_file: Path | None = None) -> None:
+    from server.app import App, load_into
+    from server.prompts import PersonaLibrary
+    from server.transports.websocket import WebSocketServer
+
+    personas = PersonaLibrary.load(settings.prompts.directory, settings.prompts.default_persona)
+    app = App(settings=settings, personas=personas)
+    web = WebSocketServer(app)
+    await web.start(settings.server.host, settings.server.port)
+    log.info(
+        "chinwag listening on http://%s:%d (models loading)", settings.server.host, web.port
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        loading = asyncio.create_task(load_into(app))
+        done, _ = await asyncio.wait(
+            {loading, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED
+        )
+        if loading in done and loading.exception() is None:
+            log.info("ready: ws://%s:%d/", settings.server.host, web.port)
+            if ready_file is not None:
+                ready_file.write_text(str(web.port))
+            await stop.wait()
+        elif loading in done:
+            raise SystemExit(f"chinwag: could not load the models: {app.load_error}")
+    finally:
+        await web.close()
+        if app.chat is not None:
+            app.chat.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="chinwag", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_serve = sub.add_parser("serve", help="run the server")
+    p_serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    p_serve.add_argument("--port", type=int, help="port (default 8765; 0 picks a free one)")
+    p_serve.add_argument("--config", type=Path, help="TOML config file")
+    p_serve.add_argument("--model", help="path to a GGUF chat model to use instead")
+    p_serve.add_argument("--token", help="require this token from clients")
+    p_serve.add_argument("--print-config", action="store_true", help="print settings and exit")
+    p_serve.add_argument("--ready-file", type=Path, help="write the port here once ready")
+
+    p_chat = sub.add_parser("chat", help="chat with a running server")
+    p_chat.add_argument("--url", default="ws://127.0.0.1:8765/", help="server WebSocket URL")
+    p_chat.add_argument("--persona", help="persona name (see prompts/)")
+    p_chat.add_argument("--token", help="token, if the server requires one")
+    p_chat.add_argument("text", nargs="?", help="ask this once and exit; omit for a chat")
+
+    p_models = sub.add_parser("models", help="list or fetch the default model weights")
+    p_models.add_argument("action", choices=["list", "fetch"])
+    p_models.add_argument("--force", action="store_true", help="fetch even if present")
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+    if args.command == "serve":
+        try:
+            settings = load_settings(args.config, _serve_overrides(args))
+        except ConfigError as exc:
+            print(f"chinwag: {exc}", file=sys.stderr)
+            return 2
+        if args.print_config:
+            print(settings_as_toml(settings))
+            return 0
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(settings, args.ready_file))
+        return 0
+    if args.command == "chat":
+        from clients.cli import run_chat
+
+        return asyncio.run(run_chat(args.url, args.text, persona=args.persona, token=args.token))
+    if args.command == "models":
+        from server.models import ModelError, fetch_all, list_models
+
+        if args.action == "list":
+            print(list_models())
+            return 0
+        try:
+            fetch_all(force=args.force)
+        except ModelError as exc:
+            print(f"chinwag: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Audio input plumbing: PCM decoding, resampling and voice activity detection."""

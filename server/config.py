@@ -1,0 +1,162 @@
+"""Typed, grouped settings: one object built once at start-up and passed down.
+
+Precedence, lowest to highest: built-in defaults, the TOML file (``--config`` or
+``CHINWAG_CONFIG``), environment variables (``CHINWAG_<GROUP>__<FIELD>``, e.g.
+``CHINWAG_SERVER__PORT=9000``), then command-line flags.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from server import PROJECT_ROOT
+
+MODELS_DIR = PROJECT_ROOT / "models"
+
+
+class ConfigError(Exception):
+    """The configuration could not be read or is invalid."""
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Group):
+    host: str = "127.0.0.1"
+    port: int = Field(8765, ge=0, le=65535)
+    # Token required from clients when set (query ?token=... or Authorization: Bearer).
+    token: str | None = None
+
+
+class LimitsSettings(_Group):
+    max_sessions: int = Field(64, ge=1)
+    # Largest WebSocket message the application reads; larger ones get a
+    # `frame_too_large` error. The transport closes at 4x this as a hard memory cap.
+    max_message_bytes: int = Field(256 * 1024, ge=1024)
+    max_text_chars: int = Field(4000, ge=1)
+    # Events queued for one slow client before its session is closed.
+    max_queued_events: int = Field(1024, ge=16)
+
+
+class LlmSettings(_Group):
+    model_path: Path = MODELS_DIR / "smollm2-135m-instruct" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    context_size: int = Field(2048, ge=256)
+    threads: int = Field(0, ge=0, description="0: all cores")
+    batch_size: int = Field(256, ge=8)
+    seed: int = -1
+
+
+class PromptSettings(_Group):
+    directory: Path = PROJECT_ROOT / "prompts"
+    default_persona: str = "assistant"
+
+
+class Settings(_Group):
+    """Everything chinwag can be told, grouped by the part it configures.
+
+    The layers are merged by hand (about twenty lines) rather than with pydantic-settings:
+    its sources cannot put a TOML file chosen at run time below the environment without
+    more code than the merge itself.
+    """
+
+    server: ServerSettings = ServerSettings()
+    limits: LimitsSettings = LimitsSettings()
+    llm: LlmSettings = LlmSettings()
+    prompts: PromptSettings = PromptSettings()
+
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _env_layer(environ: dict[str, str]) -> dict[str, Any]:
+    """CHINWAG_GROUP__FIELD=value as a nested dict (values stay strings; pydantic converts)."""
+    layer: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith("CHINWAG_") or name == "CHINWAG_CONFIG":
+            continue
+        parts = name[len("CHINWAG_") :].lower().split("__")
+        if len(parts) != 2:
+            raise ConfigError(f"environment variable {name}: expected CHINWAG_<GROUP>__<FIELD>")
+        layer.setdefault(parts[0], {})[parts[1]] = value
+    return layer
+
+
+def load_settings(
+    config_path: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Build the settings from defaults < TOML file < environment < overrides (flags)."""
+    environ = dict(os.environ) if environ is None else environ
+    if config_path is None and environ.get("CHINWAG_CONFIG"):
+        config_path = Path(environ["CHINWAG_CONFIG"])
+    data: dict[str, Any] = {}
+    if config_path is not None:
+        try:
+            data = tomllib.loads(config_path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {config_path}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {config_path}: {exc}") from exc
+        data = _resolve_paths(data, config_path.parent)
+    data = _deep_merge(data, _env_layer(environ))
+    data = _deep_merge(data, overrides or {})
+    try:
+        # Validate from one merged dict so precedence is ours, not the library's.
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+_PATH_FIELDS = {("llm", "model_path"), ("prompts", "directory")}
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Relative paths in a config file are relative to that file, not to the cwd."""
+    for group, field in _PATH_FIELDS:
+        value = data.get(group, {}).get(field) if isinstance(data.get(group), dict) else None
+        if isinstance(value, str) and not Path(value).expanduser().is_absolute():
+            data[group][field] = str((base / value).resolve())
+    return data
+
+
+def settings_as_toml(settings: Settings) -> str:
+    """The effective settings as TOML text (what --print-config shows)."""
+    lines: list[str] = []
+    dumped = settings.model_dump(mode="json")
+    if dumped["server"].get("token"):
+        dumped["server"]["token"] = "***"
+    for group, fields in dumped.items():
+        lines.append(f"[{group}]")
+        for key, value in fields.items():
+            if value is None:
+                lines.append(f"# {key} is not set")
+            else:
+                lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'

@@ -1,0 +1,82 @@
+"""The three engine interfaces. Blocking, thread-confined, no asyncio."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from server.prompts import GenerationSettings
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    prompt_tokens: int
+    cached_prompt_tokens: int  # prompt tokens reused from the KV cache
+    completion_tokens: int
+    finish_reason: Literal["stop", "length", "cancelled"]
+    first_token_s: float | None  # from the call to the first delta
+    total_s: float
+
+
+class ChatModel(Protocol):
+    """A chat LLM. Small on purpose, so an OpenAI-compatible HTTP backend can implement it."""
+
+    name: str
+    context_size: int
+
+    def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        """Tokens the prompt for these messages takes, chat template included."""
+        ...
+
+    def generate(
+        self,
+        messages: Sequence[ChatMessage],
+        settings: GenerationSettings,
+        on_delta: Callable[[str], None],
+        cancel: threading.Event,
+    ) -> GenerationStats:
+        """Stream the reply through on_delta; return early when cancel is set."""
+        ...
+
+
+Float32Audio = npt.NDArray[np.float32]
+Int16Audio = npt.NDArray[np.int16]
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    language: str
+    # Whisper's own confidence figures, used to refuse transcripts of non-speech.
+    no_speech_prob: float
+    avg_logprob: float
+    audio_s: float
+
+
+class Transcriber(Protocol):
+    sample_rate: int  # what transcribe() expects (16 kHz for Whisper)
+
+    def transcribe(self, audio: Float32Audio) -> Transcript:
+        """Transcribe one utterance of mono float32 audio in [-1, 1]."""
+        ...
+
+
+class Synthesizer(Protocol):
+    sample_rate: int  # the voice's native rate
+
+    def synthesize(self, text: str) -> Iterator[Int16Audio]:
+        """Speak text; yields mono int16 chunks at sample_rate as they are ready."""
+        ...

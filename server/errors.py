@@ -1,0 +1,35 @@
+"""One exception hierarchy, mapped 1:1 to the `error` event's machine-readable `code`."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    # Malformed input: the message is rejected, the session goes on.
+    INVALID_JSON = "invalid_json"
+    INVALID_MESSAGE = "invalid_message"  # missing or wrong-typed field
+    UNKNOWN_TYPE = "unknown_type"
+    TEXT_TOO_LONG = "text_too_long"
+    FRAME_TOO_LARGE = "frame_too_large"
+    UNEXPECTED_BINARY = "unexpected_binary"
+    UNKNOWN_PERSONA = "unknown_persona"
+    NO_ACTIVE_REPLY = "no_active_reply"
+    # Audio input.
+    AUDIO_NOT_STARTED = "audio_not_started"
+    INVALID_AUDIO_FORMAT = "invalid_audio_format"
+    UTTERANCE_TOO_LONG = "utterance_too_long"
+    # Server-side conditions.
+    CONTEXT_OVERFLOW = "context_overflow"
+    TOO_MANY_SESSIONS = "too_many_sessions"
+    UNAUTHORIZED = "unauthorized"
+    INTERNAL_ERROR = "internal_error"
+
+
+class ChinwagError(Exception):
+    """An error that becomes an `error` event for the client; the session survives it."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message

@@ -1,0 +1,88 @@
+"""Personas: a system prompt plus generation settings, one TOML file each in prompts/."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from server.errors import ChinwagError, ErrorCode
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+class GenerationSettings(BaseModel):
+    """Sampling settings for one reply; a persona sets defaults, a session may override."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    temperature: float = Field(0.6, ge=0.0, le=2.0)
+    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    top_k: int = Field(40, ge=0)
+    repeat_penalty: float = Field(1.1, ge=0.5, le=2.0)
+    max_tokens: int = Field(200, ge=1, le=4096)
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Persona:
+    name: str
+    description: str
+    system_prompt: str
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+
+
+class PersonaFileError(Exception):
+    """A persona file is malformed (a deployment error, reported at start-up)."""
+
+
+def load_persona_file(path: Path) -> Persona:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        system_prompt = data.get("system_prompt")
+        if not isinstance(system_prompt, str) or not system_prompt.strip():
+            raise PersonaFileError(f"{path}: system_prompt must be a non-empty string")
+        return Persona(
+            name=path.stem,
+            description=str(data.get("description", "")),
+            system_prompt=system_prompt.strip(),
+            generation=GenerationSettings.model_validate(data.get("generation", {})),
+        )
+    except (tomllib.TOMLDecodeError, ValidationError) as exc:
+        raise PersonaFileError(f"{path}: {exc}") from exc
+
+
+class PersonaLibrary:
+    """All personas of a prompts directory, loaded once at start-up."""
+
+    def __init__(self, personas: dict[str, Persona], default: str) -> None:
+        if default not in personas:
+            raise PersonaFileError(f"default persona {default!r} not found in {sorted(personas)}")
+        self._personas = personas
+        self.default = default
+
+    @classmethod
+    def load(cls, directory: Path, default: str) -> PersonaLibrary:
+        personas = {
+            path.stem: load_persona_file(path)
+            for path in sorted(directory.glob("*.toml"))
+            if _NAME.match(path.stem)
+        }
+        if not personas:
+            raise PersonaFileError(f"no persona files (*.toml) in {directory}")
+        return cls(personas, default)
+
+    def names(self) -> list[str]:
+        return sorted(self._personas)
+
+    def get(self, name: str | None) -> Persona:
+        persona = self._personas.get(name or self.default)
+        if persona is None:
+            raise ChinwagError(
+                ErrorCode.UNKNOWN_PERSONA,
+                f"unknown persona {name!r}; available: {', '.join(self.names())}",
+            )
+        return persona

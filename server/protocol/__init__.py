@@ -1,0 +1,1 @@
+"""Message types and pure codecs: no asyncio, no sockets; bytes in, events out."""

@@ -1,0 +1,167 @@
+"""WebSocket endpoints and plain HTTP (health, metrics) on one port, with `websockets`.
+
+Routes:
+  GET /healthz         503 while models load, 200 with a JSON body when ready
+  GET /metrics         Prometheus text format
+  WS  / or /ws         the native protocol (docs/protocol.md)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from http import HTTPStatus
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from server.app import App
+from server.errors import ChinwagError, ErrorCode
+from server.pipeline.session import Session
+from server.protocol import native as proto
+
+log = logging.getLogger(__name__)
+
+NATIVE_PATHS = {"/", "/ws"}
+# A client that cannot take an event within this time is considered gone.
+SEND_TIMEOUT_S = 30.0
+
+
+def http_response(
+    status: HTTPStatus, body: bytes, content_type: str, extra: list[tuple[str, str]] | None = None
+) -> Response:
+    headers = Headers(
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+            *(extra or []),
+        ]
+    )
+    return Response(status.value, status.phrase, headers, body)
+
+
+def json_response(status: HTTPStatus, data: object) -> Response:
+    return http_response(status, json.dumps(data).encode(), "application/json")
+
+
+def error_response(status: HTTPStatus, code: ErrorCode, message: str) -> Response:
+    return json_response(status, {"error": {"code": code.value, "message": message}})
+
+
+class WebSocketSink:
+    """Delivers session events as text frames; `send` waits for the socket (backpressure)."""
+
+    def __init__(self, connection: ServerConnection) -> None:
+        self.connection = connection
+
+    async def send(self, event: proto.ServerEvent) -> None:
+        async with asyncio.timeout(SEND_TIMEOUT_S):
+            await self.connection.send(proto.encode_event(event))
+
+
+class WebSocketServer:
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self._server: Server | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        sock = next(iter(self._server.sockets))
+        return int(sock.getsockname()[1])
+
+    async def start(self, host: str, port: int) -> None:
+        limits = self.app.settings.limits
+        self._server = await serve(
+            self._handle,
+            host,
+            port,
+            process_request=self._process_request,
+            # Hard memory cap; frames between the app limit and this get a clear error.
+            max_size=limits.max_message_bytes * 4,
+            max_queue=16,
+            write_limit=256 * 1024,
+            server_header="chinwag",
+        )
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def _authorized(self, request: Request) -> bool:
+        token = self.app.settings.server.token
+        if not token:
+            return True
+        offered = request.headers.get("Authorization", "")
+        if offered.startswith("Bearer "):
+            offered = offered[len("Bearer ") :]
+        else:
+            offered = parse_qs(urlsplit(request.path).query).get("token", [""])[0]
+        return hmac.compare_digest(offered.encode(), token.encode())
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = urlsplit(request.path).path
+        upgrade = "websocket" in request.headers.get("Upgrade", "").lower()
+        if path == "/healthz":
+            ready = self.app.ready.is_set()
+            status = HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE
+            return json_response(status, self.app.health())
+        if path == "/metrics":
+            self.app.metrics.sessions.set(self.app.sessions)
+            return http_response(
+                HTTPStatus.OK, self.app.metrics.render(), "text/plain; version=0.0.4; charset=utf-8"
+            )
+        if upgrade and path in NATIVE_PATHS:
+            if not self._authorized(request):
+                return error_response(
+                    HTTPStatus.UNAUTHORIZED, ErrorCode.UNAUTHORIZED, "a valid token is required"
+                )
+            if self.app.sessions >= self.app.settings.limits.max_sessions:
+                return error_response(
+                    HTTPStatus.SERVICE_UNAVAILABLE,
+                    ErrorCode.TOO_MANY_SESSIONS,
+                    f"the server holds {self.app.sessions} sessions, its limit",
+                )
+            return None
+        return error_response(HTTPStatus.NOT_FOUND, ErrorCode.INVALID_MESSAGE, f"no route {path}")
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        self.app.sessions += 1
+        self.app.metrics.sessions.set(self.app.sessions)
+        session = Session(self.app, WebSocketSink(connection), transport="native")
+        session.log.info("connected from %s", connection.remote_address)
+        try:
+            await session.start()
+            await self._read_loop(connection, session)
+        except (ConnectionClosed, TimeoutError):
+            pass
+        finally:
+            await session.close()
+            self.app.sessions -= 1
+            self.app.metrics.sessions.set(self.app.sessions)
+            session.log.info("disconnected")
+
+    async def _read_loop(self, connection: ServerConnection, session: Session) -> None:
+        limits = self.app.settings.limits
+        async for frame in connection:
+            if len(frame) > limits.max_message_bytes:
+                await session.send_error(
+                    ChinwagError(
+                        ErrorCode.FRAME_TOO_LARGE,
+                        f"message of {len(frame)} bytes; the limit is {limits.max_message_bytes}",
+                    )
+                )
+                continue
+            try:
+                message = proto.decode_client_message(frame, limits.max_text_chars)
+            except ChinwagError as exc:
+                await session.send_error(exc)
+                continue
+            await session.handle(message)
