@@ -61,7 +61,9 @@ def server_process(*extra: str) -> Iterator[int]:
             deadline = time.monotonic() + 300
             while not ready.exists():
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"server did not start: {proc.stderr.read() if proc.stderr else ''}")
+                    raise RuntimeError(
+                        f"server did not start: {proc.stderr.read() if proc.stderr else ''}"
+                    )
                 time.sleep(0.1)
             yield int(ready.read_text())
         finally:

@@ -66,8 +66,14 @@ def direct_baseline(model_path: Path, system: str, context: int) -> Any:
 async def through_server(port: int, prompt: str) -> dict[str, float]:
     async with connect(f"ws://127.0.0.1:{port}/") as ws:
         json.loads(await ws.recv())  # session.started
-        await ws.send(json.dumps({"type": "session.update",
-                                  "generation": {"max_tokens": MAX_TOKENS, "temperature": 0.0}}))
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "session.update",
+                    "generation": {"max_tokens": MAX_TOKENS, "temperature": 0.0},
+                }
+            )
+        )
         json.loads(await ws.recv())
         start = time.perf_counter()
         await ws.send(json.dumps({"type": "user.message", "text": prompt}))
@@ -122,7 +128,10 @@ def main() -> None:
         "model": settings.llm.model_path.name,
         "max_tokens": MAX_TOKENS,
         "results": summary,
-        "ratio_server_over_direct": {"ttft_p50": round(ratio_ttft, 3), "tokens_per_s_p50": round(ratio_tps, 3)},
+        "ratio_server_over_direct": {
+            "ttft_p50": round(ratio_ttft, 3),
+            "tokens_per_s_p50": round(ratio_tps, 3),
+        },
     }
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     hw = result["hardware"]
@@ -130,7 +139,9 @@ def main() -> None:
     print(f"{'path':<8} {'TTFT p50 ms':>12} {'TTFT p95 ms':>12} {'tok/s p50':>10} {'n':>4}")
     for name in ("direct", "server"):
         s = summary[name]
-        print(f"{name:<8} {s['ttft_ms_p50']:>12} {s['ttft_ms_p95']:>12} {s['tokens_per_s_p50']:>10} {s['samples']:>4}")
+        print(
+            f"{name:<8} {s['ttft_ms_p50']:>12} {s['ttft_ms_p95']:>12} {s['tokens_per_s_p50']:>10} {s['samples']:>4}"
+        )
     print(f"ratio server/direct: TTFT p50 {ratio_ttft:.2f}, tokens/s p50 {ratio_tps:.2f}")
     print(f"wrote {args.out}")
 

@@ -39,9 +39,7 @@ async def serve(settings: Settings, ready_file: Path | None = None) -> None:
     app = App(settings=settings, personas=personas)
     web = WebSocketServer(app)
     await web.start(settings.server.host, settings.server.port)
-    log.info(
-        "chinwag listening on http://%s:%d (models loading)", settings.server.host, web.port
-    )
+    log.info("chinwag listening on http://%s:%d (models loading)", settings.server.host, web.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -55,14 +53,13 @@ async def serve(settings: Settings, ready_file: Path | None = None) -> None:
         if loading in done and loading.exception() is None:
             log.info("ready: ws://%s:%d/", settings.server.host, web.port)
             if ready_file is not None:
-                ready_file.write_text(str(web.port))
+                await asyncio.to_thread(ready_file.write_text, str(web.port))
             await stop.wait()
         elif loading in done:
             raise SystemExit(f"chinwag: could not load the models: {app.load_error}")
     finally:
         await web.close()
-        if app.chat is not None:
-            app.chat.close()
+        app.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,6 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     p_chat.add_argument("--persona", help="persona name (see prompts/)")
     p_chat.add_argument("--token", help="token, if the server requires one")
     p_chat.add_argument("text", nargs="?", help="ask this once and exit; omit for a chat")
+
+    p_talk = sub.add_parser("talk", help="speak a WAV file to a running server, hear the reply")
+    p_talk.add_argument("--url", default="ws://127.0.0.1:8765/", help="server WebSocket URL")
+    p_talk.add_argument("--out", type=Path, help="write the reply audio to this WAV file")
+    p_talk.add_argument("--json", action="store_true", help="print one JSON object")
+    p_talk.add_argument("--token", help="token, if the server requires one")
+    p_talk.add_argument("wav", type=Path, help="16-bit PCM WAV, 8 to 48 kHz")
 
     p_models = sub.add_parser("models", help="list or fetch the default model weights")
     p_models.add_argument("action", choices=["list", "fetch"])
@@ -111,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         from clients.cli import run_chat
 
         return asyncio.run(run_chat(args.url, args.text, persona=args.persona, token=args.token))
+    if args.command == "talk":
+        from clients.talk import run_talk
+
+        return asyncio.run(
+            run_talk(args.url, args.wav, out=args.out, as_json=args.json, token=args.token)
+        )
     if args.command == "models":
         from server.models import ModelError, fetch_all, list_models
 

@@ -8,10 +8,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from server.audio.vad import SileroVad
 from server.config import Settings
-from server.engines.base import ChatModel
+from server.engines.base import ChatModel, Synthesizer, Transcriber
 from server.metrics import Metrics
 from server.pipeline.chat import ChatRunner
+from server.pipeline.speech import SpeechRunner
 from server.prompts import PersonaLibrary
 
 log = logging.getLogger(__name__)
@@ -20,6 +22,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class Engines:
     chat: ChatModel
+    transcriber: Transcriber
+    synthesizer: Synthesizer
+    vad: SileroVad
 
 
 @dataclass
@@ -29,6 +34,7 @@ class App:
     metrics: Metrics = field(default_factory=Metrics)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     chat: ChatRunner | None = None
+    speech: SpeechRunner | None = None
     load_error: str | None = None
     started_at: float = field(default_factory=time.time)
     load_seconds: float | None = None
@@ -36,16 +42,32 @@ class App:
 
     def attach(self, engines: Engines) -> None:
         self.chat = ChatRunner(engines.chat)
+        self.speech = SpeechRunner(engines.transcriber, engines.synthesizer, engines.vad)
         self.ready.set()
+
+    def close(self) -> None:
+        if self.chat is not None:
+            self.chat.close()
+        if self.speech is not None:
+            self.speech.close()
 
     def health(self) -> dict[str, object]:
         body: dict[str, object] = {
-            "status": "ready" if self.ready.is_set() else "failed" if self.load_error else "loading",
+            "status": "ready"
+            if self.ready.is_set()
+            else "failed"
+            if self.load_error
+            else "loading",
             "sessions": self.sessions,
             "uptime_s": round(time.time() - self.started_at, 1),
         }
         if self.chat is not None:
-            body["llm"] = {"model": self.chat.model.name, "context_size": self.chat.model.context_size}
+            body["llm"] = {
+                "model": self.chat.model.name,
+                "context_size": self.chat.model.context_size,
+            }
+        if self.speech is not None:
+            body["tts_sample_rate"] = self.speech.synthesizer.sample_rate
         if self.load_seconds is not None:
             body["load_s"] = round(self.load_seconds, 2)
         if self.load_error:
@@ -54,10 +76,13 @@ class App:
 
 
 def load_engines(settings: Settings) -> Engines:
-    """Load every model once (blocking; call from a worker thread) and warm it up."""
+    """Load every model once (blocking; call from a worker thread) and warm it up, so the
+    first turn does not pay for page faults and lazy initialisation."""
+    from server.engines.faster_whisper import WhisperTranscriber
     from server.engines.llama_cpp import LlamaCppChatModel
+    from server.engines.piper import PiperSynthesizer
 
-    llm = settings.llm
+    llm, asr = settings.llm, settings.asr
     chat = LlamaCppChatModel(
         llm.model_path,
         context_size=llm.context_size,
@@ -66,7 +91,19 @@ def load_engines(settings: Settings) -> Engines:
         seed=llm.seed,
     )
     chat.warm_up()
-    return Engines(chat=chat)
+    transcriber = WhisperTranscriber(
+        asr.model_path,
+        compute_type=asr.compute_type,
+        cpu_threads=asr.threads,
+        beam_size=asr.beam_size,
+        language=asr.language,
+    )
+    transcriber.warm_up()
+    synthesizer = PiperSynthesizer(settings.tts.voice_path)
+    synthesizer.warm_up()
+    return Engines(
+        chat=chat, transcriber=transcriber, synthesizer=synthesizer, vad=SileroVad.load()
+    )
 
 
 Loader = Callable[[Settings], Engines]
@@ -84,4 +121,3 @@ async def load_into(app: App, loader: Loader = load_engines) -> None:
     app.load_seconds = time.perf_counter() - start
     app.attach(engines)
     log.info("models ready in %.1f s", app.load_seconds)
-

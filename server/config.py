@@ -52,6 +52,28 @@ class LlmSettings(_Group):
     seed: int = -1
 
 
+class AsrSettings(_Group):
+    model_path: Path = MODELS_DIR / "whisper-tiny-en"
+    compute_type: str = "int8"
+    beam_size: int = Field(1, ge=1, le=10)
+    language: str | None = "en"
+    threads: int = Field(0, ge=0, description="0: all cores")
+
+
+class TtsSettings(_Group):
+    voice_path: Path = MODELS_DIR / "piper-joe-medium" / "en_US-joe-medium.onnx"
+    # Seconds of audio per binary frame sent to clients.
+    frame_s: float = Field(0.1, gt=0.0, le=1.0)
+
+
+class VadSettings(_Group):
+    threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    min_speech_ms: int = Field(250, ge=0, le=5000)
+    silence_ms: int = Field(500, ge=100, le=10000)
+    prefix_padding_ms: int = Field(300, ge=0, le=2000)
+    max_utterance_s: float = Field(30.0, gt=0.0, le=120.0)
+
+
 class PromptSettings(_Group):
     directory: Path = PROJECT_ROOT / "prompts"
     default_persona: str = "assistant"
@@ -68,8 +90,10 @@ class Settings(_Group):
     server: ServerSettings = ServerSettings()
     limits: LimitsSettings = LimitsSettings()
     llm: LlmSettings = LlmSettings()
+    asr: AsrSettings = AsrSettings()
+    tts: TtsSettings = TtsSettings()
+    vad: VadSettings = VadSettings()
     prompts: PromptSettings = PromptSettings()
-
 
 
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
@@ -122,7 +146,12 @@ def load_settings(
         raise ConfigError(str(exc)) from exc
 
 
-_PATH_FIELDS = {("llm", "model_path"), ("prompts", "directory")}
+_PATH_FIELDS = {
+    ("llm", "model_path"),
+    ("asr", "model_path"),
+    ("tts", "voice_path"),
+    ("prompts", "directory"),
+}
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:

@@ -43,8 +43,10 @@ class Metrics:
             "chinwag_completion_tokens_total", "Tokens generated", registry=r
         )
         self.prompt_tokens = Counter(
-            "chinwag_prompt_tokens_total", "Prompt tokens, and how many came from the KV cache",
-            ["source"], registry=r,
+            "chinwag_prompt_tokens_total",
+            "Prompt tokens, and how many came from the KV cache",
+            ["source"],
+            registry=r,
         )
 
     def render(self) -> bytes:

@@ -52,7 +52,8 @@ class LlamaCppChatModel:
                 "or set [llm] model_path"
             )
         n_threads = threads or os.cpu_count() or 1
-        self._llm = Llama(
+        # Typed as Any: llama-cpp-python's TypedDict unions cost more casts than they catch.
+        self._llm: Any = Llama(
             model_path=str(model_path),
             n_ctx=context_size,
             n_threads=n_threads,
@@ -67,7 +68,7 @@ class LlamaCppChatModel:
         template = metadata.get("tokenizer.chat_template") or _CHATML
         eos_id = self._llm.token_eos()
         bos_id = self._llm.token_bos()
-        self._formatter = Jinja2ChatFormatter(
+        self._formatter: Any = Jinja2ChatFormatter(
             template=template,
             eos_token=self._token_text(eos_id),
             bos_token=self._token_text(bos_id) if bos_id >= 0 else "",
@@ -77,7 +78,8 @@ class LlamaCppChatModel:
         self._lock = threading.Lock()  # guards against accidental concurrent use
 
     def _token_text(self, token: int) -> str:
-        return self._llm.detokenize([token], special=True).decode("utf-8", errors="ignore")
+        text: bytes = self._llm.detokenize([token], special=True)
+        return text.decode("utf-8", errors="ignore")
 
     def _prompt(self, messages: Sequence[ChatMessage]) -> tuple[list[int], list[str]]:
         rendered = self._formatter(
@@ -86,7 +88,13 @@ class LlamaCppChatModel:
         tokens: list[int] = self._llm.tokenize(
             rendered.prompt.encode("utf-8"), add_bos=not rendered.added_special, special=True
         )
-        stop = rendered.stop if isinstance(rendered.stop, list) else [rendered.stop] if rendered.stop else []
+        stop = (
+            rendered.stop
+            if isinstance(rendered.stop, list)
+            else [rendered.stop]
+            if rendered.stop
+            else []
+        )
         return tokens, stop
 
     def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
@@ -161,7 +169,7 @@ class LlamaCppChatModel:
             logits_processor=LogitsProcessorList([count_sampled]),
         )
         first_token_s: float | None = None
-        finish_reason = "length"
+        finish_reason: str = "length"
         try:
             for chunk in stream:
                 if cancel.is_set():
@@ -185,8 +193,11 @@ class LlamaCppChatModel:
             prompt_tokens=len(tokens),
             cached_prompt_tokens=cached,
             completion_tokens=sampled,
-            finish_reason="stop" if finish_reason == "stop" else
-            "cancelled" if finish_reason == "cancelled" else "length",
+            finish_reason="stop"
+            if finish_reason == "stop"
+            else "cancelled"
+            if finish_reason == "cancelled"
+            else "length",
             first_token_s=first_token_s,
             total_s=time.perf_counter() - start,
         )

@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from server.engines.base import ChatMessage, ChatModel, GenerationStats
 from server.pipeline.history import messages_to_drop
@@ -99,6 +100,6 @@ class ChatRunner:
         return ChatOutcome(stats=stats, text="".join(parts), dropped=dropped, queued_s=queued_s)
 
 
-def _consume_result(future: asyncio.Future[object]) -> None:
+def _consume_result(future: asyncio.Future[Any]) -> None:
     if not future.cancelled() and future.exception() is not None:
         log.debug("abandoned generation failed: %r", future.exception())

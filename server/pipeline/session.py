@@ -1,32 +1,51 @@
-"""One connected client's conversation: persona, history, and the reply in progress.
+"""One connected client's conversation: persona, history, microphone, and the reply in progress.
 
-Transports translate their wire format into `handle()` calls and deliver the events the
-session sends to its `EventSink`; the session never knows which transport it serves.
+Transports translate their wire format into `handle()` / `handle_audio()` calls and deliver
+what the session sends to its `EventSink`; the session never knows which transport it serves.
+
+A turn (typed message, or utterance → transcript → reply) is one cancellable task. Barge-in,
+a new message, `cancel` or a disconnect cancel it; its `finally` always reports how it ended.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import itertools
 import logging
 import time
 import uuid
-from typing import Any, Protocol
+from collections.abc import Coroutine
+from typing import Any, Literal, Protocol
 
+import numpy as np
 from pydantic import ValidationError
 
 from server.app import App
-from server.engines.base import ChatMessage
+from server.audio.pcm import StreamResampler, check_sample_rate, decode_pcm16
+from server.audio.vad import SpeechStarted, SpeechStopped, StreamingVad, VadEvent
+from server.engines.base import ChatMessage, Float32Audio
 from server.errors import ChinwagError, ErrorCode
+from server.pipeline.audio_input import AudioInput, vad_config
 from server.pipeline.chat import ChatOutcome
+from server.pipeline.playback import SpokenReply
+from server.pipeline.speech import SpeechRunner
+from server.pipeline.text_split import PhraseSplitter, speakable
 from server.prompts import GenerationSettings, Persona
 from server.protocol import native as proto
 
 log = logging.getLogger(__name__)
 
+AUDIO_QUEUE_FRAMES = 64  # ~1-2 s of typical 20-40 ms frames before TCP backpressure
+PARTIAL_EVERY_S = 1.0
+Status = Literal["completed", "cancelled", "failed"]
+
 
 class EventSink(Protocol):
     async def send(self, event: proto.ServerEvent) -> None: ...
+
+    async def send_audio(self, pcm: bytes) -> None: ...
 
 
 class SessionLogger(logging.LoggerAdapter[logging.Logger]):
@@ -45,7 +64,20 @@ class Session:
         self.generation: GenerationSettings = self.persona.generation
         self.history: list[ChatMessage] = []
         self._turn: asyncio.Task[None] | None = None
-        self._reply_ids = itertools.count(1)
+        self._ids = itertools.count(1)
+        # Microphone stream, when open.
+        self._audio: AudioInput | None = None
+        self._audio_queue: asyncio.Queue[np.ndarray | None] | None = None
+        self._audio_task: asyncio.Task[None] | None = None
+        self._utterance_id: str | None = None
+        self._last_partial_s = 0.0
+        # The last spoken reply (its audio may still be playing after the turn ended).
+        self._spoken: SpokenReply | None = None
+        # Audio of an utterance whose answer was interrupted before a word of it was heard:
+        # the person only paused, so it is joined to what they say next.
+        self._carry: Float32Audio | None = None
+        self._turn_audio: Float32Audio | None = None
+        self._background: set[asyncio.Task[None]] = set()
         app.metrics.sessions_total.labels(transport).inc()
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -55,7 +87,16 @@ class Session:
         await self.sink.send(self._started_event())
 
     async def close(self) -> None:
+        if self._audio_task is not None:
+            self._audio_task.cancel()
+            await asyncio.gather(self._audio_task, return_exceptions=True)
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self.cancel_turn()
+
+    def _next_id(self, prefix: str) -> str:
+        return f"{prefix}{next(self._ids)}-{self.id}"
 
     # --- input -------------------------------------------------------------------------
 
@@ -66,17 +107,43 @@ class Session:
         except ChinwagError as exc:
             await self.send_error(exc, source=message.type)
 
+    async def handle_audio(self, frame: bytes) -> None:
+        """One binary frame of microphone PCM."""
+        try:
+            if self._audio_queue is None:
+                raise ChinwagError(
+                    ErrorCode.AUDIO_NOT_STARTED,
+                    "send audio.start (with the sample rate) before audio frames",
+                )
+            pcm = decode_pcm16(frame)
+        except ChinwagError as exc:
+            await self.send_error(exc, source="audio")
+            return
+        await self._audio_queue.put(pcm)
+
     async def _dispatch(self, message: proto.ClientMessage) -> None:
         match message:
             case proto.UserMessage():
                 await self.cancel_turn()
-                reply_id = f"r{next(self._reply_ids)}-{self.id}"
-                self._turn = asyncio.create_task(
-                    self._text_turn(message, reply_id), name=f"turn-{reply_id}"
-                )
+                self._begin_turn(self._reply(message.text, message.id, speak=False))
             case proto.Cancel():
                 if not await self.cancel_turn():
                     raise ChinwagError(ErrorCode.NO_ACTIVE_REPLY, "no reply is in progress")
+            case proto.AudioStart():
+                await self._start_audio(message)
+            case proto.AudioStop():
+                if self._audio is None:
+                    raise ChinwagError(ErrorCode.AUDIO_NOT_STARTED, "no audio stream is open")
+                await self._stop_audio()
+            case proto.Say():
+                if message.sample_rate is not None:
+                    check_sample_rate(message.sample_rate)
+                await self.cancel_turn()
+                self._begin_turn(self._say(message))
+            case proto.Playback():
+                # Reports about an older stream are stale, not wrong: ignored.
+                if self._spoken is not None and self._spoken.stream_id == message.stream_id:
+                    self._spoken.report(message.played_ms)
             case proto.SessionStart():
                 await self.cancel_turn()
                 self._configure(message.persona, message.generation)
@@ -122,28 +189,266 @@ class Session:
             context_size=self.app.chat.model.context_size,
         )
 
+    @property
+    def speech(self) -> SpeechRunner:
+        if self.app.speech is None:
+            raise ChinwagError(ErrorCode.INTERNAL_ERROR, "this server runs without speech models")
+        return self.app.speech
+
+    # --- microphone --------------------------------------------------------------------
+
+    async def _start_audio(self, start: proto.AudioStart) -> None:
+        vad = StreamingVad(self.speech.vad, vad_config(self.app.settings.vad, start))
+        audio = AudioInput(start, vad)  # validates the rates
+        if self._audio is not None:
+            await self._stop_audio()
+        self._audio = audio
+        self._audio_queue = asyncio.Queue(maxsize=AUDIO_QUEUE_FRAMES)
+        self._audio_task = asyncio.create_task(
+            self._audio_loop(audio, self._audio_queue), name=f"audio-{self.id}"
+        )
+
+    async def _stop_audio(self) -> None:
+        """End the stream: the utterance in progress (push-to-talk: the whole) is answered."""
+        queue, task = self._audio_queue, self._audio_task
+        self._audio = self._audio_queue = self._audio_task = None
+        if queue is not None and task is not None:
+            await queue.put(None)
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _audio_loop(self, audio: AudioInput, queue: asyncio.Queue[np.ndarray | None]) -> None:
+        speech = self.speech
+        while True:
+            pcm = await queue.get()
+            if pcm is None:
+                final = await speech.on_vad_thread(audio.finish)
+                if final is not None:
+                    if self._utterance_id is None:  # push-to-talk: no speech.started was sent
+                        self._utterance_id = self._next_id("u")
+                    await self._on_speech_stopped(final, audio)
+                return
+            events: list[VadEvent] = await speech.on_vad_thread(functools.partial(audio.feed, pcm))
+            for event in events:
+                if isinstance(event, SpeechStarted):
+                    await self._on_speech_started(event, audio)
+                elif isinstance(event, SpeechStopped):
+                    await self._on_speech_stopped(event, audio)
+            if audio.start.partial_transcripts and audio.vad.in_speech:
+                await self._maybe_partial(audio)
+
+    async def _on_speech_started(self, event: SpeechStarted, audio: AudioInput) -> None:
+        self._utterance_id = self._next_id("u")
+        self._last_partial_s = 0.0
+        await self.sink.send(
+            proto.SpeechStarted(utterance_id=self._utterance_id, at_ms=round(event.at_s * 1000, 1))
+        )
+        if audio.start.task == "converse" and audio.start.mode == "vad":
+            await self._barge_in()
+
+    async def _on_speech_stopped(self, event: SpeechStopped, audio: AudioInput) -> None:
+        utterance_id = self._utterance_id or self._next_id("u")
+        self._utterance_id = None
+        await self.sink.send(
+            proto.SpeechStopped(
+                utterance_id=utterance_id,
+                at_ms=round(event.at_s * 1000, 1),
+                duration_ms=round(event.duration_s * 1000, 1),
+            )
+        )
+        if event.truncated:
+            await self.send_error(
+                ChinwagError(
+                    ErrorCode.UTTERANCE_TOO_LONG,
+                    f"an utterance may last {self.app.settings.vad.max_utterance_s:g} s; "
+                    "this one was cut there and not answered",
+                ),
+                source="audio",
+            )
+            return
+        samples = event.audio
+        if self._carry is not None:
+            samples = np.concatenate([self._carry, samples])
+            self._carry = None
+        await self.cancel_turn()
+        self._begin_turn(self._voice_turn(utterance_id, samples, audio.start))
+
+    async def _maybe_partial(self, audio: AudioInput) -> None:
+        utterance_s = audio.vad.utterance_s
+        if utterance_s - self._last_partial_s < PARTIAL_EVERY_S or self.speech.asr_busy:
+            return
+        self._last_partial_s = utterance_s
+        utterance_id = self._utterance_id
+        snapshot = await self.speech.on_vad_thread(audio.vad.detector.current_utterance)
+
+        async def partial() -> None:
+            transcript = await self.speech.transcribe(snapshot)
+            if transcript.text.strip() and self._utterance_id == utterance_id and utterance_id:
+                await self.sink.send(
+                    proto.TranscriptPartial(utterance_id=utterance_id, text=transcript.text)
+                )
+
+        task = asyncio.create_task(partial())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _barge_in(self) -> None:
+        """The person speaks: stop talking, and keep only what they heard."""
+        spoken = self._spoken
+        turn_running = self._turn is not None and not self._turn.done()
+        said_nothing = spoken is None or spoken.first_sent_at is None
+        if turn_running and said_nothing and self._turn_audio is not None:
+            self._carry = self._turn_audio  # they only paused: join it to what comes next
+        playing = spoken is not None and spoken.still_playing()
+        if spoken is not None and playing:
+            spoken.stop()
+            await self.sink.send(proto.OutputAudioClear(stream_id=spoken.stream_id))
+        if turn_running:
+            await self.cancel_turn()  # its reply.done carries heard_text
+        elif spoken is not None and playing:
+            # Fully generated, but the listener stopped it part-way: shorten the history.
+            heard = spoken.heard()
+            if self.history and self.history[-1].role == "assistant":
+                self.history[-1] = ChatMessage("assistant", heard)
+            await self.sink.send(proto.ReplyTruncated(reply_id=spoken.stream_id, heard_text=heard))
+
     # --- turns -------------------------------------------------------------------------
 
+    def _begin_turn(self, work: Coroutine[Any, Any, None]) -> None:
+        self._turn = asyncio.create_task(work, name=f"turn-{self.id}")
+
     async def cancel_turn(self) -> bool:
-        """Cancel the reply in progress and wait until its `reply.done` is out."""
+        """Cancel the turn in progress and wait until its closing events are out."""
         turn = self._turn
         if turn is None or turn.done():
             return False
         turn.cancel()
-        # The turn task swallows its own cancellation after reporting it.
+        # The turn task reports its own cancellation and then ends normally.
         await asyncio.gather(turn, return_exceptions=True)
         return True
 
-    async def _text_turn(self, message: proto.UserMessage, reply_id: str) -> None:
+    async def _voice_turn(
+        self, utterance_id: str, audio: Float32Audio, start: proto.AudioStart
+    ) -> None:
+        from server.engines.faster_whisper import is_probably_not_speech
+
+        self._turn_audio = audio
+        try:
+            began = time.perf_counter()
+            transcript = await self.speech.transcribe(audio)
+            transcribe_ms = round((time.perf_counter() - began) * 1000, 1)
+            if is_probably_not_speech(transcript):
+                await self.sink.send(
+                    proto.SpeechDiscarded(
+                        utterance_id=utterance_id, reason="not_speech", text=transcript.text
+                    )
+                )
+                return
+            await self.sink.send(
+                proto.Transcript(
+                    utterance_id=utterance_id,
+                    text=transcript.text,
+                    duration_ms=round(transcript.audio_s * 1000, 1),
+                    transcribe_ms=transcribe_ms,
+                )
+            )
+            if start.task == "converse":
+                await self._reply(
+                    transcript.text,
+                    utterance_id,
+                    speak=True,
+                    sample_rate=start.output_sample_rate,
+                )
+        except asyncio.CancelledError:
+            pass  # interrupted before the reply began: nothing was started, nothing to close
+        except Exception:
+            self.log.exception("voice turn %s failed", utterance_id)
+            await self.send_error(
+                ChinwagError(ErrorCode.INTERNAL_ERROR, "transcription failed; see the server log"),
+                source="audio",
+            )
+        finally:
+            self._turn_audio = None
+
+    async def _say(self, message: proto.Say) -> None:
+        stream_id = message.id or self._next_id("s")
+        phrases: asyncio.Queue[str | None] = asyncio.Queue()
+        splitter = PhraseSplitter()
+        for phrase in [*splitter.feed(message.text), *splitter.flush()]:
+            phrases.put_nowait(phrase)
+        phrases.put_nowait(None)
+        # Cancellation (barge-in, a new message) ends the turn quietly; _speak reports it.
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._speak(SpokenReply(stream_id), phrases, message.sample_rate)
+
+    async def _speak(
+        self, spoken: SpokenReply, phrases: asyncio.Queue[str | None], sample_rate: int | None
+    ) -> None:
+        """Synthesize phrases as they arrive and stream their audio; always closes the stream."""
+        speech = self.speech
+        voice_rate = speech.synthesizer.sample_rate
+        rate = sample_rate or voice_rate
+        resampler = StreamResampler(voice_rate, rate, np.int16)
+        frame = max(1, int(rate * self.app.settings.tts.frame_s))
+        status: Status = "failed"
+        started = False
+
+        async def send(pcm: np.ndarray, text: str | None) -> None:
+            nonlocal started
+            if not len(pcm):
+                return
+            if not started:
+                started = True
+                await self.sink.send(
+                    proto.OutputAudioStart(stream_id=spoken.stream_id, sample_rate=rate)
+                )
+            if text is not None:
+                spoken.add(text, len(pcm) / rate * 1000)
+            else:  # the resampler's tail belongs to the last phrase
+                spoken.sent_ms += len(pcm) / rate * 1000
+            for i in range(0, len(pcm), frame):
+                await self.sink.send_audio(pcm[i : i + frame].astype("<i2").tobytes())
+                spoken.mark_sent()
+
+        try:
+            while (phrase := await phrases.get()) is not None:
+                text = speakable(phrase)
+                if text.strip():
+                    await send(resampler.process(await speech.synthesize(text)), phrase)
+            await send(resampler.flush(), None)
+            status = "completed"
+        except asyncio.CancelledError:
+            status = "cancelled"
+            raise
+        finally:
+            if started:
+                await self.sink.send(
+                    proto.OutputAudioDone(
+                        stream_id=spoken.stream_id,
+                        status=status,
+                        duration_ms=round(spoken.sent_ms, 1),
+                    )
+                )
+
+    async def _reply(
+        self, text: str, message_id: str | None, *, speak: bool, sample_rate: int | None = None
+    ) -> None:
+        """Stream the model's answer (and, when speaking, its audio) for one user message."""
         chat = self.app.chat
         assert chat is not None
-        metrics = self.app.metrics
+        reply_id = self._next_id("r")
         start = time.perf_counter()
         parts: list[str] = []
         first_token_s: float | None = None
         outcome: ChatOutcome | None = None
-        status = "failed"
-        self.history.append(ChatMessage("user", message.text))
+        status: Status = "failed"
+        spoken: SpokenReply | None = None
+        speaking: asyncio.Task[None] | None = None
+        phrases: asyncio.Queue[str | None] = asyncio.Queue()
+        splitter = PhraseSplitter()
+        if speak:
+            spoken = self._spoken = SpokenReply(reply_id)
+            speaking = asyncio.create_task(self._speak(spoken, phrases, sample_rate))
+        self.history.append(ChatMessage("user", text))
 
         async def on_delta(delta: str) -> None:
             nonlocal first_token_s
@@ -151,39 +456,55 @@ class Session:
                 first_token_s = time.perf_counter() - start
             parts.append(delta)
             await self.sink.send(proto.ReplyDelta(reply_id=reply_id, text=delta))
+            if speak:
+                for phrase in splitter.feed(delta):
+                    phrases.put_nowait(phrase)
 
         try:
-            await self.sink.send(proto.ReplyStarted(reply_id=reply_id, message_id=message.id))
+            await self.sink.send(proto.ReplyStarted(reply_id=reply_id, message_id=message_id))
             outcome = await chat.reply(
                 self.persona.system_prompt, self.history, self.generation, on_delta
             )
-            status = "cancelled" if outcome.stats.finish_reason == "cancelled" else "completed"
             del self.history[: outcome.dropped]
+            if speaking is not None:
+                for phrase in splitter.flush():
+                    phrases.put_nowait(phrase)
+                phrases.put_nowait(None)
+                await speaking
+            status = "completed"
         except asyncio.CancelledError:
             status = "cancelled"
         except ChinwagError as exc:
-            await self.send_error(exc, source=message.type)
+            await self.send_error(exc, source="user.message")
         except Exception:
             self.log.exception("reply %s failed", reply_id)
             await self.send_error(
                 ChinwagError(ErrorCode.INTERNAL_ERROR, "the reply failed; see the server log"),
-                source=message.type,
+                source="user.message",
             )
         finally:
-            text = "".join(parts)
-            # History keeps whole exchanges only; a cancelled reply keeps what was sent.
-            if text:
-                self.history.append(ChatMessage("assistant", text))
+            if speaking is not None and not speaking.done():
+                speaking.cancel()
+                await asyncio.gather(speaking, return_exceptions=True)
+            full = "".join(parts)
+            heard = None
+            if spoken is not None and status != "completed":
+                heard = spoken.heard()
+            kept = full if heard is None else heard
+            # History keeps whole exchanges only, and of an interrupted reply what was heard.
+            if kept.strip():
+                self.history.append(ChatMessage("assistant", kept))
             elif self.history and self.history[-1].role == "user":
                 self.history.pop()
-            metrics.turns.labels(status).inc()
-            await self._send_done(reply_id, status, text, outcome, first_token_s, start)
+            self.app.metrics.turns.labels(status).inc()
+            await self._send_done(reply_id, status, full, heard, outcome, first_token_s, start)
 
     async def _send_done(
         self,
         reply_id: str,
-        status: str,
+        status: Status,
         text: str,
+        heard: str | None,
         outcome: ChatOutcome | None,
         first_token_s: float | None,
         start: float,
@@ -191,12 +512,16 @@ class Session:
         metrics = self.app.metrics
         total_s = time.perf_counter() - start
         usage = timings = None
-        finish_reason = status if status != "completed" else None
+        finish_reason: str | None = status if status != "completed" else None
         if outcome is not None:
             stats = outcome.stats
             finish_reason = stats.finish_reason
             gen_s = stats.total_s - (stats.first_token_s or 0.0)
-            tps = (stats.completion_tokens - 1) / gen_s if stats.completion_tokens > 1 and gen_s > 0 else None
+            tps = (
+                (stats.completion_tokens - 1) / gen_s
+                if stats.completion_tokens > 1 and gen_s > 0
+                else None
+            )
             usage = proto.Usage(
                 prompt_tokens=stats.prompt_tokens,
                 cached_prompt_tokens=stats.cached_prompt_tokens,
@@ -204,7 +529,9 @@ class Session:
             )
             timings = proto.ReplyTimings(
                 queued_ms=round(outcome.queued_s * 1000, 1),
-                first_token_ms=round(first_token_s * 1000, 1) if first_token_s is not None else None,
+                first_token_ms=round(first_token_s * 1000, 1)
+                if first_token_s is not None
+                else None,
                 total_ms=round(total_s * 1000, 1),
                 tokens_per_second=round(tps, 1) if tps else None,
             )
@@ -221,8 +548,9 @@ class Session:
         await self.sink.send(
             proto.ReplyDone(
                 reply_id=reply_id,
-                status=status,  # type: ignore[arg-type]
+                status=status,
                 text=text,
+                heard_text=heard,
                 finish_reason=finish_reason,
                 usage=usage,
                 timings=timings,

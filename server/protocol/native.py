@@ -53,10 +53,63 @@ class Cancel(ClientMessage):
     type: Literal["cancel"] = "cancel"
 
 
+class VadOptions(BaseModel):
+    """Turn-detection overrides for one audio stream (server defaults from [vad])."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    threshold: float | None = Field(None, gt=0.0, lt=1.0)
+    min_speech_ms: int | None = Field(None, ge=0, le=5000)
+    silence_ms: int | None = Field(None, ge=100, le=10000)
+    prefix_padding_ms: int | None = Field(None, ge=0, le=2000)
+
+
+class AudioStart(ClientMessage):
+    """Open the microphone stream: binary frames of 16-bit LE mono PCM follow.
+
+    mode "vad": the server detects turns; "push_to_talk": `audio.stop` ends each utterance.
+    task "converse": transcribe and answer aloud; "transcribe": transcripts only.
+    """
+
+    type: Literal["audio.start"] = "audio.start"
+    sample_rate: int
+    format: Literal["pcm16"] = "pcm16"
+    mode: Literal["vad", "push_to_talk"] = "vad"
+    task: Literal["converse", "transcribe"] = "converse"
+    # Rate for the reply audio; default: the voice's own rate.
+    output_sample_rate: int | None = None
+    partial_transcripts: bool = False
+    vad: VadOptions | None = None
+
+
+class AudioStop(ClientMessage):
+    """End the microphone stream (push-to-talk: end of the utterance, which is then answered)."""
+
+    type: Literal["audio.stop"] = "audio.stop"
+
+
+class Say(ClientMessage):
+    """Speak this text (TTS only); the audio comes back as an output audio stream."""
+
+    type: Literal["say"] = "say"
+    text: str
+    id: Identifier | None = None
+    sample_rate: int | None = None
+
+
+class Playback(ClientMessage):
+    """How much of an output audio stream the client has actually played."""
+
+    type: Literal["playback"] = "playback"
+    stream_id: Identifier
+    played_ms: float = Field(ge=0)
+
+
 CLIENT_MESSAGES: dict[str, type[ClientMessage]] = {
     cls.model_fields["type"].default: cls
-    for cls in (SessionStart, SessionUpdate, UserMessage, Cancel)
-}
+    for cls in (
+        SessionStart, SessionUpdate, UserMessage, Cancel, AudioStart, AudioStop, Say, Playback
+    )
+}  # fmt: skip
 
 
 def decode_client_message(frame: str | bytes, max_text_chars: int) -> ClientMessage:
@@ -84,7 +137,7 @@ def decode_client_message(frame: str | bytes, max_text_chars: int) -> ClientMess
         message = cls.model_validate(data)
     except ValidationError as exc:
         raise ChinwagError(ErrorCode.INVALID_MESSAGE, describe_validation_error(exc)) from exc
-    if isinstance(message, UserMessage):
+    if isinstance(message, UserMessage | Say):
         if not message.text.strip():
             raise ChinwagError(ErrorCode.INVALID_MESSAGE, "field 'text' must not be empty")
         if len(message.text) > max_text_chars:
@@ -160,9 +213,79 @@ class ReplyDone(ServerEvent):
     reply_id: str
     status: Literal["completed", "cancelled", "failed"]
     text: str
+    # Spoken replies: the part the listener heard before an interruption (kept in history).
+    heard_text: str | None = None
     finish_reason: str | None = None
     usage: Usage | None = None
     timings: ReplyTimings | None = None
+
+
+class ReplyTruncated(ServerEvent):
+    """A spoken reply that had finished generating was interrupted while still playing."""
+
+    type: ClassVar[str] = "reply.truncated"
+    reply_id: str
+    heard_text: str
+
+
+class SpeechStarted(ServerEvent):
+    type: ClassVar[str] = "speech.started"
+    utterance_id: str
+    at_ms: float  # position in the audio stream
+
+
+class SpeechStopped(ServerEvent):
+    type: ClassVar[str] = "speech.stopped"
+    utterance_id: str
+    at_ms: float
+    duration_ms: float
+
+
+class TranscriptPartial(ServerEvent):
+    type: ClassVar[str] = "transcript.partial"
+    utterance_id: str
+    text: str
+
+
+class Transcript(ServerEvent):
+    type: ClassVar[str] = "transcript"
+    utterance_id: str
+    text: str
+    duration_ms: float
+    transcribe_ms: float
+
+
+class SpeechDiscarded(ServerEvent):
+    """An utterance that was not answered: its transcript looked like noise or silence."""
+
+    type: ClassVar[str] = "speech.discarded"
+    utterance_id: str
+    reason: str
+    text: str
+
+
+class OutputAudioStart(ServerEvent):
+    """Binary frames that follow (until output_audio.done) are this stream's 16-bit LE PCM."""
+
+    type: ClassVar[str] = "output_audio.start"
+    stream_id: str
+    sample_rate: int
+    format: str = "pcm16"
+    channels: int = 1
+
+
+class OutputAudioDone(ServerEvent):
+    type: ClassVar[str] = "output_audio.done"
+    stream_id: str
+    status: Literal["completed", "cancelled", "failed"]
+    duration_ms: float
+
+
+class OutputAudioClear(ServerEvent):
+    """Drop whatever audio of this stream is still buffered: the listener interrupted."""
+
+    type: ClassVar[str] = "output_audio.clear"
+    stream_id: str
 
 
 class Error(ServerEvent):

@@ -64,6 +64,10 @@ class WebSocketSink:
         async with asyncio.timeout(SEND_TIMEOUT_S):
             await self.connection.send(proto.encode_event(event))
 
+    async def send_audio(self, pcm: bytes) -> None:
+        async with asyncio.timeout(SEND_TIMEOUT_S):
+            await self.connection.send(pcm)
+
 
 class WebSocketServer:
     def __init__(self, app: App) -> None:
@@ -158,6 +162,9 @@ class WebSocketServer:
                         f"message of {len(frame)} bytes; the limit is {limits.max_message_bytes}",
                     )
                 )
+                continue
+            if isinstance(frame, bytes):
+                await session.handle_audio(frame)
                 continue
             try:
                 message = proto.decode_client_message(frame, limits.max_text_chars)

@@ -128,7 +128,7 @@ async def test_persona_switch_and_unknown_persona(client: Client) -> None:
         ('{"type": "user.message", "text": ["a"]}', "invalid_message"),
         (json.dumps({"type": "user.message", "text": "x" * 1001}), "text_too_long"),
         ("x" * 5000, "frame_too_large"),
-        (b"\x01\x02\x03\x04", "unexpected_binary"),
+        (b"\x01\x02\x03\x04", "audio_not_started"),
     ],
 )
 async def test_bad_input_gets_an_error_and_the_session_goes_on(
@@ -200,7 +200,9 @@ async def test_healthz_is_503_while_loading() -> None:
         release.wait(30)
         raise RuntimeError("no models in this test")
 
-    app = App(settings=settings, personas=PersonaLibrary.load(settings.prompts.directory, "assistant"))
+    app = App(
+        settings=settings, personas=PersonaLibrary.load(settings.prompts.directory, "assistant")
+    )
     web = WebSocketServer(app)
     await web.start("127.0.0.1", 0)
     loading = asyncio.create_task(load_into(app, slow_loader))

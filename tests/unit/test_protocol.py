@@ -53,7 +53,9 @@ def test_bad_frames_get_their_code(frame: str | bytes, code: ErrorCode) -> None:
 def test_text_over_limit() -> None:
     frame = json.dumps({"type": "user.message", "text": "x" * 101})
     assert code_of(frame, limit=100) == ErrorCode.TEXT_TOO_LONG
-    assert isinstance(decode(json.dumps({"type": "user.message", "text": "x" * 100})), proto.UserMessage)
+    assert isinstance(
+        decode(json.dumps({"type": "user.message", "text": "x" * 100})), proto.UserMessage
+    )
 
 
 def test_error_message_names_the_field() -> None:

@@ -1,0 +1,202 @@
+"""`chinwag talk`: stream a WAV file to the server as a live microphone would, then silence.
+
+Also the library the tests and the benchmark use to hold a spoken conversation turn.
+The clock starts at the end of the last voiced 20 ms frame (the last frame whose RMS is above
+max(-50 dBFS, 3% of the loudest frame)), so trailing silence in the file is not hidden inside
+the turn-detection wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+import wave
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+FRAME_S = 0.02
+Pcm = npt.NDArray[np.int16]
+
+
+def read_wav(path: Path) -> tuple[Pcm, int]:
+    """Mono (stereo is mixed down) 16-bit PCM samples and the sample rate."""
+    with wave.open(str(path), "rb") as wav:
+        if wav.getsampwidth() != 2:
+            raise ValueError(f"{path}: 16-bit PCM WAV expected, got {8 * wav.getsampwidth()}-bit")
+        rate, channels = wav.getframerate(), wav.getnchannels()
+        data = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+    if channels > 1:
+        data = data.reshape(-1, channels).mean(axis=1).astype(np.int16)
+    return data.astype(np.int16), rate
+
+
+def write_wav(path: Path, pcm: bytes, rate: int) -> None:
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(pcm)
+
+
+def speech_end_s(pcm: Pcm, rate: int) -> float:
+    """End of the last voiced 20 ms frame, in seconds from the start of the recording."""
+    size = int(rate * FRAME_S)
+    frames = len(pcm) // size
+    if frames == 0:
+        return len(pcm) / rate
+    blocks = pcm[: frames * size].astype(np.float64).reshape(frames, size) / 32768.0
+    rms = np.sqrt((blocks**2).mean(axis=1))
+    threshold = max(10 ** (-50 / 20), 0.03 * float(rms.max()))
+    voiced = np.nonzero(rms > threshold)[0]
+    return float((voiced[-1] + 1) * FRAME_S) if len(voiced) else 0.0
+
+
+@dataclass
+class TalkResult:
+    transcript: str = ""
+    reply: str = ""
+    heard: str | None = None
+    status: str = ""
+    audio: bytearray = field(default_factory=bytearray)
+    audio_rate: int = 0
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    discarded: bool = False
+
+
+async def _send_paced(
+    ws: ClientConnection, pcm: Pcm, rate: int, start: float, mark: dict[str, float]
+) -> None:
+    """The recording at real-time pace in 20 ms frames, then silence for as long as needed."""
+    size = int(rate * FRAME_S)
+    end_s = speech_end_s(pcm, rate)
+    silence = np.zeros(size, dtype="<i2").tobytes()
+    index = 0
+    while True:
+        offset = index * size
+        chunk = (
+            pcm[offset : offset + size].astype("<i2").tobytes() if offset < len(pcm) else silence
+        )
+        due = start + index * FRAME_S
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await ws.send(chunk)
+        index += 1
+        if "speech_end" not in mark and index * FRAME_S >= end_s:
+            mark["speech_end"] = time.perf_counter()
+
+
+async def talk_turn(
+    ws: ClientConnection,
+    pcm: Pcm,
+    rate: int,
+    *,
+    output_sample_rate: int | None = None,
+    timeout: float = 120.0,
+    wait_for_audio_end: bool = True,
+) -> TalkResult:
+    """Speak one utterance on an open session and collect the spoken answer."""
+    result = TalkResult()
+    start_msg: dict[str, Any] = {"type": "audio.start", "sample_rate": rate}
+    if output_sample_rate:
+        start_msg["output_sample_rate"] = output_sample_rate
+    await ws.send(json.dumps(start_msg))
+    mark: dict[str, float] = {}
+    sender = asyncio.create_task(_send_paced(ws, pcm, rate, time.perf_counter(), mark))
+    reply_done = audio_done = False
+    try:
+        async with asyncio.timeout(timeout):
+            while not (reply_done and (audio_done or not wait_for_audio_end)):
+                frame = await ws.recv()
+                now = time.perf_counter()
+                if isinstance(frame, bytes):
+                    if "first_audio" not in mark:
+                        mark["first_audio"] = now
+                    result.audio.extend(frame)
+                    continue
+                event = json.loads(frame)
+                result.events.append(event)
+                kind = event["type"]
+                if kind == "transcript":
+                    mark.setdefault("transcript", now)
+                    result.transcript = event["text"]
+                elif kind == "speech.discarded":
+                    result.discarded = True
+                    break
+                elif kind == "reply.delta":
+                    mark.setdefault("first_token", now)
+                elif kind == "output_audio.start":
+                    result.audio_rate = event["sample_rate"]
+                elif kind == "output_audio.done":
+                    audio_done = True
+                elif kind == "reply.done":
+                    reply_done = True
+                    result.reply = event["text"]
+                    result.heard = event.get("heard_text")
+                    result.status = event["status"]
+                    if result.audio_rate == 0:
+                        audio_done = True  # nothing was spoken
+                elif kind == "error":
+                    raise RuntimeError(f"{event['code']}: {event['message']}")
+    finally:
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+    await ws.send(json.dumps({"type": "audio.stop"}))
+    end = mark.get("speech_end")
+    if end is not None:
+        for name in ("transcript", "first_token", "first_audio"):
+            if name in mark:
+                result.timings_ms[f"speech_end_to_{name}"] = round((mark[name] - end) * 1000, 1)
+    return result
+
+
+async def run_talk(
+    url: str, wav: Path, *, out: Path | None, as_json: bool, token: str | None = None
+) -> int:
+    try:
+        pcm, rate = read_wav(wav)
+    except (OSError, ValueError, wave.Error) as exc:
+        print(f"chinwag: {exc}", file=sys.stderr)
+        return 2
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    try:
+        async with connect(url, additional_headers=headers, open_timeout=30) as ws:
+            first = json.loads(await asyncio.wait_for(ws.recv(), 600))
+            if first.get("type") != "session.started":
+                print(f"chinwag: unexpected first event {first}", file=sys.stderr)
+                return 1
+            result = await talk_turn(ws, pcm, rate)
+    except (OSError, InvalidStatus, ConnectionClosed, TimeoutError, RuntimeError) as exc:
+        print(f"chinwag: talking to {url} failed: {exc!r}", file=sys.stderr)
+        return 1
+    if out is not None and result.audio:
+        write_wav(out, bytes(result.audio), result.audio_rate)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "transcript": result.transcript,
+                    "reply": result.reply,
+                    "timings_ms": result.timings_ms,
+                    "reply_audio_ms": round(len(result.audio) / 2 / result.audio_rate * 1000, 1)
+                    if result.audio_rate
+                    else 0,
+                    "discarded": result.discarded,
+                }
+            )
+        )
+    else:
+        print(f"you:     {result.transcript}" if not result.discarded else "you:     (no speech)")
+        print(f"chinwag: {result.reply}")
+        for name, value in result.timings_ms.items():
+            print(f"  {name}: {value:.0f} ms", file=sys.stderr)
+    return 0 if result.reply.strip() and not result.discarded else 1

@@ -1,0 +1,205 @@
+"""Speech to text with faster-whisper (Whisper on CTranslate2)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import ctranslate2
+import numpy as np
+from faster_whisper import WhisperModel
+from faster_whisper.tokenizer import Tokenizer
+from faster_whisper.transcribe import get_suppressed_tokens
+
+from server.engines.base import Float32Audio, Transcript
+from server.errors import ChinwagError, ErrorCode
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16_000
+_HOP = 160  # samples per mel frame
+_MIN_SAMPLES = SAMPLE_RATE // 10  # shorter than this is not an utterance
+# A reply that long for the audio is a decoding loop, not speech (people say ~4 tokens/s).
+_MAX_TOKENS_BASE = 12
+_MAX_TOKENS_PER_S = 8
+_MAX_DECODER_TOKENS = 448  # Whisper's text context, prompt included
+# Short encoder windows (mel frames) and the silence the audio must leave in them. With
+# windows under 10 s tiny.en often repeats itself in a loop, so 10 s is the smallest.
+_SHORT_WINDOWS = (1000, 2000)
+_SHORT_WINDOW_MIN_PAD = 200
+
+# What Whisper says to silence and noise; normalised as by _normalise().
+_HALLUCINATIONS = frozenset(
+    {
+        "you", "thank you", "thanks", "thank you very much", "thanks for watching",
+        "thank you for watching", "thanks for listening", "please subscribe", "bye", "bye bye",
+        "okay", "oh", "so", "i'm sorry", "the end", "um", "uh", "hmm",
+    }
+)  # fmt: skip
+
+
+class WhisperTranscriber:
+    """Whisper via faster-whisper, loaded once; blocking, call from worker threads.
+
+    Calls from several threads are safe: CTranslate2 runs them one at a time.
+    With `short_window` the encoder sees a 10 s or 20 s mel window instead of 30 s (about
+    4x less encoder time on short utterances); a decoding that looks like a loop is redone
+    with the standard window.
+    """
+
+    sample_rate = SAMPLE_RATE
+
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        device: str = "cpu",
+        compute_type: str = "int8",
+        cpu_threads: int = 0,
+        beam_size: int = 1,
+        language: str | None = "en",
+        short_window: bool = False,
+    ) -> None:
+        if not (model_dir / "model.bin").is_file():
+            raise FileNotFoundError(f"no Whisper CTranslate2 model (model.bin) in {model_dir}")
+        # A directory path never reaches the model hub; local_files_only makes sure.
+        self._model = WhisperModel(
+            str(model_dir),
+            device=device,
+            compute_type=compute_type,
+            cpu_threads=cpu_threads,
+            local_files_only=True,
+        )
+        self._beam_size = beam_size
+        self._language = language
+        self._short_window = short_window
+        self._tokenizer = Tokenizer(
+            self._model.hf_tokenizer,
+            self._model.model.is_multilingual,
+            task="transcribe",
+            language=language or "en",
+        )
+        self._prompt = [*self._tokenizer.sot_sequence, self._tokenizer.no_timestamps]
+        self._suppress = get_suppressed_tokens(self._tokenizer, [-1])
+
+    def transcribe(self, audio: Float32Audio) -> Transcript:
+        """Transcribe one utterance of mono 16 kHz float32 audio."""
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.ndim != 1:
+            raise ChinwagError(ErrorCode.INVALID_AUDIO_FORMAT, "audio must be mono")
+        audio_s = audio.size / SAMPLE_RATE
+        if audio.size < _MIN_SAMPLES:
+            return Transcript("", self._language or "en", 1.0, 0.0, audio_s)
+        if self._short_window:
+            short = self._transcribe_short(audio, audio_s)
+            if short is not None:
+                return short
+        return self._transcribe_standard(audio, audio_s)
+
+    def warm_up(self) -> None:
+        self.transcribe(np.zeros(SAMPLE_RATE, dtype=np.float32))
+
+    def _max_new_tokens(self, audio_s: float) -> int:
+        limit = _MAX_DECODER_TOKENS - len(self._prompt) - 1
+        return min(limit, int(_MAX_TOKENS_BASE + _MAX_TOKENS_PER_S * min(audio_s, 30.0)))
+
+    def _transcribe_standard(self, audio: Float32Audio, audio_s: float) -> Transcript:
+        segments, info = self._model.transcribe(
+            audio,
+            language=self._language,
+            beam_size=self._beam_size,
+            best_of=1,
+            temperature=0.0,
+            # The server has its own VAD and non-speech guard; Whisper's would drop the
+            # no_speech_prob the guard needs.
+            vad_filter=False,
+            no_speech_threshold=None,
+            log_prob_threshold=None,
+            compression_ratio_threshold=None,
+            condition_on_previous_text=False,
+            without_timestamps=True,
+            max_new_tokens=self._max_new_tokens(audio_s),
+        )
+        segs = list(segments)  # the generator does the decoding: run it inside this call
+        if not segs:
+            return Transcript("", info.language, 1.0, 0.0, audio_s)
+        text = " ".join("".join(s.text for s in segs).split())
+        weights = [len(s.tokens) + 1 for s in segs]
+        avg_logprob = sum(s.avg_logprob * w for s, w in zip(segs, weights, strict=True))
+        return Transcript(
+            text=text,
+            language=info.language,
+            # The most speech-like window speaks for the utterance.
+            no_speech_prob=min(s.no_speech_prob for s in segs),
+            avg_logprob=avg_logprob / sum(weights),
+            audio_s=audio_s,
+        )
+
+    def _transcribe_short(self, audio: Float32Audio, audio_s: float) -> Transcript | None:
+        """One decoding on a short encoder window; None when the standard path must do it."""
+        frames = audio.size // _HOP
+        window = next((w for w in _SHORT_WINDOWS if frames + _SHORT_WINDOW_MIN_PAD <= w), None)
+        if window is None:
+            return None
+        # Pad the audio, not the mel: padded frames then get the log-mel floor of silence,
+        # as in OpenAI's Whisper. faster-whisper's zero mel frames made 10 s windows loop.
+        padded = np.pad(audio, (0, window * _HOP - audio.size))
+        mel = self._model.feature_extractor(padded, padding=0)[:, :window]
+        mel = np.ascontiguousarray(mel[None])
+        encoded = self._model.model.encode(ctranslate2.StorageView.from_array(mel))
+        max_new = self._max_new_tokens(audio_s)
+        result = self._model.model.generate(
+            encoded,
+            [self._prompt],
+            beam_size=self._beam_size,
+            max_length=len(self._prompt) + max_new,
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=self._suppress,
+        )[0]
+        tokens: list[int] = result.sequences_ids[0]
+        if len(tokens) >= max_new or _repeats(tokens):
+            log.debug("short-window decoding looks like a loop; using the 30 s window")
+            return None
+        # As faster-whisper: scores are length-normalised; the end token counts too.
+        avg_logprob = float(result.scores[0]) * len(tokens) / (len(tokens) + 1)
+        return Transcript(
+            text=" ".join(self._tokenizer.decode(tokens).split()),
+            language=self._language or "en",
+            no_speech_prob=float(result.no_speech_prob),
+            avg_logprob=avg_logprob,
+            audio_s=audio_s,
+        )
+
+
+def _repeats(tokens: Sequence[int], min_span: int = 4) -> bool:
+    """Whether some run of at least min_span tokens is immediately repeated."""
+    n = len(tokens)
+    for span in range(min_span, n // 2 + 1):
+        for start in range(n - 2 * span + 1):
+            if tokens[start : start + span] == tokens[start + span : start + 2 * span]:
+                return True
+    return False
+
+
+def _normalise(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
+
+
+def is_probably_not_speech(
+    t: Transcript, *, no_speech_threshold: float = 0.6, logprob_threshold: float = -1.0
+) -> bool:
+    """Whether a transcript is most likely Whisper's reading of silence or noise.
+
+    Whisper's own rule (likely no speech and a low-confidence decoding), an empty text, or
+    one of the phrases Whisper hallucinates on silence when no speech is fairly likely.
+    """
+    words = _normalise(t.text)
+    if not words:
+        return True
+    if t.no_speech_prob > no_speech_threshold and t.avg_logprob < logprob_threshold:
+        return True
+    return words in _HALLUCINATIONS and t.no_speech_prob > no_speech_threshold / 2

@@ -1,0 +1,1 @@
+"""The conversation pipeline: sessions, turns, history and reply text shaping for speech."""

@@ -1,0 +1,62 @@
+"""One session's microphone stream: PCM frames in, turn events out.
+
+Frames are decoded on the loop (cheap, and bad input must be answered at once), then resampled
+and run through the VAD on the VAD thread, in order, through a bounded queue: a client that
+sends faster than the VAD keeps up is slowed down by TCP, not buffered without limit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from server.audio.pcm import StreamResampler, check_sample_rate, int16_to_float32
+from server.audio.vad import SAMPLE_RATE, SpeechStopped, StreamingVad, VadConfig, VadEvent
+from server.config import VadSettings
+from server.protocol.native import AudioStart
+
+
+def vad_config(defaults: VadSettings, start: AudioStart) -> VadConfig:
+    options = start.vad
+
+    def pick(name: str) -> float:
+        value = getattr(options, name, None) if options is not None else None
+        return float(value if value is not None else getattr(defaults, name))
+
+    return VadConfig(
+        threshold=pick("threshold"),
+        min_speech_ms=int(pick("min_speech_ms")),
+        silence_ms=int(pick("silence_ms")),
+        prefix_padding_ms=int(pick("prefix_padding_ms")),
+        max_utterance_s=defaults.max_utterance_s,
+    )
+
+
+class AudioInput:
+    """Blocking compute only; the session calls feed()/finish() on the VAD thread."""
+
+    def __init__(self, start: AudioStart, vad: StreamingVad) -> None:
+        check_sample_rate(start.sample_rate)
+        if start.output_sample_rate is not None:
+            check_sample_rate(start.output_sample_rate)
+        self.start = start
+        self.vad = vad
+        self._resampler = StreamResampler(start.sample_rate, SAMPLE_RATE, np.float32)
+        self.samples_in = 0
+
+    @property
+    def position_ms(self) -> float:
+        return self.samples_in / self.start.sample_rate * 1000
+
+    def feed(self, pcm: np.ndarray) -> list[VadEvent]:
+        self.samples_in += len(pcm)
+        audio = self._resampler.process(int16_to_float32(pcm))
+        return self.vad.feed(audio) if len(audio) else []
+
+    def finish(self) -> SpeechStopped | None:
+        """The stream ended: what is left of an utterance (push-to-talk: all of it)."""
+        tail = self._resampler.flush()
+        events = self.vad.feed(tail) if len(tail) else []
+        stopped = [e for e in events if isinstance(e, SpeechStopped)]
+        if stopped:
+            return stopped[-1]
+        return self.vad.force_end(since_audio_start=self.start.mode == "push_to_talk")

@@ -1,0 +1,60 @@
+"""Speech engines on their own worker threads: VAD, ASR and TTS never run on the event loop.
+
+One thread per stage: the models are thread-confined, and separate threads let the first
+phrase be synthesized while the LLM is still writing the second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import numpy as np
+
+from server.audio.vad import SileroVad
+from server.engines.base import Float32Audio, Int16Audio, Synthesizer, Transcriber, Transcript
+
+T = TypeVar("T")
+
+
+class SpeechRunner:
+    def __init__(self, transcriber: Transcriber, synthesizer: Synthesizer, vad: SileroVad) -> None:
+        self.transcriber = transcriber
+        self.synthesizer = synthesizer
+        self.vad = vad
+        self._vad_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vad")
+        self._asr_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr")
+        self._tts_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts")
+        self._asr_jobs = 0
+
+    def close(self) -> None:
+        for pool in (self._vad_pool, self._asr_pool, self._tts_pool):
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def asr_busy(self) -> bool:
+        return self._asr_jobs > 0
+
+    async def on_vad_thread(self, func: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._vad_pool, func)
+
+    async def transcribe(self, audio: Float32Audio) -> Transcript:
+        self._asr_jobs += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._asr_pool, self.transcriber.transcribe, audio
+            )
+        finally:
+            self._asr_jobs -= 1
+
+    async def synthesize(self, text: str) -> Int16Audio:
+        """The whole phrase's audio. Piper synthesizes a sentence at once anyway, so the
+        phrase is the unit of streaming; the lazy chunk generator is drained in the worker."""
+
+        def run() -> Int16Audio:
+            chunks = list(self.synthesizer.synthesize(text))
+            return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
+
+        return await asyncio.get_running_loop().run_in_executor(self._tts_pool, run)
