@@ -47,6 +47,7 @@ test-fast: $(STAMP)
 
 bench: setup
 	$(BIN)/python -m bench.text_latency
+	$(BIN)/python -m bench.voice_latency
 
 lint: $(STAMP)
 	$(BIN)/ruff check server clients tests bench

@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # faster-whisper logs every call at INFO.
+    logging.getLogger("faster_whisper").setLevel(logging.WARNING)
 
     if args.command == "serve":
         try:

@@ -97,6 +97,7 @@ def load_engines(settings: Settings) -> Engines:
         cpu_threads=asr.threads,
         beam_size=asr.beam_size,
         language=asr.language,
+        short_window=asr.short_window,
     )
     transcriber.warm_up()
     synthesizer = PiperSynthesizer(settings.tts.voice_path)

@@ -58,6 +58,8 @@ class AsrSettings(_Group):
     beam_size: int = Field(1, ge=1, le=10)
     language: str | None = "en"
     threads: int = Field(0, ge=0, description="0: all cores")
+    # Encode a 10 or 20 s window instead of Whisper's padded 30 s one (see docs/performance.md).
+    short_window: bool = False
 
 
 class TtsSettings(_Group):

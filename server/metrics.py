@@ -11,9 +11,9 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.sessions = Gauge("chinwag_sessions", "Sessions connected now", registry=r)
+        self.sessions = Gauge("chinwag_sessions_active", "Sessions connected now", registry=r)
         self.sessions_total = Counter(
-            "chinwag_sessions_total", "Sessions opened", ["transport"], registry=r
+            "chinwag_sessions_opened", "Sessions opened", ["transport"], registry=r
         )
         self.turns = Counter(
             "chinwag_turns_total", "Replies by how they ended", ["status"], registry=r

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,12 +18,13 @@ from server.prompts import GenerationSettings
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass
 class ChatOutcome:
-    stats: GenerationStats
-    text: str
-    dropped: int  # leading history messages that no longer fit and were left out
-    queued_s: float  # time spent waiting for other sessions' replies
+    """Filled in by ChatRunner.reply, also when the reply is cancelled part-way."""
+
+    stats: GenerationStats | None = None
+    dropped: int = 0  # leading history messages that no longer fit and were left out
+    queued_s: float = 0.0  # time spent waiting for other sessions' replies
 
 
 class ChatRunner:
@@ -52,12 +53,14 @@ class ChatRunner:
         history: Sequence[ChatMessage],
         settings: GenerationSettings,
         on_delta: Callable[[str], Awaitable[None]],
-    ) -> ChatOutcome:
+        outcome: ChatOutcome,
+    ) -> None:
+        """Stream one reply through on_delta. Cancelling the caller stops the model at its
+        next token; `outcome` then still holds the counts of what was generated."""
         loop = asyncio.get_running_loop()
         deltas: asyncio.Queue[str | None] = asyncio.Queue()
         cancel = threading.Event()
         submitted = time.perf_counter()
-        started: list[float] = []
         snapshot = list(history)
         budget = self.model.context_size - settings.max_tokens
 
@@ -67,39 +70,35 @@ class ChatRunner:
             except RuntimeError:  # the loop is closing: nobody listens any more
                 cancel.set()
 
-        def work() -> tuple[int, GenerationStats]:
-            started.append(time.perf_counter())
+        def work() -> None:
+            outcome.queued_s = time.perf_counter() - submitted
             try:
-                if cancel.is_set():
-                    raise asyncio.CancelledError
-                dropped = messages_to_drop(
+                outcome.dropped = messages_to_drop(
                     system_prompt,
                     snapshot,
                     lambda msgs: self.model.count_prompt_tokens(msgs) <= budget,
                 )
-                messages = [ChatMessage("system", system_prompt), *snapshot[dropped:]]
-                return dropped, self.model.generate(messages, settings, push, cancel)
+                messages = [ChatMessage("system", system_prompt), *snapshot[outcome.dropped :]]
+                outcome.stats = self.model.generate(messages, settings, push, cancel)
             finally:
                 push(None)
 
-        future = loop.run_in_executor(self._executor, work)
-        parts: list[str] = []
+        job = self._executor.submit(work)
         try:
             while (delta := await deltas.get()) is not None:
-                parts.append(delta)
                 await on_delta(delta)
-            dropped, stats = await future
+            await asyncio.wrap_future(job)
         except BaseException:
-            # Cancelled (barge-in, new message, disconnect) or the sink failed: stop the model
-            # at its next token; a reply still waiting in the queue never starts.
+            # Cancelled (barge-in, new message, disconnect) or the sink failed. A reply still
+            # waiting in the queue never starts; a running one stops at its next token, and
+            # waiting for that (milliseconds) keeps its counts.
             cancel.set()
-            future.cancel()
-            future.add_done_callback(_consume_result)
+            if not job.cancel():
+                await asyncio.shield(asyncio.wait([asyncio.wrap_future(job)]))
+                job.add_done_callback(_consume_result)
             raise
-        queued_s = (started[0] if started else submitted) - submitted
-        return ChatOutcome(stats=stats, text="".join(parts), dropped=dropped, queued_s=queued_s)
 
 
-def _consume_result(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        log.debug("abandoned generation failed: %r", future.exception())
+def _consume_result(job: Future[Any]) -> None:
+    if not job.cancelled() and job.exception() is not None:
+        log.debug("abandoned generation failed: %r", job.exception())

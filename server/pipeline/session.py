@@ -439,7 +439,7 @@ class Session:
         start = time.perf_counter()
         parts: list[str] = []
         first_token_s: float | None = None
-        outcome: ChatOutcome | None = None
+        outcome = ChatOutcome()
         status: Status = "failed"
         spoken: SpokenReply | None = None
         speaking: asyncio.Task[None] | None = None
@@ -462,10 +462,9 @@ class Session:
 
         try:
             await self.sink.send(proto.ReplyStarted(reply_id=reply_id, message_id=message_id))
-            outcome = await chat.reply(
-                self.persona.system_prompt, self.history, self.generation, on_delta
+            await chat.reply(
+                self.persona.system_prompt, self.history, self.generation, on_delta, outcome
             )
-            del self.history[: outcome.dropped]
             if speaking is not None:
                 for phrase in splitter.flush():
                     phrases.put_nowait(phrase)
@@ -486,6 +485,7 @@ class Session:
             if speaking is not None and not speaking.done():
                 speaking.cancel()
                 await asyncio.gather(speaking, return_exceptions=True)
+            del self.history[: outcome.dropped]
             full = "".join(parts)
             heard = None
             if spoken is not None and status != "completed":
@@ -505,7 +505,7 @@ class Session:
         status: Status,
         text: str,
         heard: str | None,
-        outcome: ChatOutcome | None,
+        outcome: ChatOutcome,
         first_token_s: float | None,
         start: float,
     ) -> None:
@@ -513,7 +513,7 @@ class Session:
         total_s = time.perf_counter() - start
         usage = timings = None
         finish_reason: str | None = status if status != "completed" else None
-        if outcome is not None:
+        if outcome.stats is not None:
             stats = outcome.stats
             finish_reason = stats.finish_reason
             gen_s = stats.total_s - (stats.first_token_s or 0.0)

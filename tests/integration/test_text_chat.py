@@ -176,7 +176,7 @@ async def test_healthz_and_metrics(server: RunningServer, client: Client) -> Non
     status, content_type, text = await asyncio.to_thread(http_get, server.http + "/metrics")
     assert status == 200 and content_type.startswith("text/plain")
     for name in (
-        "chinwag_sessions ",
+        "chinwag_sessions_active ",
         "chinwag_turns_total{",
         "chinwag_time_to_first_token_seconds_bucket",
         "chinwag_tokens_per_second_count",

@@ -1,0 +1,160 @@
+"""Voice: end of speech to first reply audio, through the server vs a naive pipeline.
+
+Each recording of tests/data/human is streamed at real-time pace in 20 ms frames through a real
+`chinwag serve` (its own process, WebSocket on loopback), followed by silence as a live
+microphone would send. The clock starts at the end of the last voiced frame.
+
+The naive pipeline runs the same models in this process, alternating with the server recording
+by recording so machine noise hits both alike: wait for the same end-of-turn silence, transcribe
+the whole utterance, generate the whole reply, synthesize all of it, then play. Its latency is
+silence_ms + ASR + LLM + TTS, each measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from websockets.asyncio.client import connect
+
+from bench.common import BENCH_DIR, hardware, median, percentile, server_process
+from clients.talk import read_wav, talk_turn
+from server.config import load_settings
+from server.engines.base import ChatMessage
+from server.prompts import GenerationSettings, PersonaLibrary
+from tests.speech import load_16k, recordings, wer
+
+GENERATION = {"max_tokens": 60, "temperature": 0.0}
+
+
+async def through_server(port: int, path: Path) -> dict[str, Any]:
+    pcm, rate = read_wav(path)
+    async with connect(f"ws://127.0.0.1:{port}/", max_size=None) as ws:
+        json.loads(await ws.recv())
+        await ws.send(json.dumps({"type": "session.update", "generation": GENERATION}))
+        json.loads(await ws.recv())
+        result = await talk_turn(ws, pcm, rate, timeout=120)
+    transcript_event = next(e for e in result.events if e["type"] == "transcript")
+    t = result.timings_ms
+    asr = transcript_event["transcribe_ms"]
+    return {
+        "transcript": result.transcript,
+        "reply": result.reply,
+        "first_audio_ms": t["speech_end_to_first_audio"],
+        "stages_ms": {
+            "end_of_turn_wait": t["speech_end_to_transcript"] - asr,
+            "asr": asr,
+            "llm_first_token": t["speech_end_to_first_token"] - t["speech_end_to_transcript"],
+            "tts_first_phrase": t["speech_end_to_first_audio"] - t["speech_end_to_first_token"],
+        },
+    }
+
+
+class Naive:
+    def __init__(self, silence_ms: int) -> None:
+        from server.engines.faster_whisper import WhisperTranscriber
+        from server.engines.llama_cpp import LlamaCppChatModel
+        from server.engines.piper import PiperSynthesizer
+
+        settings = load_settings()
+        self.silence_ms = silence_ms
+        self.asr = WhisperTranscriber(settings.asr.model_path, compute_type=settings.asr.compute_type)
+        self.llm = LlamaCppChatModel(settings.llm.model_path, context_size=settings.llm.context_size)
+        self.tts = PiperSynthesizer(settings.tts.voice_path)
+        persona = PersonaLibrary.load(settings.prompts.directory, settings.prompts.default_persona)
+        self.system = persona.get(None).system_prompt
+        self.generation = GenerationSettings(**GENERATION)  # type: ignore[arg-type]
+        for warm in (self.asr.warm_up, self.llm.warm_up, self.tts.warm_up):
+            warm()
+
+    def run(self, audio: np.ndarray) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        text = self.asr.transcribe(audio).text
+        t1 = time.perf_counter()
+        parts: list[str] = []
+        self.llm.generate(
+            [ChatMessage("system", self.system), ChatMessage("user", text)],
+            self.generation,
+            parts.append,
+            threading.Event(),
+        )
+        t2 = time.perf_counter()
+        pcm = list(self.tts.synthesize("".join(parts)))
+        t3 = time.perf_counter()
+        assert pcm
+        stages = {
+            "end_of_turn_wait": float(self.silence_ms),
+            "asr": (t1 - t0) * 1000,
+            "llm_whole_reply": (t2 - t1) * 1000,
+            "tts_whole_reply": (t3 - t2) * 1000,
+        }
+        return {"transcript": text, "first_audio_ms": sum(stages.values()), "stages_ms": stages}
+
+
+def summarise(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    latencies = [s["first_audio_ms"] for s in samples]
+    stages = {
+        name: round(median([s["stages_ms"][name] for s in samples]), 1)
+        for name in samples[0]["stages_ms"]
+    }
+    return {
+        "first_audio_ms_p50": round(median(latencies), 1),
+        "first_audio_ms_p95": round(percentile(latencies, 95), 1),
+        "stage_ms_p50": stages,
+        "samples": len(samples),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=1, help="passes over the recordings")
+    parser.add_argument("--out", type=Path, default=BENCH_DIR / "results-voice.json")
+    args = parser.parse_args()
+    settings = load_settings()
+    naive = Naive(settings.vad.silence_ms)
+    recs = recordings()
+    rows: dict[str, list[dict[str, Any]]] = {"server": [], "naive": []}
+    with server_process() as port:
+        asyncio.run(through_server(port, recs[0].path))  # untimed warm-up turn
+        for _ in range(args.rounds):
+            for rec in recs:
+                rows["server"].append(asyncio.run(through_server(port, rec.path)))
+                rows["naive"].append(naive.run(load_16k(rec)))
+    references = [r.text for r in recs] * args.rounds
+    summary = {name: summarise(samples) for name, samples in rows.items()}
+    for name, samples in rows.items():
+        summary[name]["wer"] = round(wer(references, [s["transcript"] for s in samples]), 4)
+    ratio = summary["server"]["first_audio_ms_p50"] / summary["naive"]["first_audio_ms_p50"]
+    result = {
+        "benchmark": "voice_latency",
+        "hardware": hardware(),
+        "measure": "end of the last voiced 20 ms frame -> first reply audio frame received",
+        "generation": GENERATION,
+        "vad_silence_ms": settings.vad.silence_ms,
+        "results": summary,
+        "ratio_server_over_naive_p50": round(ratio, 3),
+        "turns": rows,
+    }
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    hw = result["hardware"]
+    print(f"voice latency, {hw['cpu']} x{hw['cores']}, {len(recs) * args.rounds} turns each")
+    print(f"{'pipeline':<8} {'p50 ms':>8} {'p95 ms':>8} {'WER':>6}  stage medians (ms)")
+    for name in ("naive", "server"):
+        s = summary[name]
+        stages = ", ".join(f"{k} {v:.0f}" for k, v in s["stage_ms_p50"].items())
+        print(
+            f"{name:<8} {s['first_audio_ms_p50']:>8.0f} {s['first_audio_ms_p95']:>8.0f} "
+            f"{s['wer']:>6.3f}  {stages}"
+        )
+    print(f"ratio server/naive (p50): {ratio:.2f}")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""Instant stand-ins for the engines, for fast unit tests only."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Literal
+
+import numpy as np
+
+from server.engines.base import (
+    ChatMessage,
+    Float32Audio,
+    GenerationStats,
+    Int16Audio,
+    Transcript,
+)
+from server.prompts import GenerationSettings
+
+
+class FakeTranscriber:
+    """Returns the configured text for any audio; records the length of each call's audio."""
+
+    def __init__(
+        self,
+        text: str = "hello",
+        *,
+        sample_rate: int = 16_000,
+        no_speech_prob: float = 0.01,
+        avg_logprob: float = -0.1,
+        language: str = "en",
+    ) -> None:
+        self.sample_rate = sample_rate
+        self.text = text
+        self.no_speech_prob = no_speech_prob
+        self.avg_logprob = avg_logprob
+        self.language = language
+        self.calls: list[float] = []  # seconds of audio per call
+
+    def transcribe(self, audio: Float32Audio) -> Transcript:
+        audio_s = len(audio) / self.sample_rate
+        self.calls.append(audio_s)
+        return Transcript(self.text, self.language, self.no_speech_prob, self.avg_logprob, audio_s)
+
+
+class FakeSynthesizer:
+    """Yields `seconds_per_char` of a tone (or silence) per character, in one chunk per call.
+
+    `delay_s` sleeps before the chunk, to stand in for synthesis time.
+    """
+
+    def __init__(
+        self,
+        *,
+        sample_rate: int = 22_050,
+        seconds_per_char: float = 0.01,
+        tone_hz: float | None = 440.0,
+        delay_s: float = 0.0,
+    ) -> None:
+        self.sample_rate = sample_rate
+        self.seconds_per_char = seconds_per_char
+        self.tone_hz = tone_hz
+        self.delay_s = delay_s
+        self.texts: list[str] = []
+
+    def synthesize(self, text: str) -> Iterator[Int16Audio]:
+        self.texts.append(text)
+        text = text.strip()
+        if not text:
+            return
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        n = max(1, round(len(text) * self.seconds_per_char * self.sample_rate))
+        if self.tone_hz is None:
+            yield np.zeros(n, dtype=np.int16)
+            return
+        t = np.arange(n) / self.sample_rate
+        yield (8000 * np.sin(2 * np.pi * self.tone_hz * t)).astype(np.int16)
+
+
+Reply = str | Callable[[Sequence[ChatMessage]], str]
+
+
+class FakeChatModel:
+    """Streams a fixed (or computed) reply word by word; honours cancel and max_tokens.
+
+    Each word with its leading space is one token. `token_delay_s` waits before each token,
+    waking at once when cancel is set.
+    """
+
+    def __init__(
+        self,
+        reply: Reply = "Hello! How can I help you today?",
+        *,
+        name: str = "fake",
+        context_size: int = 2048,
+        token_delay_s: float = 0.0,
+    ) -> None:
+        self.name = name
+        self.context_size = context_size
+        self.reply = reply
+        self.token_delay_s = token_delay_s
+        self.calls: list[list[ChatMessage]] = []
+
+    def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        return sum(len(m.content.split()) + 4 for m in messages)
+
+    def generate(
+        self,
+        messages: Sequence[ChatMessage],
+        settings: GenerationSettings,
+        on_delta: Callable[[str], None],
+        cancel: threading.Event,
+    ) -> GenerationStats:
+        start = time.perf_counter()
+        self.calls.append(list(messages))
+        text = self.reply if isinstance(self.reply, str) else self.reply(messages)
+        tokens = re.findall(r"\s*\S+", text)
+        first_token_s: float | None = None
+        finish: Literal["stop", "length", "cancelled"] = "stop"
+        sent = 0
+        for token in tokens:
+            if sent == settings.max_tokens:
+                finish = "length"
+                break
+            if cancel.is_set() or (self.token_delay_s and cancel.wait(self.token_delay_s)):
+                finish = "cancelled"
+                break
+            on_delta(token)
+            sent += 1
+            if first_token_s is None:
+                first_token_s = time.perf_counter() - start
+        return GenerationStats(
+            prompt_tokens=self.count_prompt_tokens(messages),
+            cached_prompt_tokens=0,
+            completion_tokens=sent,
+            finish_reason=finish,
+            first_token_s=first_token_s,
+            total_s=time.perf_counter() - start,
+        )

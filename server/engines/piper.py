@@ -1,0 +1,45 @@
+"""Text to speech with Piper (VITS voices on onnxruntime, espeak-ng phonemes)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from piper import PiperVoice
+from piper.config import SynthesisConfig
+
+from server.engines.base import Int16Audio
+
+
+class PiperSynthesizer:
+    """A Piper voice, loaded once; blocking, call from worker threads.
+
+    Safe from several threads: Piper serialises espeak-ng behind a lock and an onnxruntime
+    session may run concurrently.
+    """
+
+    def __init__(self, voice_path: Path, *, length_scale: float | None = None) -> None:
+        config_path = voice_path.with_name(voice_path.name + ".json")
+        for path in (voice_path, config_path):
+            if not path.is_file():
+                raise FileNotFoundError(f"Piper voice file not found: {path}")
+        self._voice = PiperVoice.load(voice_path, config_path=config_path)
+        self.sample_rate: int = self._voice.config.sample_rate
+        # None keeps the voice's own speed. Piper peak-normalises each sentence (its default).
+        self._config = SynthesisConfig(length_scale=length_scale)
+
+    def synthesize(self, text: str) -> Iterator[Int16Audio]:
+        """Yield one mono int16 chunk per sentence, each as soon as it is synthesised."""
+        # "[[...]]" is Piper's raw-phoneme syntax: never take it from LLM text.
+        text = text.replace("[[", "[ [").strip()
+        if not text:
+            return
+        for chunk in self._voice.synthesize(text, syn_config=self._config):
+            audio = np.ascontiguousarray(chunk.audio_int16_array, dtype=np.int16).reshape(-1)
+            if audio.size:
+                yield audio
+
+    def warm_up(self) -> None:
+        for _ in self.synthesize("Hello."):
+            pass
