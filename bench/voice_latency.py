@@ -64,8 +64,12 @@ class Naive:
 
         settings = load_settings()
         self.silence_ms = silence_ms
-        self.asr = WhisperTranscriber(settings.asr.model_path, compute_type=settings.asr.compute_type)
-        self.llm = LlamaCppChatModel(settings.llm.model_path, context_size=settings.llm.context_size)
+        self.asr = WhisperTranscriber(
+            settings.asr.model_path, compute_type=settings.asr.compute_type
+        )
+        self.llm = LlamaCppChatModel(
+            settings.llm.model_path, context_size=settings.llm.context_size
+        )
         self.tts = PiperSynthesizer(settings.tts.voice_path)
         persona = PersonaLibrary.load(settings.prompts.directory, settings.prompts.default_persona)
         self.system = persona.get(None).system_prompt

@@ -217,6 +217,18 @@ class Session:
             await asyncio.gather(task, return_exceptions=True)
 
     async def _audio_loop(self, audio: AudioInput, queue: asyncio.Queue[np.ndarray | None]) -> None:
+        try:
+            await self._consume_audio(audio, queue)
+        finally:
+            # However the loop ended, a reader blocked on a full queue must not wait forever.
+            if self._audio_queue is queue:
+                self._audio = self._audio_queue = self._audio_task = None
+            while not queue.empty():
+                queue.get_nowait()
+
+    async def _consume_audio(
+        self, audio: AudioInput, queue: asyncio.Queue[np.ndarray | None]
+    ) -> None:
         speech = self.speech
         while True:
             pcm = await queue.get()

@@ -55,18 +55,35 @@ def error_response(status: HTTPStatus, code: ErrorCode, message: str) -> Respons
 
 
 class WebSocketSink:
-    """Delivers session events as text frames; `send` waits for the socket (backpressure)."""
+    """Delivers session events as text frames and audio as binary frames.
+
+    `send` waits for the socket (backpressure). Once the client is gone, or has not taken a
+    frame for SEND_TIMEOUT_S, the connection is dropped and later sends do nothing: the read
+    loop then ends and closes the session, so the pipeline never handles transport failures.
+    """
 
     def __init__(self, connection: ServerConnection) -> None:
         self.connection = connection
+        self.gone = False
+
+    async def _send(self, frame: str | bytes) -> None:
+        if self.gone:
+            return
+        try:
+            async with asyncio.timeout(SEND_TIMEOUT_S):
+                await self.connection.send(frame)
+        except ConnectionClosed:
+            self.gone = True
+        except TimeoutError:
+            self.gone = True
+            log.warning("client %s too slow to read; dropping it", self.connection.remote_address)
+            self.connection.transport.abort()
 
     async def send(self, event: proto.ServerEvent) -> None:
-        async with asyncio.timeout(SEND_TIMEOUT_S):
-            await self.connection.send(proto.encode_event(event))
+        await self._send(proto.encode_event(event))
 
     async def send_audio(self, pcm: bytes) -> None:
-        async with asyncio.timeout(SEND_TIMEOUT_S):
-            await self.connection.send(pcm)
+        await self._send(pcm)
 
 
 class WebSocketServer:
@@ -144,7 +161,7 @@ class WebSocketServer:
         try:
             await session.start()
             await self._read_loop(connection, session)
-        except (ConnectionClosed, TimeoutError):
+        except ConnectionClosed:
             pass
         finally:
             await session.close()

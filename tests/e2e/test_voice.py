@@ -4,6 +4,7 @@ real models (Silero VAD, faster-whisper, SmolLM2, Piper)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -289,6 +290,11 @@ async def test_utterance_over_the_limit(engines: Engines) -> None:
             await ws.send(pcm[i : i + step].astype("<i2").tobytes())
         event = await client.until("error", timeout=60)
         assert event[-1]["code"] == "utterance_too_long"
+        assert not any(e["type"] == "transcript" for e in event)  # the cut turn is not answered
+        await client.send({"type": "audio.stop"})
+        with contextlib.suppress(TimeoutError):
+            while True:  # read what is left, as a well-behaved client does, then leave
+                await client.event(timeout=2)
         await ws.close()
     finally:
         await running.web.close()
