@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from server.audio.vad import SileroVad
 from server.config import Settings
@@ -16,7 +17,14 @@ from server.pipeline.chat import ChatRunner
 from server.pipeline.speech import SpeechRunner
 from server.prompts import PersonaLibrary
 
+if TYPE_CHECKING:
+    from server.protocol.native import ServerEvent
+
 log = logging.getLogger(__name__)
+
+# Called (on the event loop, must not block) for every event any session sends: the session
+# (for its id and site) and the event. The MQTT bridge publishes them for home automation.
+Observer = Callable[[Any, "ServerEvent"], None]
 
 
 @dataclass
@@ -39,11 +47,19 @@ class App:
     started_at: float = field(default_factory=time.time)
     load_seconds: float | None = None
     sessions: int = 0
+    observers: list[Observer] = field(default_factory=list)
 
     def attach(self, engines: Engines) -> None:
         self.chat = ChatRunner(engines.chat)
         self.speech = SpeechRunner(engines.transcriber, engines.synthesizer, engines.vad)
         self.ready.set()
+
+    def notify(self, session: Any, event: ServerEvent) -> None:
+        for observer in self.observers:
+            try:
+                observer(session, event)
+            except Exception:
+                log.exception("observer %r failed on %s", observer, event.type)
 
     def close(self) -> None:
         if self.chat is not None:

@@ -71,8 +71,10 @@ class Session:
         self._audio_task: asyncio.Task[None] | None = None
         self._utterance_id: str | None = None
         self._last_partial_s = 0.0
-        # The last spoken reply (its audio may still be playing after the turn ended).
+        # The last spoken reply (its audio may still be playing after the turn ended), and
+        # the current turn's, if it has begun speaking.
         self._spoken: SpokenReply | None = None
+        self._turn_spoken: SpokenReply | None = None
         # Audio of an utterance whose answer was interrupted before a word of it was heard:
         # the person only paused, so it is joined to what they say next.
         self._carry: Float32Audio | None = None
@@ -84,7 +86,7 @@ class Session:
 
     async def start(self) -> None:
         await self.app.ready.wait()
-        await self.sink.send(self._started_event())
+        await self.emit(self._started_event())
 
     async def close(self) -> None:
         if self._audio_task is not None:
@@ -149,10 +151,10 @@ class Session:
                 self._configure(message.persona, message.generation)
                 self.site = message.site
                 self.history.clear()
-                await self.sink.send(self._started_event())
+                await self.emit(self._started_event())
             case proto.SessionUpdate():
                 self._configure(message.persona, message.generation)
-                await self.sink.send(
+                await self.emit(
                     proto.SessionUpdated(
                         persona=self.persona.name, generation=self.generation.model_dump()
                     )
@@ -174,9 +176,15 @@ class Session:
             ) from exc
         self.persona, self.generation = persona, generation
 
+    async def emit(self, event: proto.ServerEvent) -> None:
+        """Send an event to the client, and let the app's observers (the MQTT bridge) see it."""
+        await self.sink.send(event)
+        if self.app.observers:
+            self.app.notify(self, event)
+
     async def send_error(self, exc: ChinwagError, source: str | None = None) -> None:
         self.app.metrics.errors.labels(exc.code.value).inc()
-        await self.sink.send(proto.error_event(exc, source))
+        await self.emit(proto.error_event(exc, source))
 
     def _started_event(self) -> proto.SessionStarted:
         assert self.app.chat is not None
@@ -251,16 +259,16 @@ class Session:
     async def _on_speech_started(self, event: SpeechStarted, audio: AudioInput) -> None:
         self._utterance_id = self._next_id("u")
         self._last_partial_s = 0.0
-        await self.sink.send(
+        await self.emit(
             proto.SpeechStarted(utterance_id=self._utterance_id, at_ms=round(event.at_s * 1000, 1))
         )
         if audio.start.task == "converse" and audio.start.mode == "vad":
-            await self._barge_in()
+            await self._barge_in(join_pause=True)
 
     async def _on_speech_stopped(self, event: SpeechStopped, audio: AudioInput) -> None:
         utterance_id = self._utterance_id or self._next_id("u")
         self._utterance_id = None
-        await self.sink.send(
+        await self.emit(
             proto.SpeechStopped(
                 utterance_id=utterance_id,
                 at_ms=round(event.at_s * 1000, 1),
@@ -281,6 +289,8 @@ class Session:
         if self._carry is not None:
             samples = np.concatenate([self._carry, samples])
             self._carry = None
+        if audio.start.mode == "push_to_talk" and audio.start.task == "converse":
+            await self._barge_in(join_pause=False)  # talking over a reply interrupts it too
         await self.cancel_turn()
         self._begin_turn(self._voice_turn(utterance_id, samples, audio.start))
 
@@ -295,7 +305,7 @@ class Session:
         async def partial() -> None:
             transcript = await self.speech.transcribe(snapshot)
             if transcript.text.strip() and self._utterance_id == utterance_id and utterance_id:
-                await self.sink.send(
+                await self.emit(
                     proto.TranscriptPartial(utterance_id=utterance_id, text=transcript.text)
                 )
 
@@ -303,17 +313,20 @@ class Session:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _barge_in(self) -> None:
-        """The person speaks: stop talking, and keep only what they heard."""
+    async def _barge_in(self, *, join_pause: bool) -> None:
+        """The person speaks: stop talking, and keep only what they heard.
+
+        join_pause: when the interrupted turn had not said anything yet, the person only
+        paused; its utterance is joined to the one now starting."""
         spoken = self._spoken
         turn_running = self._turn is not None and not self._turn.done()
-        said_nothing = spoken is None or spoken.first_sent_at is None
-        if turn_running and said_nothing and self._turn_audio is not None:
+        said_nothing = self._turn_spoken is None or self._turn_spoken.first_sent_at is None
+        if join_pause and turn_running and said_nothing and self._turn_audio is not None:
             self._carry = self._turn_audio  # they only paused: join it to what comes next
         playing = spoken is not None and spoken.still_playing()
         if spoken is not None and playing:
             spoken.stop()
-            await self.sink.send(proto.OutputAudioClear(stream_id=spoken.stream_id))
+            await self.emit(proto.OutputAudioClear(stream_id=spoken.stream_id))
         if turn_running:
             await self.cancel_turn()  # its reply.done carries heard_text
         elif spoken is not None and playing:
@@ -321,11 +334,12 @@ class Session:
             heard = spoken.heard()
             if self.history and self.history[-1].role == "assistant":
                 self.history[-1] = ChatMessage("assistant", heard)
-            await self.sink.send(proto.ReplyTruncated(reply_id=spoken.stream_id, heard_text=heard))
+            await self.emit(proto.ReplyTruncated(reply_id=spoken.stream_id, heard_text=heard))
 
     # --- turns -------------------------------------------------------------------------
 
     def _begin_turn(self, work: Coroutine[Any, Any, None]) -> None:
+        self._turn_spoken = None
         self._turn = asyncio.create_task(work, name=f"turn-{self.id}")
 
     async def cancel_turn(self) -> bool:
@@ -349,13 +363,13 @@ class Session:
             transcript = await self.speech.transcribe(audio)
             transcribe_ms = round((time.perf_counter() - began) * 1000, 1)
             if is_probably_not_speech(transcript):
-                await self.sink.send(
+                await self.emit(
                     proto.SpeechDiscarded(
                         utterance_id=utterance_id, reason="not_speech", text=transcript.text
                     )
                 )
                 return
-            await self.sink.send(
+            await self.emit(
                 proto.Transcript(
                     utterance_id=utterance_id,
                     text=transcript.text,
@@ -410,7 +424,7 @@ class Session:
                 return
             if not started:
                 started = True
-                await self.sink.send(
+                await self.emit(
                     proto.OutputAudioStart(stream_id=spoken.stream_id, sample_rate=rate)
                 )
             if text is not None:
@@ -433,7 +447,7 @@ class Session:
             raise
         finally:
             if started:
-                await self.sink.send(
+                await self.emit(
                     proto.OutputAudioDone(
                         stream_id=spoken.stream_id,
                         status=status,
@@ -458,7 +472,7 @@ class Session:
         phrases: asyncio.Queue[str | None] = asyncio.Queue()
         splitter = PhraseSplitter()
         if speak:
-            spoken = self._spoken = SpokenReply(reply_id)
+            spoken = self._spoken = self._turn_spoken = SpokenReply(reply_id)
             speaking = asyncio.create_task(self._speak(spoken, phrases, sample_rate))
         self.history.append(ChatMessage("user", text))
 
@@ -467,13 +481,13 @@ class Session:
             if first_token_s is None:
                 first_token_s = time.perf_counter() - start
             parts.append(delta)
-            await self.sink.send(proto.ReplyDelta(reply_id=reply_id, text=delta))
+            await self.emit(proto.ReplyDelta(reply_id=reply_id, text=delta))
             if speak:
                 for phrase in splitter.feed(delta):
                     phrases.put_nowait(phrase)
 
         try:
-            await self.sink.send(proto.ReplyStarted(reply_id=reply_id, message_id=message_id))
+            await self.emit(proto.ReplyStarted(reply_id=reply_id, message_id=message_id))
             await chat.reply(
                 self.persona.system_prompt, self.history, self.generation, on_delta, outcome
             )
@@ -557,7 +571,7 @@ class Session:
                 metrics.tokens_per_second.observe(tps)
         if first_token_s is not None:
             metrics.time_to_first_token.observe(first_token_s)
-        await self.sink.send(
+        await self.emit(
             proto.ReplyDone(
                 reply_id=reply_id,
                 status=status,

@@ -4,6 +4,7 @@ Routes:
   GET /healthz         503 while models load, 200 with a JSON body when ready
   GET /metrics         Prometheus text format
   WS  / or /ws         the native protocol (docs/protocol.md)
+  GET /, /<file>       the web chat widget and demo page (clients/web/)
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hmac
 import json
 import logging
 from http import HTTPStatus
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -20,6 +22,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from server import PROJECT_ROOT
 from server.app import App
 from server.errors import ChinwagError, ErrorCode
 from server.pipeline.session import Session
@@ -28,6 +31,18 @@ from server.protocol import native as proto
 log = logging.getLogger(__name__)
 
 NATIVE_PATHS = {"/", "/ws"}
+# The web chat widget and demo page, served as plain files (no build step).
+STATIC_DIR = PROJECT_ROOT / "clients" / "web"
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".json": "application/json",
+    ".wav": "audio/wav",
+}
 # A client that cannot take an event within this time is considered gone.
 SEND_TIMEOUT_S = 30.0
 
@@ -52,6 +67,17 @@ def json_response(status: HTTPStatus, data: object) -> Response:
 
 def error_response(status: HTTPStatus, code: ErrorCode, message: str) -> Response:
     return json_response(status, {"error": {"code": code.value, "message": message}})
+
+
+def static_file(path: str) -> Path | None:
+    """The file under STATIC_DIR a URL path names, if any; never anything outside it."""
+    relative = "index.html" if path in ("", "/") else path.lstrip("/")
+    if relative.endswith("/"):
+        relative += "index.html"
+    candidate = (STATIC_DIR / relative).resolve()
+    if not candidate.is_relative_to(STATIC_DIR.resolve()) or not candidate.is_file():
+        return None
+    return candidate if candidate.suffix in CONTENT_TYPES else None
 
 
 class WebSocketSink:
@@ -151,6 +177,9 @@ class WebSocketServer:
                     f"the server holds {self.app.sessions} sessions, its limit",
                 )
             return None
+        if not upgrade and (found := static_file(path)):
+            body = found.read_bytes()
+            return http_response(HTTPStatus.OK, body, CONTENT_TYPES[found.suffix])
         return error_response(HTTPStatus.NOT_FOUND, ErrorCode.INVALID_MESSAGE, f"no route {path}")
 
     async def _handle(self, connection: ServerConnection) -> None:
