@@ -25,6 +25,8 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.token is not None:
         server["token"] = args.token
     overrides: dict[str, Any] = {"server": server} if server else {}
+    if args.mqtt is not None:
+        overrides["mqtt"] = {"url": args.mqtt}
     if args.model is not None:
         overrides["llm"] = {"model_path": str(Path(args.model).resolve())}
     return overrides
@@ -45,6 +47,12 @@ async def serve(settings: Settings, ready_file: Path | None = None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    bridge: asyncio.Task[None] | None = None
+    if settings.mqtt.url:
+        from server.transports.mqtt import MqttBridge
+
+        # Runs (and reconnects) on its own; a broker that is down does not stop the server.
+        bridge = asyncio.create_task(MqttBridge(app, settings.mqtt).run(), name="mqtt")
     try:
         loading = asyncio.create_task(load_into(app))
         done, _ = await asyncio.wait(
@@ -58,6 +66,9 @@ async def serve(settings: Settings, ready_file: Path | None = None) -> None:
         elif loading in done:
             raise SystemExit(f"chinwag: could not load the models: {app.load_error}")
     finally:
+        if bridge is not None:
+            bridge.cancel()
+            await asyncio.gather(bridge, return_exceptions=True)
         await web.close()
         app.close()
 
@@ -73,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--config", type=Path, help="TOML config file")
     p_serve.add_argument("--model", help="path to a GGUF chat model to use instead")
     p_serve.add_argument("--token", help="require this token from clients")
+    p_serve.add_argument("--mqtt", metavar="URL", help="join this MQTT broker (mqtt://HOST:PORT)")
     p_serve.add_argument("--print-config", action="store_true", help="print settings and exit")
     p_serve.add_argument("--ready-file", type=Path, help="write the port here once ready")
 

@@ -76,6 +76,21 @@ class VadSettings(_Group):
     max_utterance_s: float = Field(30.0, gt=0.0, le=120.0)
 
 
+class MqttSettings(_Group):
+    """The MQTT bridge; off unless `url` is set (e.g. mqtt://127.0.0.1:1883, mqtts://...)."""
+
+    url: str | None = None
+    username: str | None = None
+    password: str | None = None
+    # TLS: implied by mqtts://; ca_file to trust a private CA.
+    tls: bool = False
+    ca_file: Path | None = None
+    client_id: str = "chinwag"
+    topic_prefix: str = "chinwag"
+    hermes: bool = True  # also answer Rhasspy Hermes topics
+    reconnect_max_s: float = Field(30.0, gt=0.0)
+
+
 class PromptSettings(_Group):
     directory: Path = PROJECT_ROOT / "prompts"
     default_persona: str = "assistant"
@@ -95,6 +110,7 @@ class Settings(_Group):
     asr: AsrSettings = AsrSettings()
     tts: TtsSettings = TtsSettings()
     vad: VadSettings = VadSettings()
+    mqtt: MqttSettings = MqttSettings()
     prompts: PromptSettings = PromptSettings()
 
 
@@ -153,6 +169,7 @@ _PATH_FIELDS = {
     ("asr", "model_path"),
     ("tts", "voice_path"),
     ("prompts", "directory"),
+    ("mqtt", "ca_file"),
 }
 
 
@@ -169,8 +186,9 @@ def settings_as_toml(settings: Settings) -> str:
     """The effective settings as TOML text (what --print-config shows)."""
     lines: list[str] = []
     dumped = settings.model_dump(mode="json")
-    if dumped["server"].get("token"):
-        dumped["server"]["token"] = "***"
+    for group, secret in (("server", "token"), ("mqtt", "password")):
+        if dumped[group].get(secret):
+            dumped[group][secret] = "***"
     for group, fields in dumped.items():
         lines.append(f"[{group}]")
         for key, value in fields.items():
