@@ -19,6 +19,8 @@ Role = Literal["system", "user", "assistant"]
 class ChatMessage:
     role: Role
     content: str
+    # The conversation item this is (message, utterance or reply id); engines ignore it.
+    id: str | None = None
 
 
 @dataclass(frozen=True)

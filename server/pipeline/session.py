@@ -10,6 +10,7 @@ a new message, `cancel` or a disconnect cancel it; its `finally` always reports 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import itertools
@@ -25,11 +26,11 @@ from pydantic import ValidationError
 from server.app import App
 from server.audio.pcm import StreamResampler, check_sample_rate, decode_pcm16
 from server.audio.vad import SpeechStarted, SpeechStopped, StreamingVad, VadEvent
-from server.engines.base import ChatMessage, Float32Audio
+from server.engines.base import ChatMessage, Float32Audio, Role
 from server.errors import ChinwagError, ErrorCode
 from server.pipeline.audio_input import AudioInput, vad_config
 from server.pipeline.chat import ChatOutcome
-from server.pipeline.playback import SpokenReply
+from server.pipeline.playback import SpokenReply, heard_text
 from server.pipeline.speech import SpeechRunner
 from server.pipeline.text_split import PhraseSplitter, speakable
 from server.prompts import GenerationSettings, Persona
@@ -80,6 +81,12 @@ class Session:
         self._carry: Float32Audio | None = None
         self._turn_audio: Float32Audio | None = None
         self._background: set[asyncio.Task[None]] = set()
+        # Utterances being transcribed into the conversation without an answer (respond=False);
+        # a reply asked for later waits for them.
+        self._pending_input: set[asyncio.Task[None]] = set()
+        self._spoken_log: collections.deque[SpokenReply] = collections.deque(maxlen=8)
+        # Replaces the persona's system prompt when set (OpenAI Realtime `instructions`).
+        self.instructions: str | None = None
         app.metrics.sessions_total.labels(transport).inc()
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -92,9 +99,10 @@ class Session:
         if self._audio_task is not None:
             self._audio_task.cancel()
             await asyncio.gather(self._audio_task, return_exceptions=True)
-        for task in list(self._background):
+        tasks = [*self._background, *self._pending_input]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.cancel_turn()
 
     def _next_id(self, prefix: str) -> str:
@@ -127,7 +135,8 @@ class Session:
         match message:
             case proto.UserMessage():
                 await self.cancel_turn()
-                self._begin_turn(self._reply(message.text, message.id, speak=False))
+                message_id = message.id or self._next_id("m")
+                self._begin_turn(self._reply(message.text, message_id, speak=False))
             case proto.Cancel():
                 if not await self.cancel_turn():
                     raise ChinwagError(ErrorCode.NO_ACTIVE_REPLY, "no reply is in progress")
@@ -203,6 +212,71 @@ class Session:
             raise ChinwagError(ErrorCode.INTERNAL_ERROR, "this server runs without speech models")
         return self.app.speech
 
+    # --- conversation editing (used by the OpenAI Realtime transport) ------------------
+
+    async def respond(
+        self, *, speak: bool, sample_rate: int | None = None, instructions: str | None = None
+    ) -> None:
+        """Answer the conversation as it stands, once pending transcriptions have joined it."""
+        if self._pending_input:
+            await asyncio.gather(*self._pending_input, return_exceptions=True)
+        await self.cancel_turn()
+        self._begin_turn(
+            self._reply(None, None, speak=speak, sample_rate=sample_rate, instructions=instructions)
+        )
+
+    def add_message(self, role: Role, text: str, message_id: str) -> None:
+        self.history.append(ChatMessage(role, text, message_id))
+
+    def delete_message(self, message_id: str) -> bool:
+        for index, message in enumerate(self.history):
+            if message.id == message_id:
+                del self.history[index]
+                return True
+        return False
+
+    def replace_message(self, message_id: str, text: str) -> bool:
+        for index, message in enumerate(self.history):
+            if message.id == message_id:
+                self.history[index] = ChatMessage(message.role, text, message_id)
+                return True
+        return False
+
+    def truncate_reply(self, reply_id: str, audio_end_ms: float) -> str | None:
+        """The listener heard audio_end_ms of this spoken reply: keep only that in history."""
+        spoken = next((s for s in self._spoken_log if s.stream_id == reply_id), None)
+        if spoken is None:
+            return None
+        if audio_end_ms > spoken.sent_ms:
+            raise ChinwagError(
+                ErrorCode.INVALID_MESSAGE,
+                f"audio_end_ms {audio_end_ms:g} is past the reply's {spoken.sent_ms:.0f} ms",
+            )
+        spoken.report(audio_end_ms)
+        spoken.stop()
+        heard = heard_text(spoken.phrases, audio_end_ms)
+        self.replace_message(reply_id, heard)
+        return heard
+
+    def add_spoken_message(self, message_id: str, audio: Float32Audio) -> None:
+        """A user message given as 16 kHz audio: transcribed into the conversation."""
+        start = proto.AudioStart(sample_rate=16000, respond=False)
+        self._track(self._pending_input, self._voice_turn(message_id, audio, start))
+
+    async def clear_audio(self) -> None:
+        """Drop the microphone audio buffered so far; the stream stays open."""
+        audio = self._audio
+        if audio is None:
+            return
+        queue, task = self._audio_queue, self._audio_task
+        self._audio = self._audio_queue = self._audio_task = None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        del queue
+        self._utterance_id = None
+        await self._start_audio(audio.start)
+
     # --- microphone --------------------------------------------------------------------
 
     async def _start_audio(self, start: proto.AudioStart) -> None:
@@ -262,7 +336,8 @@ class Session:
         await self.emit(
             proto.SpeechStarted(utterance_id=self._utterance_id, at_ms=round(event.at_s * 1000, 1))
         )
-        if audio.start.task == "converse" and audio.start.mode == "vad":
+        start = audio.start
+        if start.task == "converse" and start.mode == "vad" and start.interrupt:
             await self._barge_in(join_pause=True)
 
     async def _on_speech_stopped(self, event: SpeechStopped, audio: AudioInput) -> None:
@@ -289,10 +364,14 @@ class Session:
         if self._carry is not None:
             samples = np.concatenate([self._carry, samples])
             self._carry = None
-        if audio.start.mode == "push_to_talk" and audio.start.task == "converse":
+        start = audio.start
+        if start.task == "converse" and not start.respond:
+            self._track(self._pending_input, self._voice_turn(utterance_id, samples, start))
+            return
+        if start.mode == "push_to_talk" and start.task == "converse" and start.interrupt:
             await self._barge_in(join_pause=False)  # talking over a reply interrupts it too
         await self.cancel_turn()
-        self._begin_turn(self._voice_turn(utterance_id, samples, audio.start))
+        self._begin_turn(self._voice_turn(utterance_id, samples, start))
 
     async def _maybe_partial(self, audio: AudioInput) -> None:
         utterance_s = audio.vad.utterance_s
@@ -309,9 +388,13 @@ class Session:
                     proto.TranscriptPartial(utterance_id=utterance_id, text=transcript.text)
                 )
 
-        task = asyncio.create_task(partial())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._track(self._background, partial())
+
+    @staticmethod
+    def _track(tasks: set[asyncio.Task[None]], work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     async def _barge_in(self, *, join_pause: bool) -> None:
         """The person speaks: stop talking, and keep only what they heard.
@@ -332,8 +415,7 @@ class Session:
         elif spoken is not None and playing:
             # Fully generated, but the listener stopped it part-way: shorten the history.
             heard = spoken.heard()
-            if self.history and self.history[-1].role == "assistant":
-                self.history[-1] = ChatMessage("assistant", heard)
+            self.replace_message(spoken.stream_id, heard)
             await self.emit(proto.ReplyTruncated(reply_id=spoken.stream_id, heard_text=heard))
 
     # --- turns -------------------------------------------------------------------------
@@ -357,7 +439,8 @@ class Session:
     ) -> None:
         from server.engines.faster_whisper import is_probably_not_speech
 
-        self._turn_audio = audio
+        if start.respond:
+            self._turn_audio = audio
         try:
             began = time.perf_counter()
             transcript = await self.speech.transcribe(audio)
@@ -377,13 +460,15 @@ class Session:
                     transcribe_ms=transcribe_ms,
                 )
             )
-            if start.task == "converse":
+            if start.task == "converse" and start.respond:
                 await self._reply(
                     transcript.text,
                     utterance_id,
-                    speak=True,
+                    speak=start.speak,
                     sample_rate=start.output_sample_rate,
                 )
+            elif start.task == "converse":
+                self.history.append(ChatMessage("user", transcript.text, utterance_id))
         except asyncio.CancelledError:
             pass  # interrupted before the reply began: nothing was started, nothing to close
         except Exception:
@@ -393,7 +478,8 @@ class Session:
                 source="audio",
             )
         finally:
-            self._turn_audio = None
+            if start.respond:
+                self._turn_audio = None
 
     async def _say(self, message: proto.Say) -> None:
         stream_id = message.id or self._next_id("s")
@@ -456,9 +542,16 @@ class Session:
                 )
 
     async def _reply(
-        self, text: str, message_id: str | None, *, speak: bool, sample_rate: int | None = None
+        self,
+        text: str | None,
+        message_id: str | None,
+        *,
+        speak: bool,
+        sample_rate: int | None = None,
+        instructions: str | None = None,
     ) -> None:
-        """Stream the model's answer (and, when speaking, its audio) for one user message."""
+        """Stream the model's answer (and, when speaking, its audio) to a new user message,
+        or (text None) to the conversation as it stands."""
         chat = self.app.chat
         assert chat is not None
         reply_id = self._next_id("r")
@@ -473,8 +566,11 @@ class Session:
         splitter = PhraseSplitter()
         if speak:
             spoken = self._spoken = self._turn_spoken = SpokenReply(reply_id)
+            self._spoken_log.append(spoken)
             speaking = asyncio.create_task(self._speak(spoken, phrases, sample_rate))
-        self.history.append(ChatMessage("user", text))
+        if text is not None:
+            self.history.append(ChatMessage("user", text, message_id))
+        system_prompt = instructions or self.instructions or self.persona.system_prompt
 
         async def on_delta(delta: str) -> None:
             nonlocal first_token_s
@@ -488,9 +584,7 @@ class Session:
 
         try:
             await self.emit(proto.ReplyStarted(reply_id=reply_id, message_id=message_id))
-            await chat.reply(
-                self.persona.system_prompt, self.history, self.generation, on_delta, outcome
-            )
+            await chat.reply(system_prompt, self.history, self.generation, on_delta, outcome)
             if speaking is not None:
                 for phrase in splitter.flush():
                     phrases.put_nowait(phrase)
@@ -519,8 +613,8 @@ class Session:
             kept = full if heard is None else heard
             # History keeps whole exchanges only, and of an interrupted reply what was heard.
             if kept.strip():
-                self.history.append(ChatMessage("assistant", kept))
-            elif self.history and self.history[-1].role == "user":
+                self.history.append(ChatMessage("assistant", kept, reply_id))
+            elif text is not None and self.history and self.history[-1].role == "user":
                 self.history.pop()
             self.app.metrics.turns.labels(status).inc()
             await self._send_done(reply_id, status, full, heard, outcome, first_token_s, start)

@@ -79,6 +79,12 @@ class AudioStart(ClientMessage):
     output_sample_rate: int | None = None
     partial_transcripts: bool = False
     vad: VadOptions | None = None
+    # converse: answer each utterance at once (false: it only joins the conversation).
+    respond: bool = True
+    # vad mode: speaking over a reply interrupts it (barge-in).
+    interrupt: bool = True
+    # Answer aloud (false: text replies only, no audio).
+    speak: bool = True
 
 
 class AudioStop(ClientMessage):

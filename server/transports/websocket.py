@@ -4,6 +4,7 @@ Routes:
   GET /healthz         503 while models load, 200 with a JSON body when ready
   GET /metrics         Prometheus text format
   WS  / or /ws         the native protocol (docs/protocol.md)
+  WS  /v1/realtime     the OpenAI Realtime protocol (docs/realtime.md)
   GET /, /<file>       the web chat widget and demo page (clients/web/)
 """
 
@@ -31,6 +32,7 @@ from server.protocol import native as proto
 log = logging.getLogger(__name__)
 
 NATIVE_PATHS = {"/", "/ws"}
+REALTIME_PATH = "/v1/realtime"
 # The web chat widget and demo page, served as plain files (no build step).
 STATIC_DIR = PROJECT_ROOT / "clients" / "web"
 CONTENT_TYPES = {
@@ -108,6 +110,9 @@ class WebSocketSink:
     async def send(self, event: proto.ServerEvent) -> None:
         await self._send(proto.encode_event(event))
 
+    async def send_text(self, text: str) -> None:
+        await self._send(text)
+
     async def send_audio(self, pcm: bytes) -> None:
         await self._send(pcm)
 
@@ -165,7 +170,7 @@ class WebSocketServer:
             return http_response(
                 HTTPStatus.OK, self.app.metrics.render(), "text/plain; version=0.0.4; charset=utf-8"
             )
-        if upgrade and path in NATIVE_PATHS:
+        if upgrade and (path in NATIVE_PATHS or path == REALTIME_PATH):
             if not self._authorized(request):
                 return error_response(
                     HTTPStatus.UNAUTHORIZED, ErrorCode.UNAUTHORIZED, "a valid token is required"
@@ -185,6 +190,20 @@ class WebSocketServer:
     async def _handle(self, connection: ServerConnection) -> None:
         self.app.sessions += 1
         self.app.metrics.sessions.set(self.app.sessions)
+        try:
+            url = urlsplit(connection.request.path if connection.request else "/")
+            if url.path == REALTIME_PATH:
+                from server.transports.realtime import RealtimeConnection
+
+                model = parse_qs(url.query).get("model", ["chinwag"])[0]
+                await RealtimeConnection(self.app, connection, model).run()
+            else:
+                await self._handle_native(connection)
+        finally:
+            self.app.sessions -= 1
+            self.app.metrics.sessions.set(self.app.sessions)
+
+    async def _handle_native(self, connection: ServerConnection) -> None:
         session = Session(self.app, WebSocketSink(connection), transport="native")
         session.log.info("connected from %s", connection.remote_address)
         try:
@@ -194,8 +213,6 @@ class WebSocketServer:
             pass
         finally:
             await session.close()
-            self.app.sessions -= 1
-            self.app.metrics.sessions.set(self.app.sessions)
             session.log.info("disconnected")
 
     async def _read_loop(self, connection: ServerConnection, session: Session) -> None:
