@@ -140,7 +140,8 @@ def main() -> None:
     for name in ("direct", "server"):
         s = summary[name]
         print(
-            f"{name:<8} {s['ttft_ms_p50']:>12} {s['ttft_ms_p95']:>12} {s['tokens_per_s_p50']:>10} {s['samples']:>4}"
+            f"{name:<8} {s['ttft_ms_p50']:>12} {s['ttft_ms_p95']:>12} "
+            f"{s['tokens_per_s_p50']:>10} {s['samples']:>4}"
         )
     print(f"ratio server/direct: TTFT p50 {ratio_ttft:.2f}, tokens/s p50 {ratio_tps:.2f}")
     print(f"wrote {args.out}")
