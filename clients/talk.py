@@ -113,13 +113,17 @@ async def talk_turn(
     mark: dict[str, float] = {}
     sender = asyncio.create_task(_send_paced(ws, pcm, rate, time.perf_counter(), mark))
     reply_done = audio_done = False
+    transcripts: list[str] = []
     try:
         async with asyncio.timeout(timeout):
             while not (reply_done and (audio_done or not wait_for_audio_end)):
                 frame = await ws.recv()
                 now = time.perf_counter()
+                # A recording may hold several turns (a pause between sentences); the answer
+                # that counts is the one to the end of it, so timings start at speech end.
+                ended = "speech_end" in mark
                 if isinstance(frame, bytes):
-                    if "first_audio" not in mark:
+                    if ended and "first_audio" not in mark:
                         mark["first_audio"] = now
                     result.audio.extend(frame)
                     continue
@@ -127,29 +131,37 @@ async def talk_turn(
                 result.events.append(event)
                 kind = event["type"]
                 if kind == "transcript":
-                    mark.setdefault("transcript", now)
-                    result.transcript = event["text"]
-                elif kind == "speech.discarded":
+                    if ended:
+                        mark.setdefault("transcript", now)
+                    transcripts.append(event["text"].strip())
+                elif kind == "speech.discarded" and ended and not transcripts:
                     result.discarded = True
                     break
-                elif kind == "reply.delta":
+                elif kind == "reply.delta" and ended:
                     mark.setdefault("first_token", now)
                 elif kind == "output_audio.start":
                     result.audio_rate = event["sample_rate"]
+                    result.audio.clear()  # keep the last reply's audio only
+                    audio_done = False
                 elif kind == "output_audio.done":
                     audio_done = True
-                elif kind == "reply.done":
-                    reply_done = True
+                elif kind == "reply.done" and (ended or event["status"] == "completed"):
+                    reply_done = ended
                     result.reply = event["text"]
                     result.heard = event.get("heard_text")
                     result.status = event["status"]
-                    if result.audio_rate == 0:
+                    if event["reply_id"] not in {
+                        e.get("stream_id")
+                        for e in result.events
+                        if e["type"] == "output_audio.start"
+                    }:
                         audio_done = True  # nothing was spoken
                 elif kind == "error":
                     raise RuntimeError(f"{event['code']}: {event['message']}")
     finally:
         sender.cancel()
         await asyncio.gather(sender, return_exceptions=True)
+    result.transcript = " ".join(transcripts)
     await ws.send(json.dumps({"type": "audio.stop"}))
     end = mark.get("speech_end")
     if end is not None:

@@ -48,6 +48,8 @@ class App:
     load_seconds: float | None = None
     sessions: int = 0
     observers: list[Observer] = field(default_factory=list)
+    # Open sessions by id (Session objects; typed loosely to avoid an import cycle).
+    live_sessions: dict[str, Any] = field(default_factory=dict)
 
     def attach(self, engines: Engines) -> None:
         self.chat = ChatRunner(engines.chat)

@@ -74,6 +74,12 @@ class VadSettings(_Group):
     silence_ms: int = Field(500, ge=100, le=10000)
     prefix_padding_ms: int = Field(300, ge=0, le=2000)
     max_utterance_s: float = Field(30.0, gt=0.0, le=120.0)
+    # Start transcribing and answering when the person goes quiet, before the turn is
+    # confirmed; the work is kept if the turn ends there and dropped if they go on.
+    speculate: bool = True
+    # Silence that ends a turn whose transcript reads as a complete sentence (at most
+    # silence_ms). Above 300 ms so that a pause in mid-sentence never ends a turn.
+    complete_silence_ms: int = Field(350, ge=100, le=10000)
 
 
 class MqttSettings(_Group):

@@ -157,6 +157,7 @@ class VadConfig:
     prefix_padding_ms: int = 300  # audio kept before the first voiced window
     suffix_padding_ms: int = 300  # audio kept after the last voiced window (at most silence_ms)
     max_utterance_s: float = 30.0  # longer turns are cut here
+    report_pauses: bool = False  # emit SpeechPaused / SpeechResumed inside a turn
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
@@ -206,7 +207,25 @@ class SpeechStopped:
         return self.audio.size / SAMPLE_RATE
 
 
-VadEvent = SpeechStarted | SpeechStopped
+@dataclass(frozen=True)
+class SpeechPaused:
+    """The person went quiet inside a turn; the turn may end after enough silence, or go on.
+
+    Emitted only when VadConfig.report_pauses is set: a caller can start work on `audio`
+    speculatively, and shorten the wait with TurnDetector.shorten_pause(pause_id, ...)."""
+
+    pause_id: int  # stream sample where the silence began
+    at_s: float
+    audio: Float32Audio = field(repr=False, compare=False)  # the turn so far, pre-roll included
+
+
+@dataclass(frozen=True)
+class SpeechResumed:
+    pause_id: int
+    at_s: float
+
+
+VadEvent = SpeechStarted | SpeechStopped | SpeechPaused | SpeechResumed
 
 
 def _samples(ms: float) -> int:
@@ -256,6 +275,8 @@ class TurnDetector:
         self._utterance_start = 0  # pre-roll included
         self._last_voiced_end = 0  # end of the last window at or above negative_threshold
         self._silent = 0  # samples of continuous silence in the current turn
+        self._pause_id: int | None = None  # the pause reported by SpeechPaused, if any
+        self._pause_silence: int | None = None  # shorter silence for this pause only
 
     @property
     def in_speech(self) -> bool:
@@ -300,11 +321,18 @@ class TurnDetector:
                 self._candidate = None
         else:
             if probability < self._stop_threshold:
+                if self._silent == 0 and self.config.report_pauses:
+                    self._pause_id = start
+                    audio = self._slice(self._utterance_start, self._pos)
+                    events.append(SpeechPaused(start, start / SAMPLE_RATE, audio))
                 self._silent += window.size
             else:
+                if self._pause_id is not None:
+                    events.append(SpeechResumed(self._pause_id, start / SAMPLE_RATE))
+                    self._pause_id = self._pause_silence = None
                 self._silent = 0
                 self._last_voiced_end = self._pos
-            if self._silent >= self._silence:
+            if self._silent >= (self._pause_silence or self._silence):
                 end = min(self._last_voiced_end + self._suffix, self._pos)
                 events.append(self._end_turn(end, "silence", truncated=False))
             elif self._pos - self._utterance_start >= self._max:
@@ -312,6 +340,13 @@ class TurnDetector:
                 events.append(self._end_turn(end, "max_length", truncated=True))
         self._trim()
         return events
+
+    def shorten_pause(self, pause_id: int, silence_ms: float) -> None:
+        """End the turn after only silence_ms of this pause (e.g. the sentence is complete).
+
+        Ignored if that pause is over; never lengthens the configured silence."""
+        if pause_id == self._pause_id:
+            self._pause_silence = min(_samples(silence_ms), self._silence)
 
     def force_end(
         self, since_audio_start: bool = False, tail: Float32Audio | None = None
@@ -339,6 +374,7 @@ class TurnDetector:
         self._candidate = None
         self._in_speech = False
         self._silent = 0
+        self._pause_id = self._pause_silence = None
         return result
 
     def _start_turn(self) -> SpeechStarted:
@@ -359,6 +395,7 @@ class TurnDetector:
         event = self._stopped(self._utterance_start, end, reason, truncated)
         self._in_speech = False
         self._silent = 0
+        self._pause_id = self._pause_silence = None
         self._floor = end
         return event
 

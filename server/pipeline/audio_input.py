@@ -28,6 +28,11 @@ def vad_config(defaults: VadSettings, start: AudioStart) -> VadConfig:
         silence_ms=int(pick("silence_ms")),
         prefix_padding_ms=int(pick("prefix_padding_ms")),
         max_utterance_s=defaults.max_utterance_s,
+        # Pauses let the session start answering before the turn is confirmed.
+        report_pauses=defaults.speculate
+        and start.mode == "vad"
+        and start.task == "converse"
+        and start.respond,
     )
 
 

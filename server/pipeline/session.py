@@ -17,7 +17,7 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -25,14 +25,23 @@ from pydantic import ValidationError
 
 from server.app import App
 from server.audio.pcm import StreamResampler, check_sample_rate, decode_pcm16
-from server.audio.vad import SpeechStarted, SpeechStopped, StreamingVad, VadEvent
+from server.audio.vad import (
+    SpeechPaused,
+    SpeechResumed,
+    SpeechStarted,
+    SpeechStopped,
+    StreamingVad,
+    VadEvent,
+)
 from server.engines.base import ChatMessage, Float32Audio, Role
 from server.errors import ChinwagError, ErrorCode
 from server.pipeline.audio_input import AudioInput, vad_config
 from server.pipeline.chat import ChatOutcome
+from server.pipeline.endpointing import looks_complete
 from server.pipeline.playback import SpokenReply, heard_text
 from server.pipeline.speech import SpeechRunner
 from server.pipeline.text_split import PhraseSplitter, speakable
+from server.pipeline.turn_output import TurnOutput
 from server.prompts import GenerationSettings, Persona
 from server.protocol import native as proto
 
@@ -80,6 +89,9 @@ class Session:
         # the person only paused, so it is joined to what they say next.
         self._carry: Float32Audio | None = None
         self._turn_audio: Float32Audio | None = None
+        # A reply being prepared while the person pauses (its output held), if any.
+        self._speculation: tuple[str, asyncio.Task[None], TurnOutput, Float32Audio] | None = None
+        self._direct = TurnOutput(self.emit, self._send_audio)
         self._background: set[asyncio.Task[None]] = set()
         # Utterances being transcribed into the conversation without an answer (respond=False);
         # a reply asked for later waits for them.
@@ -92,10 +104,13 @@ class Session:
     # --- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
+        self.app.live_sessions[self.id] = self
         await self.app.ready.wait()
         await self.emit(self._started_event())
 
     async def close(self) -> None:
+        self.app.live_sessions.pop(self.id, None)
+        await self._discard_speculation()
         if self._audio_task is not None:
             self._audio_task.cancel()
             await asyncio.gather(self._audio_task, return_exceptions=True)
@@ -191,9 +206,14 @@ class Session:
         if self.app.observers:
             self.app.notify(self, event)
 
-    async def send_error(self, exc: ChinwagError, source: str | None = None) -> None:
+    async def send_error(
+        self, exc: ChinwagError, source: str | None = None, out: TurnOutput | None = None
+    ) -> None:
         self.app.metrics.errors.labels(exc.code.value).inc()
-        await self.emit(proto.error_event(exc, source))
+        await (out or self._direct).emit(proto.error_event(exc, source))
+
+    async def _send_audio(self, pcm: bytes) -> None:
+        await self.sink.send_audio(pcm)
 
     def _started_event(self) -> proto.SessionStarted:
         assert self.app.chat is not None
@@ -327,6 +347,10 @@ class Session:
                     await self._on_speech_started(event, audio)
                 elif isinstance(event, SpeechStopped):
                     await self._on_speech_stopped(event, audio)
+                elif isinstance(event, SpeechPaused):
+                    await self._speculate(event, audio)
+                elif isinstance(event, SpeechResumed):
+                    await self._discard_speculation()
             if audio.start.partial_transcripts and audio.vad.in_speech:
                 await self._maybe_partial(audio)
 
@@ -360,6 +384,17 @@ class Session:
                 source="audio",
             )
             return
+        spec = self._speculation
+        if spec is not None and spec[0] == utterance_id:
+            # The turn ended where the person paused: the reply prepared meanwhile is it.
+            self._speculation = None
+            _, task, out, samples = spec
+            self._carry = None
+            await self.cancel_turn()
+            self._turn, self._turn_audio = task, samples
+            await out.release()
+            return
+        await self._discard_speculation()
         samples = event.audio
         if self._carry is not None:
             samples = np.concatenate([self._carry, samples])
@@ -371,7 +406,39 @@ class Session:
         if start.mode == "push_to_talk" and start.task == "converse" and start.interrupt:
             await self._barge_in(join_pause=False)  # talking over a reply interrupts it too
         await self.cancel_turn()
-        self._begin_turn(self._voice_turn(utterance_id, samples, start))
+        self._begin_turn(self._voice_turn(utterance_id, samples, start), samples)
+
+    async def _speculate(self, event: SpeechPaused, audio: AudioInput) -> None:
+        """The person went quiet: transcribe and answer now, holding the output until the
+        turn is confirmed (kept) or they go on speaking (thrown away, unseen)."""
+        await self._discard_speculation()
+        start, utterance_id = audio.start, self._utterance_id
+        wanted = start.mode == "vad" and start.task == "converse" and start.respond
+        if not (wanted and utterance_id and self.app.settings.vad.speculate):
+            return
+        samples = event.audio
+        if self._carry is not None:
+            samples = np.concatenate([self._carry, samples])
+        detector = audio.vad.detector
+        complete_ms = self.app.settings.vad.complete_silence_ms
+
+        async def end_sooner_if_complete(text: str) -> None:
+            if looks_complete(text):
+                shorten = functools.partial(detector.shorten_pause, event.pause_id, complete_ms)
+                await self.speech.on_vad_thread(shorten)
+
+        out = TurnOutput(self.emit, self._send_audio, held=True)
+        work = self._voice_turn(utterance_id, samples, start, out, end_sooner_if_complete)
+        task = asyncio.create_task(work, name=f"speculative-{self.id}")
+        self._speculation = (utterance_id, task, out, samples)
+
+    async def _discard_speculation(self) -> None:
+        spec, self._speculation = self._speculation, None
+        if spec is not None:
+            _, task, out, _ = spec
+            out.discard()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def _maybe_partial(self, audio: AudioInput) -> None:
         utterance_s = audio.vad.utterance_s
@@ -420,8 +487,11 @@ class Session:
 
     # --- turns -------------------------------------------------------------------------
 
-    def _begin_turn(self, work: Coroutine[Any, Any, None]) -> None:
+    def _begin_turn(
+        self, work: Coroutine[Any, Any, None], audio: Float32Audio | None = None
+    ) -> None:
         self._turn_spoken = None
+        self._turn_audio = audio  # what to join to the next utterance if only a pause
         self._turn = asyncio.create_task(work, name=f"turn-{self.id}")
 
     async def cancel_turn(self) -> bool:
@@ -435,24 +505,30 @@ class Session:
         return True
 
     async def _voice_turn(
-        self, utterance_id: str, audio: Float32Audio, start: proto.AudioStart
+        self,
+        utterance_id: str,
+        audio: Float32Audio,
+        start: proto.AudioStart,
+        out: TurnOutput | None = None,
+        on_transcript: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         from server.engines.faster_whisper import is_probably_not_speech
 
-        if start.respond:
-            self._turn_audio = audio
+        out = out or self._direct
         try:
             began = time.perf_counter()
             transcript = await self.speech.transcribe(audio)
             transcribe_ms = round((time.perf_counter() - began) * 1000, 1)
+            if on_transcript is not None:
+                await on_transcript(transcript.text)
             if is_probably_not_speech(transcript):
-                await self.emit(
+                await out.emit(
                     proto.SpeechDiscarded(
                         utterance_id=utterance_id, reason="not_speech", text=transcript.text
                     )
                 )
                 return
-            await self.emit(
+            await out.emit(
                 proto.Transcript(
                     utterance_id=utterance_id,
                     text=transcript.text,
@@ -466,6 +542,7 @@ class Session:
                     utterance_id,
                     speak=start.speak,
                     sample_rate=start.output_sample_rate,
+                    out=out,
                 )
             elif start.task == "converse":
                 self.history.append(ChatMessage("user", transcript.text, utterance_id))
@@ -476,10 +553,8 @@ class Session:
             await self.send_error(
                 ChinwagError(ErrorCode.INTERNAL_ERROR, "transcription failed; see the server log"),
                 source="audio",
+                out=out,
             )
-        finally:
-            if start.respond:
-                self._turn_audio = None
 
     async def _say(self, message: proto.Say) -> None:
         stream_id = message.id or self._next_id("s")
@@ -490,10 +565,14 @@ class Session:
         phrases.put_nowait(None)
         # Cancellation (barge-in, a new message) ends the turn quietly; _speak reports it.
         with contextlib.suppress(asyncio.CancelledError):
-            await self._speak(SpokenReply(stream_id), phrases, message.sample_rate)
+            await self._speak(SpokenReply(stream_id), phrases, message.sample_rate, self._direct)
 
     async def _speak(
-        self, spoken: SpokenReply, phrases: asyncio.Queue[str | None], sample_rate: int | None
+        self,
+        spoken: SpokenReply,
+        phrases: asyncio.Queue[str | None],
+        sample_rate: int | None,
+        out: TurnOutput,
     ) -> None:
         """Synthesize phrases as they arrive and stream their audio; always closes the stream."""
         speech = self.speech
@@ -510,15 +589,13 @@ class Session:
                 return
             if not started:
                 started = True
-                await self.emit(
-                    proto.OutputAudioStart(stream_id=spoken.stream_id, sample_rate=rate)
-                )
+                await out.emit(proto.OutputAudioStart(stream_id=spoken.stream_id, sample_rate=rate))
             if text is not None:
                 spoken.add(text, len(pcm) / rate * 1000)
             else:  # the resampler's tail belongs to the last phrase
                 spoken.sent_ms += len(pcm) / rate * 1000
             for i in range(0, len(pcm), frame):
-                await self.sink.send_audio(pcm[i : i + frame].astype("<i2").tobytes())
+                await out.send_audio(pcm[i : i + frame].astype("<i2").tobytes())
                 spoken.mark_sent()
 
         try:
@@ -533,7 +610,7 @@ class Session:
             raise
         finally:
             if started:
-                await self.emit(
+                await out.emit(
                     proto.OutputAudioDone(
                         stream_id=spoken.stream_id,
                         status=status,
@@ -549,11 +626,13 @@ class Session:
         speak: bool,
         sample_rate: int | None = None,
         instructions: str | None = None,
+        out: TurnOutput | None = None,
     ) -> None:
         """Stream the model's answer (and, when speaking, its audio) to a new user message,
         or (text None) to the conversation as it stands."""
         chat = self.app.chat
         assert chat is not None
+        out = out or self._direct
         reply_id = self._next_id("r")
         start = time.perf_counter()
         parts: list[str] = []
@@ -567,9 +646,10 @@ class Session:
         if speak:
             spoken = self._spoken = self._turn_spoken = SpokenReply(reply_id)
             self._spoken_log.append(spoken)
-            speaking = asyncio.create_task(self._speak(spoken, phrases, sample_rate))
-        if text is not None:
-            self.history.append(ChatMessage("user", text, message_id))
+            speaking = asyncio.create_task(self._speak(spoken, phrases, sample_rate, out))
+        asked = ChatMessage("user", text, message_id) if text is not None else None
+        if asked is not None:
+            self.history.append(asked)
         system_prompt = instructions or self.instructions or self.persona.system_prompt
 
         async def on_delta(delta: str) -> None:
@@ -577,13 +657,13 @@ class Session:
             if first_token_s is None:
                 first_token_s = time.perf_counter() - start
             parts.append(delta)
-            await self.emit(proto.ReplyDelta(reply_id=reply_id, text=delta))
+            await out.emit(proto.ReplyDelta(reply_id=reply_id, text=delta))
             if speak:
                 for phrase in splitter.feed(delta):
                     phrases.put_nowait(phrase)
 
         try:
-            await self.emit(proto.ReplyStarted(reply_id=reply_id, message_id=message_id))
+            await out.emit(proto.ReplyStarted(reply_id=reply_id, message_id=message_id))
             await chat.reply(system_prompt, self.history, self.generation, on_delta, outcome)
             if speaking is not None:
                 for phrase in splitter.flush():
@@ -594,30 +674,36 @@ class Session:
         except asyncio.CancelledError:
             status = "cancelled"
         except ChinwagError as exc:
-            await self.send_error(exc, source="user.message")
+            await self.send_error(exc, source="user.message", out=out)
         except Exception:
             self.log.exception("reply %s failed", reply_id)
             await self.send_error(
                 ChinwagError(ErrorCode.INTERNAL_ERROR, "the reply failed; see the server log"),
                 source="user.message",
+                out=out,
             )
         finally:
             if speaking is not None and not speaking.done():
                 speaking.cancel()
                 await asyncio.gather(speaking, return_exceptions=True)
             del self.history[: outcome.dropped]
-            full = "".join(parts)
-            heard = None
-            if spoken is not None and status != "completed":
-                heard = spoken.heard()
-            kept = full if heard is None else heard
-            # History keeps whole exchanges only, and of an interrupted reply what was heard.
-            if kept.strip():
-                self.history.append(ChatMessage("assistant", kept, reply_id))
-            elif text is not None and self.history and self.history[-1].role == "user":
-                self.history.pop()
-            self.app.metrics.turns.labels(status).inc()
-            await self._send_done(reply_id, status, full, heard, outcome, first_token_s, start)
+            if out.discarded:
+                # A speculative reply thrown away: it never happened, for the history too.
+                if asked is not None and asked in self.history:
+                    self.history.remove(asked)
+            else:
+                full = "".join(parts)
+                heard = spoken.heard() if spoken is not None and status != "completed" else None
+                kept = full if heard is None else heard
+                # History keeps whole exchanges only; of an interrupted reply, what was heard.
+                if kept.strip():
+                    self.history.append(ChatMessage("assistant", kept, reply_id))
+                elif asked is not None and self.history and self.history[-1] is asked:
+                    self.history.pop()
+                self.app.metrics.turns.labels(status).inc()
+                await self._send_done(
+                    reply_id, status, full, heard, outcome, first_token_s, start, out
+                )
 
     async def _send_done(
         self,
@@ -628,6 +714,7 @@ class Session:
         outcome: ChatOutcome,
         first_token_s: float | None,
         start: float,
+        out: TurnOutput,
     ) -> None:
         metrics = self.app.metrics
         total_s = time.perf_counter() - start
@@ -665,7 +752,7 @@ class Session:
                 metrics.tokens_per_second.observe(tps)
         if first_token_s is not None:
             metrics.time_to_first_token.observe(first_token_s)
-        await self.emit(
+        await out.emit(
             proto.ReplyDone(
                 reply_id=reply_id,
                 status=status,

@@ -430,3 +430,54 @@ def test_streaming_vad_force_end_includes_the_partial_window(model: SileroVad) -
     assert stopped is not None and stopped.audio.size == 1000
     vad.reset()
     assert vad.position_s == 0.0
+
+
+# --- pauses inside a turn (speculative replies) ----------------------------------------------
+
+
+def _feed_probs(detector: TurnDetector, probs: list[float]) -> list[object]:
+    events: list[object] = []
+    for p in probs:
+        events += detector.feed(np.full(512, 0.1 if p >= 0.5 else 0.0, dtype=np.float32), p)
+    return events
+
+
+def test_pauses_are_reported_and_resumed_when_asked_for() -> None:
+    from server.audio.vad import SpeechPaused, SpeechResumed
+
+    detector = TurnDetector(VadConfig(report_pauses=True, silence_ms=500))
+    events = _feed_probs(detector, [0.9] * 12 + [0.0] * 5 + [0.9] * 5 + [0.0] * 20)
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == [
+        "SpeechStarted",
+        "SpeechPaused",
+        "SpeechResumed",
+        "SpeechPaused",
+        "SpeechStopped",
+    ]
+    paused = [e for e in events if isinstance(e, SpeechPaused)]
+    resumed = next(e for e in events if isinstance(e, SpeechResumed))
+    assert resumed.pause_id == paused[0].pause_id != paused[1].pause_id
+    assert paused[0].audio.size > 0  # the turn so far, for speculative work
+
+
+def test_pauses_are_silent_by_default() -> None:
+    detector = TurnDetector(VadConfig(silence_ms=500))
+    kinds = [type(e).__name__ for e in _feed_probs(detector, [0.9] * 12 + [0.0] * 20)]
+    assert kinds == ["SpeechStarted", "SpeechStopped"]
+
+
+def test_shorten_pause_ends_the_turn_sooner_for_that_pause_only() -> None:
+    from server.audio.vad import SpeechPaused, SpeechStopped
+
+    detector = TurnDetector(VadConfig(report_pauses=True, silence_ms=800))
+    events = _feed_probs(detector, [0.9] * 12 + [0.0])
+    paused = next(e for e in events if isinstance(e, SpeechPaused))
+    detector.shorten_pause(paused.pause_id + 1, 100)  # a stale pause id changes nothing
+    assert not any(isinstance(e, SpeechStopped) for e in _feed_probs(detector, [0.0] * 8))
+    detector.shorten_pause(paused.pause_id, 350)
+    stopped = [e for e in _feed_probs(detector, [0.0] * 3) if isinstance(e, SpeechStopped)]
+    assert stopped and stopped[0].reason == "silence"
+    # The next turn waits the full silence again.
+    events = _feed_probs(detector, [0.9] * 12 + [0.0] * 20)
+    assert not any(isinstance(e, SpeechStopped) for e in events)

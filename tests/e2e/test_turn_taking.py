@@ -1,0 +1,104 @@
+"""Turn taking with the real models: pauses, speculative replies, the end of a turn."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import numpy as np
+from websockets.asyncio.client import connect
+
+from server.app import Engines
+from server.audio.pcm import resample
+from tests.conftest import RunningServer
+from tests.speech import normalise
+
+
+def speech(engines: Engines, text: str) -> np.ndarray:
+    """Piper speech at 16 kHz, with the silence at both ends trimmed."""
+    pcm = np.concatenate(list(engines.synthesizer.synthesize(text)))
+    pcm = resample(pcm, engines.synthesizer.sample_rate, 16000)
+    loud = np.nonzero(np.abs(pcm.astype(np.int32)) > 500)[0]
+    return pcm[loud[0] : loud[-1] + 1]
+
+
+async def converse(server: RunningServer, pcm: np.ndarray) -> list[dict[str, Any]]:
+    """Stream at real-time pace, then silence, until the reply is done; the events."""
+    async with connect(server.url, max_size=None) as ws:
+        await ws.recv()  # session.started
+        await ws.send(json.dumps({"type": "session.update", "generation": {"max_tokens": 30}}))
+        json.loads(await ws.recv())
+        await ws.send(json.dumps({"type": "audio.start", "sample_rate": 16000}))
+        events: list[dict[str, Any]] = []
+
+        async def listen() -> None:
+            while True:
+                frame = await ws.recv()
+                if isinstance(frame, str):
+                    events.append(json.loads(frame))
+
+        listener = asyncio.create_task(listen())
+        padded = np.concatenate([pcm, np.zeros(16000 * 8, dtype=np.int16)])
+        for i in range(0, len(padded), 320):
+            await ws.send(padded[i : i + 320].astype("<i2").tobytes())
+            await asyncio.sleep(0.02)
+            if any(e["type"] == "reply.done" for e in events):
+                break
+        await asyncio.sleep(0.5)  # anything late would show up here
+        listener.cancel()
+        return events
+
+
+async def test_a_pause_mid_sentence_keeps_one_turn_and_the_speculation_is_unseen(
+    server: RunningServer, engines: Engines
+) -> None:
+    first = speech(engines, "The weather in the mountains today is")
+    second = speech(engines, "sunny and warm.")
+    pause = np.zeros(int(16000 * 0.3), dtype=np.int16)
+    events = await converse(server, np.concatenate([first, pause, second]))
+    kinds = [e["type"] for e in events]
+    assert kinds.count("speech.started") == 1 and kinds.count("speech.stopped") == 1, kinds
+    transcripts = [e["text"] for e in events if e["type"] == "transcript"]
+    assert len(transcripts) == 1, kinds
+    words = normalise(transcripts[0]).split()
+    assert "weather" in words and "sunny" in words  # both halves, one turn
+    assert kinds.count("reply.started") == 1 and kinds.count("reply.done") == 1
+
+
+async def test_a_discarded_speculation_never_reaches_the_history(
+    server: RunningServer, engines: Engines
+) -> None:
+    first = speech(engines, "Please tell me about the")
+    second = speech(engines, "history of Rome.")
+    pause = np.zeros(int(16000 * 0.45), dtype=np.int16)  # long enough to speculate
+    pcm = np.concatenate([first, pause, second, np.zeros(16000 * 8, dtype=np.int16)])
+    async with connect(server.url, max_size=None) as ws:
+        session_id = json.loads(await ws.recv())["session_id"]
+        session = server.app.live_sessions[session_id]
+        await ws.send(json.dumps({"type": "session.update", "generation": {"max_tokens": 20}}))
+        await ws.recv()
+        await ws.send(json.dumps({"type": "audio.start", "sample_rate": 16000}))
+        events: list[dict[str, Any]] = []
+        speculated = False
+
+        async def listen() -> None:
+            while True:
+                frame = await ws.recv()
+                if isinstance(frame, str):
+                    events.append(json.loads(frame))
+
+        listener = asyncio.create_task(listen())
+        for i in range(0, len(pcm), 320):
+            await ws.send(pcm[i : i + 320].astype("<i2").tobytes())
+            await asyncio.sleep(0.02)
+            speculated = speculated or session._speculation is not None
+            if any(e["type"] == "reply.done" for e in events):
+                break
+        listener.cancel()
+        assert speculated, "the pause should have started a speculative reply"
+        kinds = [e["type"] for e in events]
+        assert kinds.count("transcript") == 1 and kinds.count("reply.started") == 1, kinds
+        # The history holds the one confirmed exchange, with the whole sentence.
+        assert [m.role for m in session.history] == ["user", "assistant"]
+        assert "rome" in normalise(session.history[0].content)
