@@ -113,7 +113,7 @@ async def talk_turn(
     mark: dict[str, float] = {}
     sender = asyncio.create_task(_send_paced(ws, pcm, rate, time.perf_counter(), mark))
     reply_done = audio_done = False
-    transcripts: list[str] = []
+    transcripts: list[tuple[str, str]] = []  # (utterance id, text)
     try:
         async with asyncio.timeout(timeout):
             while not (reply_done and (audio_done or not wait_for_audio_end)):
@@ -130,10 +130,14 @@ async def talk_turn(
                 event = json.loads(frame)
                 result.events.append(event)
                 kind = event["type"]
-                if kind == "transcript":
+                if kind == "speech.stopped" and ended:
+                    mark["turn_end"] = now  # the last one after the end of speech
+                elif kind == "transcript":
                     if ended:
                         mark.setdefault("transcript", now)
-                    transcripts.append(event["text"].strip())
+                    joined = event.get("joins")
+                    transcripts[:] = [(u, t) for u, t in transcripts if u != joined]
+                    transcripts.append((event["utterance_id"], event["text"].strip()))
                 elif kind == "speech.discarded" and ended and not transcripts:
                     result.discarded = True
                     break
@@ -161,11 +165,11 @@ async def talk_turn(
     finally:
         sender.cancel()
         await asyncio.gather(sender, return_exceptions=True)
-    result.transcript = " ".join(transcripts)
+    result.transcript = " ".join(text for _, text in transcripts)
     await ws.send(json.dumps({"type": "audio.stop"}))
     end = mark.get("speech_end")
     if end is not None:
-        for name in ("transcript", "first_token", "first_audio"):
+        for name in ("turn_end", "transcript", "first_token", "first_audio"):
             if name in mark:
                 result.timings_ms[f"speech_end_to_{name}"] = round((mark[name] - end) * 1000, 1)
     return result

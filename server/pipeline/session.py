@@ -87,8 +87,8 @@ class Session:
         self._turn_spoken: SpokenReply | None = None
         # Audio of an utterance whose answer was interrupted before a word of it was heard:
         # the person only paused, so it is joined to what they say next.
-        self._carry: Float32Audio | None = None
-        self._turn_audio: Float32Audio | None = None
+        self._carry: tuple[str, Float32Audio] | None = None  # (utterance id, its audio)
+        self._turn_audio: tuple[str, Float32Audio] | None = None
         # A reply being prepared while the person pauses (its output held), if any.
         self._speculation: tuple[str, asyncio.Task[None], TurnOutput, Float32Audio] | None = None
         self._direct = TurnOutput(self.emit, self._send_audio)
@@ -391,22 +391,29 @@ class Session:
             _, task, out, samples = spec
             self._carry = None
             await self.cancel_turn()
-            self._turn, self._turn_audio = task, samples
+            self._turn, self._turn_audio = task, (utterance_id, samples)
             await out.release()
             return
         await self._discard_speculation()
-        samples = event.audio
-        if self._carry is not None:
-            samples = np.concatenate([self._carry, samples])
-            self._carry = None
+        samples, joins = self._join_carry(event.audio)
+        self._carry = None
         start = audio.start
         if start.task == "converse" and not start.respond:
-            self._track(self._pending_input, self._voice_turn(utterance_id, samples, start))
+            self._track(self._pending_input, self._voice_turn(utterance_id, samples, start, joins))
             return
         if start.mode == "push_to_talk" and start.task == "converse" and start.interrupt:
             await self._barge_in(join_pause=False)  # talking over a reply interrupts it too
         await self.cancel_turn()
-        self._begin_turn(self._voice_turn(utterance_id, samples, start), samples)
+        self._begin_turn(
+            self._voice_turn(utterance_id, samples, start, joins), (utterance_id, samples)
+        )
+
+    def _join_carry(self, audio: Float32Audio) -> tuple[Float32Audio, str | None]:
+        """An utterance interrupted by a mere pause goes in front of the next one."""
+        if self._carry is None:
+            return audio, None
+        joins, carried = self._carry
+        return np.concatenate([carried, audio]), joins
 
     async def _speculate(self, event: SpeechPaused, audio: AudioInput) -> None:
         """The person went quiet: transcribe and answer now, holding the output until the
@@ -416,9 +423,7 @@ class Session:
         wanted = start.mode == "vad" and start.task == "converse" and start.respond
         if not (wanted and utterance_id and self.app.settings.vad.speculate):
             return
-        samples = event.audio
-        if self._carry is not None:
-            samples = np.concatenate([self._carry, samples])
+        samples, joins = self._join_carry(event.audio)
         detector = audio.vad.detector
         complete_ms = self.app.settings.vad.complete_silence_ms
 
@@ -428,7 +433,7 @@ class Session:
                 await self.speech.on_vad_thread(shorten)
 
         out = TurnOutput(self.emit, self._send_audio, held=True)
-        work = self._voice_turn(utterance_id, samples, start, out, end_sooner_if_complete)
+        work = self._voice_turn(utterance_id, samples, start, joins, out, end_sooner_if_complete)
         task = asyncio.create_task(work, name=f"speculative-{self.id}")
         self._speculation = (utterance_id, task, out, samples)
 
@@ -488,7 +493,7 @@ class Session:
     # --- turns -------------------------------------------------------------------------
 
     def _begin_turn(
-        self, work: Coroutine[Any, Any, None], audio: Float32Audio | None = None
+        self, work: Coroutine[Any, Any, None], audio: tuple[str, Float32Audio] | None = None
     ) -> None:
         self._turn_spoken = None
         self._turn_audio = audio  # what to join to the next utterance if only a pause
@@ -509,6 +514,7 @@ class Session:
         utterance_id: str,
         audio: Float32Audio,
         start: proto.AudioStart,
+        joins: str | None = None,
         out: TurnOutput | None = None,
         on_transcript: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
@@ -534,6 +540,7 @@ class Session:
                     text=transcript.text,
                     duration_ms=round(transcript.audio_s * 1000, 1),
                     transcribe_ms=transcribe_ms,
+                    joins=joins,
                 )
             )
             if start.task == "converse" and start.respond:

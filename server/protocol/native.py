@@ -259,6 +259,9 @@ class Transcript(ServerEvent):
     text: str
     duration_ms: float
     transcribe_ms: float
+    # The earlier utterance this one continues (the person had only paused): its audio was
+    # joined in front, so this transcript replaces that one's.
+    joins: str | None = None
 
 
 class SpeechDiscarded(ServerEvent):
