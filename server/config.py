@@ -11,8 +11,9 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from server import PROJECT_ROOT
 
@@ -95,6 +96,23 @@ class MqttSettings(_Group):
     topic_prefix: str = "chinwag"
     hermes: bool = True  # also answer Rhasspy Hermes topics
     reconnect_max_s: float = Field(30.0, gt=0.0)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str | None) -> str | None:
+        if url is not None:
+            parts = urlsplit(url)
+            if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+                raise ValueError("expected mqtt://HOST:PORT or mqtts://HOST:PORT")
+            _ = parts.port  # raises ValueError when out of range
+        return url
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _check_prefix(cls, prefix: str) -> str:
+        if any(not level or {"+", "#"} & set(level) for level in prefix.split("/")):
+            raise ValueError("topic levels must be non-empty, without + or #")
+        return prefix
 
 
 class PromptSettings(_Group):
