@@ -118,13 +118,17 @@ def summarise(samples: list[dict[str, Any]]) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=1, help="passes over the recordings")
-    parser.add_argument("--out", type=Path, default=BENCH_DIR / "results-voice.json")
+    parser.add_argument("--out", type=Path, default=BENCH_DIR / "results.json")
+    parser.add_argument("--chart", type=Path, default=BENCH_DIR / "waterfall.png")
+    parser.add_argument("--config", type=Path, help="server config file (a lever to try)")
+    parser.add_argument("--label", default="default settings")
     args = parser.parse_args()
-    settings = load_settings()
+    settings = load_settings(args.config)
     naive = Naive(settings.vad.silence_ms)
     recs = recordings()
     rows: dict[str, list[dict[str, Any]]] = {"server": [], "naive": []}
-    with server_process() as port:
+    extra = ("--config", str(args.config)) if args.config else ()
+    with server_process(*extra) as port:
         asyncio.run(through_server(port, recs[0].path))  # untimed warm-up turn
         for _ in range(args.rounds):
             for rec in recs:
@@ -137,6 +141,13 @@ def main() -> None:
     ratio = summary["server"]["first_audio_ms_p50"] / summary["naive"]["first_audio_ms_p50"]
     result = {
         "benchmark": "voice_latency",
+        "label": args.label,
+        "server_settings": {
+            "asr_short_window": settings.asr.short_window,
+            "vad": settings.vad.model_dump(),
+            "tts_first_phrase_max_words": settings.tts.first_phrase_max_words,
+            "llm_threads": settings.llm.threads,
+        },
         "hardware": hardware(),
         "measure": "end of the last voiced 20 ms frame -> first reply audio frame received",
         "generation": GENERATION,
@@ -157,7 +168,51 @@ def main() -> None:
             f"{s['wer']:>6.3f}  {stages}"
         )
     print(f"ratio server/naive (p50): {ratio:.2f}")
-    print(f"wrote {args.out}")
+    draw_waterfall(summary, result["hardware"], args.label, args.chart)
+    print(f"wrote {args.out} and {args.chart}")
+
+
+def draw_waterfall(summary: dict[str, Any], hw: dict[str, Any], label: str, path: Path) -> None:
+    """Where the time goes from the end of speech to the first reply audio (p50 stages)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 2.8), dpi=110)
+    colours = ["#9aa5b1", "#4c78a8", "#f58518", "#54a24b", "#e45756"]
+    for row, name in enumerate(("server", "naive")):
+        left = 0.0
+        for (stage, ms), colour in zip(
+            summary[name]["stage_ms_p50"].items(), colours, strict=False
+        ):
+            ms = max(ms, 0.0)
+            ax.barh(row, ms, left=left, color=colour, edgecolor="white")
+            if ms > 60:
+                ax.text(
+                    left + ms / 2,
+                    row,
+                    f"{stage}\n{ms:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white",
+                )
+            left += ms
+        ax.text(
+            left + 20,
+            row,
+            f"p50 {summary[name]['first_audio_ms_p50']:.0f} ms",
+            va="center",
+            fontsize=8,
+        )
+    ax.set_yticks([0, 1], ["chinwag", "naive"])
+    ax.invert_yaxis()
+    ax.set_xlabel("ms from the end of speech to the first reply audio (stage medians)")
+    ax.set_title(f"{label}: {hw['cpu']} x{hw['cores']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

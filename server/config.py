@@ -60,13 +60,16 @@ class AsrSettings(_Group):
     language: str | None = "en"
     threads: int = Field(0, ge=0, description="0: all cores")
     # Encode a 10 or 20 s window instead of Whisper's padded 30 s one (see docs/performance.md).
-    short_window: bool = False
+    short_window: bool = True
 
 
 class TtsSettings(_Group):
     voice_path: Path = MODELS_DIR / "piper-joe-medium" / "en_US-joe-medium.onnx"
     # Seconds of audio per binary frame sent to clients.
     frame_s: float = Field(0.1, gt=0.0, le=1.0)
+    # The first phrase of a reply ends after this many words if no punctuation came sooner:
+    # the first sound waits for the first phrase's synthesis (0: whole first sentence).
+    first_phrase_max_words: int = Field(6, ge=0, le=50)
 
 
 class VadSettings(_Group):

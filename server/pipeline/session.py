@@ -649,7 +649,9 @@ class Session:
         spoken: SpokenReply | None = None
         speaking: asyncio.Task[None] | None = None
         phrases: asyncio.Queue[str | None] = asyncio.Queue()
-        splitter = PhraseSplitter()
+        splitter = PhraseSplitter(
+            first_phrase_max_words=self.app.settings.tts.first_phrase_max_words or None
+        )
         if speak:
             spoken = self._spoken = self._turn_spoken = SpokenReply(reply_id)
             self._spoken_log.append(spoken)

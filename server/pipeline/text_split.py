@@ -50,14 +50,25 @@ class PhraseSplitter:
 
     Phrases end at sentence ends and newlines. The first phrase may also end at a clause
     boundary (", " "; " ": " " - " "—") once it has `first_phrase_min_words` words, so the
-    first audio needs the least synthesis. A phrase longer than `max_chars` is cut at its
-    last clause boundary or space, so TTS never waits on a huge phrase.
+    first audio needs the least synthesis; with `first_phrase_max_words` it also ends at the
+    space after that many words when no boundary came sooner (a sentence-long first phrase
+    costs a sentence of synthesis before the first sound). A phrase longer than `max_chars` is
+    cut at its last clause boundary or space, so TTS never waits on a huge phrase.
     """
 
-    def __init__(self, *, first_phrase_min_words: int = 3, max_chars: int = 200) -> None:
+    def __init__(
+        self,
+        *,
+        first_phrase_min_words: int = 3,
+        max_chars: int = 200,
+        first_phrase_max_words: int | None = None,
+    ) -> None:
         if first_phrase_min_words < 1 or max_chars < 2:
             raise ValueError("first_phrase_min_words must be >= 1 and max_chars >= 2")
+        if first_phrase_max_words is not None and first_phrase_max_words < first_phrase_min_words:
+            raise ValueError("first_phrase_max_words must be >= first_phrase_min_words")
         self._min_words = first_phrase_min_words
+        self._max_words = first_phrase_max_words
         self._max_chars = max_chars
         self._buf = ""
         self._scan = 0  # buf[:scan] holds no cut: decisions there are final
@@ -110,6 +121,9 @@ class PhraseSplitter:
                     return None
                 i = after
                 continue
+            if self._first and self._max_words and ch == " " and i > 0 and buf[i - 1] != " ":
+                if len(buf[:i].split()) >= self._max_words:
+                    return _Cut(i, i + 1)
             if self._first:
                 clause = self._clause_end(buf, i, final)
                 if isinstance(clause, _Cut):

@@ -276,3 +276,23 @@ def test_rejects_bad_settings() -> None:
 )
 def test_speakable(text: str, spoken: str) -> None:
     assert speakable(text) == spoken
+
+
+def test_first_phrase_max_words_cuts_a_long_first_sentence_at_a_space() -> None:
+    text = "The birch canoe slid on the smooth planks of the old dock. It was calm."
+    whole = PhraseSplitter(first_phrase_max_words=4)
+    phrases = whole.feed(text) + whole.flush()
+    assert phrases == [
+        "The birch canoe slid",
+        "on the smooth planks of the old dock.",
+        "It was calm.",
+    ]
+    by_char = PhraseSplitter(first_phrase_max_words=4)
+    pieces = [p for ch in text for p in by_char.feed(ch)] + by_char.flush()
+    assert pieces == phrases
+    # A clause boundary before the limit still wins; later phrases are whole sentences.
+    early = PhraseSplitter(first_phrase_max_words=6)
+    assert early.feed("Well, in that case, we open at nine tomorrow morning. ") + early.flush() == [
+        "Well, in that case,",
+        "we open at nine tomorrow morning.",
+    ]
