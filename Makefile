@@ -12,7 +12,7 @@ APT_PACKAGES := mosquitto mosquitto-clients chromium
 # runs on any x86-64 CPU of the last ten years (the flags are ignored on other architectures).
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: setup run test test-fast bench lint system-deps models clean
+.PHONY: setup run test test-fast bench bench-levers lint system-deps models clean
 
 setup: system-deps $(STAMP) models
 
@@ -50,10 +50,14 @@ bench: setup
 	$(BIN)/python -m bench.text_latency
 	$(BIN)/python -m bench.voice_latency
 
+# The voice benchmark once per latency lever (bench/levers/*.toml); see docs/performance.md.
+bench-levers: setup
+	bench/levers.sh
+
 lint: $(STAMP)
 	$(BIN)/ruff check server clients tests bench
 	$(BIN)/ruff format --check server clients tests bench
-	$(BIN)/mypy server clients
+	$(BIN)/mypy server clients bench
 
 clean:
 	rm -rf $(VENV) models/*/

@@ -39,7 +39,7 @@ def direct_baseline(model_path: Path, system: str, context: int) -> Any:
     from llama_cpp import Llama
 
     threads = os.cpu_count() or 1
-    llm = Llama(
+    llm: Any = Llama(
         model_path=str(model_path), n_ctx=context, n_threads=threads, n_threads_batch=threads,
         n_batch=256, verbose=False,
     )  # fmt: skip
@@ -122,7 +122,7 @@ def main() -> None:
         }
     ratio_ttft = summary["server"]["ttft_ms_p50"] / summary["direct"]["ttft_ms_p50"]
     ratio_tps = summary["server"]["tokens_per_s_p50"] / summary["direct"]["tokens_per_s_p50"]
-    result = {
+    result: dict[str, Any] = {
         "benchmark": "text_latency",
         "hardware": hardware(),
         "model": settings.llm.model_path.name,

@@ -5,9 +5,10 @@ Each recording of tests/data/human is streamed at real-time pace in 20 ms frames
 microphone would send. The clock starts at the end of the last voiced frame.
 
 The naive pipeline runs the same models in this process, alternating with the server recording
-by recording so machine noise hits both alike: wait for the same end-of-turn silence, transcribe
-the whole utterance, generate the whole reply, synthesize all of it, then play. Its latency is
-silence_ms + ASR + LLM + TTS, each measured.
+by recording so machine noise hits both alike: wait for the same VAD with the same silence
+setting to call the turn over (measured on the recording in stream time), transcribe the whole
+utterance with faster-whisper's standard 30 s window, generate the whole reply, synthesize all
+of it, then play. Its latency is the sum of those stages.
 """
 
 from __future__ import annotations
@@ -24,11 +25,17 @@ import numpy as np
 from websockets.asyncio.client import connect
 
 from bench.common import BENCH_DIR, hardware, median, percentile, server_process
-from clients.talk import read_wav, talk_turn
+from clients.talk import read_wav, speech_end_s, talk_turn
+from server.audio.vad import SileroVad, SpeechStopped, StreamingVad, VadConfig
 from server.config import load_settings
 from server.engines.base import ChatMessage
 from server.prompts import GenerationSettings, PersonaLibrary
-from tests.speech import load_16k, recordings, wer
+from tests.speech import recordings, to_16k_float, wer
+
+
+def load_pcm_16k(pcm: np.ndarray, rate: int) -> np.ndarray:
+    return np.asarray(to_16k_float(pcm, rate), dtype=np.float32)
+
 
 GENERATION = {"max_tokens": 60, "temperature": 0.0}
 
@@ -73,11 +80,25 @@ class Naive:
         self.tts = PiperSynthesizer(settings.tts.voice_path)
         persona = PersonaLibrary.load(settings.prompts.directory, settings.prompts.default_persona)
         self.system = persona.get(None).system_prompt
-        self.generation = GenerationSettings(**GENERATION)  # type: ignore[arg-type]
+        self.generation = GenerationSettings.model_validate(GENERATION)
         for warm in (self.asr.warm_up, self.llm.warm_up, self.tts.warm_up):
             warm()
 
-    def run(self, audio: np.ndarray) -> dict[str, Any]:
+    def end_of_turn_ms(self, pcm: np.ndarray, rate: int) -> float:
+        """How long the same VAD, with the same silence setting, takes to call the turn over:
+        the recording plus silence fed in 20 ms frames (stream time, no network)."""
+        vad = StreamingVad(SileroVad.load(), VadConfig(silence_ms=self.silence_ms))
+        audio = np.concatenate([load_pcm_16k(pcm, rate), np.zeros(16000 * 3, dtype=np.float32)])
+        fed = 0
+        for i in range(0, len(audio), 320):
+            fed += len(audio[i : i + 320])
+            if any(isinstance(e, SpeechStopped) for e in vad.feed(audio[i : i + 320])):
+                return (fed / 16000 - speech_end_s(pcm, rate)) * 1000
+        raise RuntimeError("the VAD never ended the turn")
+
+    def run(self, pcm: np.ndarray, rate: int) -> dict[str, Any]:
+        audio = load_pcm_16k(pcm, rate)
+        end_of_turn = self.end_of_turn_ms(pcm, rate)
         t0 = time.perf_counter()
         text = self.asr.transcribe(audio).text
         t1 = time.perf_counter()
@@ -89,11 +110,11 @@ class Naive:
             threading.Event(),
         )
         t2 = time.perf_counter()
-        pcm = list(self.tts.synthesize("".join(parts)))
+        spoken = list(self.tts.synthesize("".join(parts)))
         t3 = time.perf_counter()
-        assert pcm
+        assert spoken
         stages = {
-            "end_of_turn_wait": float(self.silence_ms),
+            "end_of_turn": end_of_turn,
             "asr": (t1 - t0) * 1000,
             "llm_whole_reply": (t2 - t1) * 1000,
             "tts_whole_reply": (t3 - t2) * 1000,
@@ -133,7 +154,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for rec in recs:
                 rows["server"].append(asyncio.run(through_server(port, rec.path)))
-                rows["naive"].append(naive.run(load_16k(rec)))
+                rows["naive"].append(naive.run(*read_wav(rec.path)))
     references = [r.text for r in recs] * args.rounds
     summary = {name: summarise(samples) for name, samples in rows.items()}
     for name, samples in rows.items():
