@@ -33,6 +33,11 @@ class ServerSettings(_Group):
     port: int = Field(8765, ge=0, le=65535)
     # Token required from clients when set (query ?token=... or Authorization: Bearer).
     token: str | None = None
+    # Web pages on other origins allowed to connect (e.g. "https://intranet.example");
+    # "*" allows any. Pages served by chinwag itself and clients that send no Origin
+    # (CLIs, devices) are always allowed: any website a visitor opens must not be able to
+    # use their local assistant unasked.
+    allowed_origins: list[str] = Field(default_factory=list)
 
 
 class LimitsSettings(_Group):

@@ -23,6 +23,7 @@ class ErrorCode(StrEnum):
     CONTEXT_OVERFLOW = "context_overflow"
     TOO_MANY_SESSIONS = "too_many_sessions"
     UNAUTHORIZED = "unauthorized"
+    ORIGIN_NOT_ALLOWED = "origin_not_allowed"
     INTERNAL_ERROR = "internal_error"
 
 

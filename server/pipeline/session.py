@@ -110,10 +110,11 @@ class Session:
 
     async def close(self) -> None:
         self.app.live_sessions.pop(self.id, None)
-        await self._discard_speculation()
+        # The audio loop first: it is what starts speculations and turns.
         if self._audio_task is not None:
             self._audio_task.cancel()
             await asyncio.gather(self._audio_task, return_exceptions=True)
+        await self._discard_speculation()
         tasks = [*self._background, *self._pending_input]
         for task in tasks:
             task.cancel()

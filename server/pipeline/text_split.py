@@ -121,9 +121,8 @@ class PhraseSplitter:
                     return None
                 i = after
                 continue
-            if self._first and self._max_words and ch == " " and i > 0 and buf[i - 1] != " ":
-                if len(buf[:i].split()) >= self._max_words:
-                    return _Cut(i, i + 1)
+            if self._first and self._word_limit_at(buf, i):
+                return _Cut(i, i + 1)
             if self._first:
                 clause = self._clause_end(buf, i, final)
                 if isinstance(clause, _Cut):
@@ -136,6 +135,12 @@ class PhraseSplitter:
         if len(buf) > self._max_chars:
             return _forced_cut(buf, self._max_chars)
         return None
+
+    def _word_limit_at(self, buf: str, i: int) -> bool:
+        """buf[i] is the space after the first phrase's last allowed word."""
+        if not self._max_words or buf[i] != " " or i == 0 or buf[i - 1] == " ":
+            return False
+        return len(buf[:i].split()) >= self._max_words
 
     def _clause_end(self, buf: str, i: int, final: bool) -> _Cut | _Decision:
         ch = buf[i]

@@ -158,6 +158,15 @@ class WebSocketServer:
             offered = parse_qs(urlsplit(request.path).query).get("token", [""])[0]
         return hmac.compare_digest(offered.encode(), token.encode())
 
+    def _origin_allowed(self, request: Request) -> bool:
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return True  # not a browser page: a CLI, a device, a server
+        allowed = self.app.settings.server.allowed_origins
+        host = request.headers.get("Host", "")
+        same_origin = urlsplit(origin).netloc == host
+        return same_origin or "*" in allowed or origin.rstrip("/") in allowed
+
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
         upgrade = "websocket" in request.headers.get("Upgrade", "").lower()
@@ -171,6 +180,12 @@ class WebSocketServer:
                 HTTPStatus.OK, self.app.metrics.render(), "text/plain; version=0.0.4; charset=utf-8"
             )
         if upgrade and (path in NATIVE_PATHS or path == REALTIME_PATH):
+            if not self._origin_allowed(request):
+                return error_response(
+                    HTTPStatus.FORBIDDEN,
+                    ErrorCode.ORIGIN_NOT_ALLOWED,
+                    "this page's origin is not in [server] allowed_origins",
+                )
             if not self._authorized(request):
                 return error_response(
                     HTTPStatus.UNAUTHORIZED, ErrorCode.UNAUTHORIZED, "a valid token is required"
@@ -184,7 +199,9 @@ class WebSocketServer:
             return None
         if not upgrade and (found := static_file(path)):
             body = found.read_bytes()
-            return http_response(HTTPStatus.OK, body, CONTENT_TYPES[found.suffix])
+            # Public files: lets pages on other origins load the widget's worklet module.
+            cors = [("Access-Control-Allow-Origin", "*")]
+            return http_response(HTTPStatus.OK, body, CONTENT_TYPES[found.suffix], cors)
         return error_response(HTTPStatus.NOT_FOUND, ErrorCode.INVALID_MESSAGE, f"no route {path}")
 
     async def _handle(self, connection: ServerConnection) -> None:

@@ -236,3 +236,21 @@ async def test_token_and_session_limit(engines: Engines) -> None:
             assert info.value.response.status_code == 503
     finally:
         await running.web.close()
+
+
+async def test_other_web_origins_need_to_be_allowed(server: RunningServer) -> None:
+    with pytest.raises(InvalidStatus) as info:
+        async with connect(server.url, origin="http://evil.example"):  # type: ignore[arg-type]
+            pass
+    assert info.value.response.status_code == 403
+    assert b"origin_not_allowed" in info.value.response.body
+    # The page chinwag serves itself (same origin) and clients without an Origin get in.
+    same = f"http://127.0.0.1:{server.web.port}"
+    async with connect(server.url, origin=same) as ws:  # type: ignore[arg-type]
+        assert json.loads(await ws.recv())["type"] == "session.started"
+    server.app.settings.server.allowed_origins.append("http://intranet.example")
+    try:
+        async with connect(server.url, origin="http://intranet.example") as ws:  # type: ignore[arg-type]
+            assert json.loads(await ws.recv())["type"] == "session.started"
+    finally:
+        server.app.settings.server.allowed_origins.remove("http://intranet.example")
