@@ -74,7 +74,7 @@ class TtsSettings(_Group):
     frame_s: float = Field(0.1, gt=0.0, le=1.0)
     # The first phrase of a reply ends after this many words if no punctuation came sooner:
     # the first sound waits for the first phrase's synthesis (0: whole first sentence).
-    first_phrase_max_words: int = Field(6, ge=0, le=50)
+    first_phrase_max_words: int = Field(4, ge=0, le=50)
 
 
 class VadSettings(_Group):

@@ -47,10 +47,10 @@
 <div class="root" part="root">
   <button class="launcher" type="button" aria-expanded="false" aria-controls="panel"
           aria-label="Open the chat">${ICONS.chat}</button>
-  <section class="panel" id="panel" aria-labelledby="title">
+  <section class="panel" id="panel">
     <header class="head">
       <div class="heading">
-        <h2 class="title" id="title"></h2>
+        <h2 class="title"></h2>
         <p class="status" role="status" aria-live="polite" aria-atomic="true">
           <span class="dot" aria-hidden="true"></span><span class="status-text">Connecting…</span>
         </p>
@@ -370,6 +370,7 @@
       this.dataset.playing = 'false';
       this.dataset.audioFrames = '0';
       this.dataset.busy = 'false';
+      this.dataset.voice = this.config.voice ? 'on' : 'off';
       el.title.textContent = this.config.title;
       el.panel.setAttribute('aria-label', 'Chat with ' + this.config.title);
       el.mode.value = this.config.micMode;
@@ -419,6 +420,10 @@
       });
       this._wireMic();
       this._updateMicButton();
+      // Back online: do not wait for the backoff.
+      window.addEventListener('online', () => {
+        if (this._running && this._retryTimer) this._connect();
+      });
     }
 
     // --- public API (docs/web.md) --------------------------------------------------------
@@ -548,12 +553,12 @@
       if (!this._running) return;
       const delay = Math.round(this._backoff * (0.8 + Math.random() * 0.4));
       this._backoff = Math.min(this._backoff * 2, BACKOFF_MAX_MS);
-      const seconds = Math.max(1, Math.round(delay / 1000));
-      this._setStatus('reconnecting', `Connection lost. Reconnecting… (next try in ${seconds} s)`);
-      this._retryTimer = setTimeout(() => {
-        this._setStatus('reconnecting', 'Reconnecting…');
-        this._connect();
-      }, delay);
+      // One steady text for the whole outage, so screen readers announce it once.
+      this._setStatus(
+        'reconnecting',
+        this._everConnected ? 'Connection lost. Reconnecting…' : 'Cannot reach the assistant. Reconnecting…',
+      );
+      this._retryTimer = setTimeout(() => this._connect(), delay);
     }
 
     _setStatus(state, text) {
@@ -568,6 +573,7 @@
       const first = !this._sessionSeen;
       this._sessionSeen = true;
       this._live = true;
+      this._everConnected = true;
       this._backoff = BACKOFF_MIN_MS;
       this._setStatus('connected', 'Connected');
       if (first && this._needsNote) {
@@ -596,6 +602,7 @@
           const message = this._add({ role: 'assistant', text: '', status: 'streaming' });
           this._replies.set(e.reply_id, message);
           message.replyId = e.reply_id;
+          message.messageId = e.message_id || null;
           this._activeReply = e.reply_id;
           this._updateBusy();
           break;
@@ -648,6 +655,15 @@
           break;
         case 'transcript': {
           const text = String(e.text || '').trim();
+          if (e.joins) {
+            // The person had only paused: this transcript replaces the earlier one, and the
+            // reply that had begun to it (never heard, dropped from the history) goes too.
+            for (const m of this._messages.slice()) {
+              if (m.utteranceId === e.joins || (m.role === 'assistant' && m.messageId === e.joins)) {
+                this._remove(m);
+              }
+            }
+          }
           const message = this._utterance(e.utterance_id, text);
           message.pending = false;
           message.status = '';
@@ -710,6 +726,7 @@
         message = this._add({ role: 'user', text, status: 'listening' });
         message.pending = true;
         message.voice = true;
+        message.utteranceId = id;
         this._utterances.set(id, message);
       } else {
         message.text = text;
@@ -972,6 +989,7 @@
         const streamPromise = navigator.mediaDevices.getUserMedia({
           audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1 },
         });
+        streamPromise.catch(() => {}); // handled below, after the audio context is ready
         let ctx;
         try {
           ctx = await this._audioContext();
