@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,31 +24,41 @@ def speech(engines: Engines, text: str) -> np.ndarray:
     return pcm[loud[0] : loud[-1] + 1]
 
 
-async def converse(server: RunningServer, pcm: np.ndarray) -> list[dict[str, Any]]:
-    """Stream at real-time pace, then silence, until the reply is done; the events."""
+@dataclass
+class Conversation:
+    events: list[dict[str, Any]] = field(default_factory=list)
+    session: Any = None  # the server's Session object, to look at its history afterwards
+    speculated: bool = False  # a speculative reply existed at some point
+
+
+async def converse(server: RunningServer, pcm: np.ndarray, max_tokens: int = 30) -> Conversation:
+    """Stream at real-time pace, then silence, until the reply is done."""
+    result = Conversation()
     async with connect(server.url, max_size=None) as ws:
-        await ws.recv()  # session.started
-        await ws.send(json.dumps({"type": "session.update", "generation": {"max_tokens": 30}}))
-        json.loads(await ws.recv())
+        result.session = server.app.live_sessions[json.loads(await ws.recv())["session_id"]]
+        await ws.send(
+            json.dumps({"type": "session.update", "generation": {"max_tokens": max_tokens}})
+        )
+        await ws.recv()
         await ws.send(json.dumps({"type": "audio.start", "sample_rate": 16000}))
-        events: list[dict[str, Any]] = []
 
         async def listen() -> None:
             while True:
                 frame = await ws.recv()
                 if isinstance(frame, str):
-                    events.append(json.loads(frame))
+                    result.events.append(json.loads(frame))
 
         listener = asyncio.create_task(listen())
         padded = np.concatenate([pcm, np.zeros(16000 * 8, dtype=np.int16)])
         for i in range(0, len(padded), 320):
             await ws.send(padded[i : i + 320].astype("<i2").tobytes())
             await asyncio.sleep(0.02)
-            if any(e["type"] == "reply.done" for e in events):
+            result.speculated = result.speculated or result.session._speculation is not None
+            if any(e["type"] == "reply.done" for e in result.events):
                 break
         await asyncio.sleep(0.5)  # anything late would show up here
         listener.cancel()
-        return events
+    return result
 
 
 async def test_a_pause_mid_sentence_keeps_one_turn_and_the_speculation_is_unseen(
@@ -56,7 +67,7 @@ async def test_a_pause_mid_sentence_keeps_one_turn_and_the_speculation_is_unseen
     first = speech(engines, "The weather in the mountains today is")
     second = speech(engines, "sunny and warm.")
     pause = np.zeros(int(16000 * 0.3), dtype=np.int16)
-    events = await converse(server, np.concatenate([first, pause, second]))
+    events = (await converse(server, np.concatenate([first, pause, second]))).events
     kinds = [e["type"] for e in events]
     assert kinds.count("speech.started") == 1 and kinds.count("speech.stopped") == 1, kinds
     transcripts = [e["text"] for e in events if e["type"] == "transcript"]
@@ -72,33 +83,11 @@ async def test_a_discarded_speculation_never_reaches_the_history(
     first = speech(engines, "Please tell me about the")
     second = speech(engines, "history of Rome.")
     pause = np.zeros(int(16000 * 0.45), dtype=np.int16)  # long enough to speculate
-    pcm = np.concatenate([first, pause, second, np.zeros(16000 * 8, dtype=np.int16)])
-    async with connect(server.url, max_size=None) as ws:
-        session_id = json.loads(await ws.recv())["session_id"]
-        session = server.app.live_sessions[session_id]
-        await ws.send(json.dumps({"type": "session.update", "generation": {"max_tokens": 20}}))
-        await ws.recv()
-        await ws.send(json.dumps({"type": "audio.start", "sample_rate": 16000}))
-        events: list[dict[str, Any]] = []
-        speculated = False
-
-        async def listen() -> None:
-            while True:
-                frame = await ws.recv()
-                if isinstance(frame, str):
-                    events.append(json.loads(frame))
-
-        listener = asyncio.create_task(listen())
-        for i in range(0, len(pcm), 320):
-            await ws.send(pcm[i : i + 320].astype("<i2").tobytes())
-            await asyncio.sleep(0.02)
-            speculated = speculated or session._speculation is not None
-            if any(e["type"] == "reply.done" for e in events):
-                break
-        listener.cancel()
-        assert speculated, "the pause should have started a speculative reply"
-        kinds = [e["type"] for e in events]
-        assert kinds.count("transcript") == 1 and kinds.count("reply.started") == 1, kinds
-        # The history holds the one confirmed exchange, with the whole sentence.
-        assert [m.role for m in session.history] == ["user", "assistant"]
-        assert "rome" in normalise(session.history[0].content)
+    result = await converse(server, np.concatenate([first, pause, second]), max_tokens=20)
+    assert result.speculated, "the pause should have started a speculative reply"
+    kinds = [e["type"] for e in result.events]
+    assert kinds.count("transcript") == 1 and kinds.count("reply.started") == 1, kinds
+    # The history holds the one confirmed exchange, with the whole sentence.
+    history = result.session.history
+    assert [m.role for m in history] == ["user", "assistant"]
+    assert "rome" in normalise(history[0].content)
