@@ -21,7 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from clients.talk import TalkResult, read_wav, talk_turn
 from server.app import Engines
 from tests.conftest import Client, RunningServer, make_settings, start_server
-from tests.speech import load_16k, recording, recordings, to_16k_float, wer
+from tests.speech import load_16k, normalise, recording, recordings, to_16k_float, wer
 
 SHORT_REPLIES = {"type": "session.update", "generation": {"max_tokens": 40, "temperature": 0.0}}
 
@@ -187,6 +187,33 @@ async def test_speaking_during_a_reply_interrupts_it(server: RunningServer) -> N
     assert last["reply_id"] == replies[1]["reply_id"] and last["status"] == "completed"
 
 
+async def test_partial_transcripts_while_speaking(server: RunningServer) -> None:
+    rec = recording("lj050_0131.wav")  # the longest: about 7 s
+    pcm, rate = read_wav(rec.path)
+    ws = await open_session(server)
+    client = Client(ws)
+    await client.send(
+        {
+            "type": "audio.start",
+            "sample_rate": rate,
+            "task": "transcribe",
+            "partial_transcripts": True,
+        }
+    )
+    step = rate // 50
+    for i in range(0, len(pcm), step):
+        await ws.send(pcm[i : i + step].astype("<i2").tobytes())
+        await asyncio.sleep(0.02)
+    await client.send({"type": "audio.stop"})
+    events = await client.until("transcript", timeout=60)
+    partials = [e["text"] for e in events if e["type"] == "transcript.partial"]
+    assert partials, [e["type"] for e in events]
+    # Partials are what was said so far: their words come from the final transcript.
+    final_words = set(normalise(events[-1]["text"]).split())
+    assert set(normalise(partials[0]).split()) & final_words
+    await ws.close()
+
+
 async def test_push_to_talk(server: RunningServer) -> None:
     rec = recording("spk1_snt4.wav")
     pcm, rate = read_wav(rec.path)
@@ -337,6 +364,12 @@ def test_talk_cli_against_a_served_server(tmp_path: Path) -> None:
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert chat.returncode == 0 and chat.stdout.strip(), chat.stderr
+        interactive = subprocess.run(
+            [*chinwag, "chat", "--url", url], input="Hello!\nName a colour.\n",
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert interactive.returncode == 0, interactive.stderr
+        assert len([line for line in interactive.stdout.splitlines() if line.strip()]) >= 2
     finally:
         server.terminate()
         server.wait(20)
