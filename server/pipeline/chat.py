@@ -85,8 +85,17 @@ class ChatRunner:
 
         job = self._executor.submit(work)
         try:
-            while (delta := await deltas.get()) is not None:
-                await on_delta(delta)
+            finished = False
+            while not finished:
+                parts = [await deltas.get()]
+                # Whatever queued up while the last delta was being sent goes out as one:
+                # fewer frames when the client or the loop falls behind, no added delay.
+                while not deltas.empty():
+                    parts.append(deltas.get_nowait())
+                finished = parts[-1] is None
+                text = "".join(p for p in parts if p is not None)
+                if text:
+                    await on_delta(text)
             await asyncio.wrap_future(job)
         except BaseException:
             # Cancelled (barge-in, new message, disconnect) or the sink failed. A reply still
