@@ -46,7 +46,8 @@ class LimitsSettings(_Group):
     # `frame_too_large` error. The transport closes at 4x this as a hard memory cap.
     max_message_bytes: int = Field(256 * 1024, ge=1024)
     max_text_chars: int = Field(4000, ge=1)
-    # MQTT messages waiting to be published, per queue (replies, events); the oldest go first.
+    # MQTT messages waiting to be published, per queue (replies, events); beyond it the oldest
+    # is dropped.
     # (A WebSocket client that stops reading for 30 s is dropped instead.)
     max_queued_events: int = Field(1024, ge=16)
 
