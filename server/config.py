@@ -65,7 +65,9 @@ class AsrSettings(_Group):
     compute_type: str = "int8"
     beam_size: int = Field(1, ge=1, le=10)
     language: str | None = "en"
-    threads: int = Field(0, ge=0, description="0: all cores")
+    # CTranslate2 threads. One is fastest for short utterances on 2 cores (74 ms against 84 ms
+    # with 2 and 121 ms with CTranslate2's default of 4, for a 3 s utterance; docs/performance.md).
+    threads: int = Field(1, ge=0, description="0: CTranslate2's default")
     # Encode a 10 or 20 s window instead of Whisper's padded 30 s one (see docs/performance.md).
     short_window: bool = True
 
