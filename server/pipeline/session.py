@@ -388,6 +388,7 @@ class Session:
         spec = self._speculation
         if spec is not None and spec[0] == utterance_id:
             # The turn ended where the person paused: the reply prepared meanwhile is it.
+            self.log.debug("turn confirmed: releasing the speculative reply")
             self._speculation = None
             _, task, out, samples = spec
             self._carry = None
@@ -433,6 +434,7 @@ class Session:
                 shorten = functools.partial(detector.shorten_pause, event.pause_id, complete_ms)
                 await self.speech.on_vad_thread(shorten)
 
+        self.log.debug("paused: speculating on %.2f s of audio", len(samples) / 16000)
         out = TurnOutput(self.emit, self._send_audio, held=True)
         work = self._voice_turn(utterance_id, samples, start, joins, out, end_sooner_if_complete)
         task = asyncio.create_task(work, name=f"speculative-{self.id}")
@@ -526,6 +528,7 @@ class Session:
             began = time.perf_counter()
             transcript = await self.speech.transcribe(audio)
             transcribe_ms = round((time.perf_counter() - began) * 1000, 1)
+            self.log.debug("transcribed in %.0f ms: %r", transcribe_ms, transcript.text)
             if on_transcript is not None:
                 await on_transcript(transcript.text)
             if is_probably_not_speech(transcript):
@@ -596,6 +599,7 @@ class Session:
             if not len(pcm):
                 return
             if not started:
+                self.log.debug("first audio of %s ready", spoken.stream_id)
                 started = True
                 await out.emit(proto.OutputAudioStart(stream_id=spoken.stream_id, sample_rate=rate))
             if text is not None:
@@ -665,6 +669,7 @@ class Session:
         async def on_delta(delta: str) -> None:
             nonlocal first_token_s
             if first_token_s is None:
+                self.log.debug("first token of %s", reply_id)
                 first_token_s = time.perf_counter() - start
             parts.append(delta)
             await out.emit(proto.ReplyDelta(reply_id=reply_id, text=delta))
