@@ -289,12 +289,12 @@ class Session:
         audio = self._audio
         if audio is None:
             return
-        queue, task = self._audio_queue, self._audio_task
+        task = self._audio_task
         self._audio = self._audio_queue = self._audio_task = None
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        del queue
+        await self._discard_speculation()  # it was about the audio now dropped
         self._utterance_id = None
         await self._start_audio(audio.start)
 
@@ -608,7 +608,9 @@ class Session:
                 spoken.sent_ms += len(pcm) / rate * 1000
             for i in range(0, len(pcm), frame):
                 await out.send_audio(pcm[i : i + frame].astype("<i2").tobytes())
-                spoken.mark_sent()
+            # Playback (and so what was heard) starts when audio really leaves, not when a
+            # speculative reply merely holds it.
+            out.when_sent(spoken.mark_sent)
 
         try:
             while (phrase := await phrases.get()) is not None:

@@ -24,6 +24,14 @@ class TurnOutput:
         self.held = held
         self.discarded = False
         self._buffer: list[ServerEvent | bytes] = []
+        self._on_release: list[Callable[[], None]] = []
+
+    def when_sent(self, callback: Callable[[], None]) -> None:
+        """Call back when output really starts to go out (now, or at release)."""
+        if self.held:
+            self._on_release.append(callback)
+        else:
+            callback()
 
     async def emit(self, event: ServerEvent) -> None:
         if self.discarded:
@@ -43,6 +51,9 @@ class TurnOutput:
 
     async def release(self) -> None:
         """Send what was held, in order, then pass everything straight through."""
+        for callback in self._on_release:
+            callback()
+        self._on_release.clear()
         while self._buffer:  # the turn may add more while we await the socket
             item = self._buffer.pop(0)
             if isinstance(item, bytes):
