@@ -24,6 +24,7 @@ class ErrorCode(StrEnum):
     TOO_MANY_SESSIONS = "too_many_sessions"
     UNAUTHORIZED = "unauthorized"
     ORIGIN_NOT_ALLOWED = "origin_not_allowed"
+    NOT_FOUND = "not_found"  # an HTTP path the server does not serve
     INTERNAL_ERROR = "internal_error"
 
 

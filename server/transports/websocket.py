@@ -202,7 +202,7 @@ class WebSocketServer:
             # Public files: lets pages on other origins load the widget's worklet module.
             cors = [("Access-Control-Allow-Origin", "*")]
             return http_response(HTTPStatus.OK, body, CONTENT_TYPES[found.suffix], cors)
-        return error_response(HTTPStatus.NOT_FOUND, ErrorCode.INVALID_MESSAGE, f"no route {path}")
+        return error_response(HTTPStatus.NOT_FOUND, ErrorCode.NOT_FOUND, f"no route {path}")
 
     async def _handle(self, connection: ServerConnection) -> None:
         self.app.sessions += 1
