@@ -43,10 +43,6 @@ class ChatRunner:
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def run_blocking(self, func: Callable[[], object]) -> object:
-        """Run other model work (warm-up, benchmarks) in the model's thread, in turn."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, func)
-
     async def reply(
         self,
         system_prompt: str,
