@@ -46,14 +46,8 @@ class AudioInput:
         self.start = start
         self.vad = vad
         self._resampler = StreamResampler(start.sample_rate, SAMPLE_RATE, np.float32)
-        self.samples_in = 0
-
-    @property
-    def position_ms(self) -> float:
-        return self.samples_in / self.start.sample_rate * 1000
 
     def feed(self, pcm: np.ndarray) -> list[VadEvent]:
-        self.samples_in += len(pcm)
         audio = self._resampler.process(int16_to_float32(pcm))
         return self.vad.feed(audio) if len(audio) else []
 
