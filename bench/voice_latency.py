@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -143,23 +144,41 @@ def main() -> None:
     parser.add_argument("--chart", type=Path, default=BENCH_DIR / "waterfall.png")
     parser.add_argument("--config", type=Path, help="server config file (a lever to try)")
     parser.add_argument("--label", default="default settings")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        help="a second server config, run alternately with the first in the same run",
+    )
     args = parser.parse_args()
     settings = load_settings(args.config)
     naive = Naive(settings.vad.silence_ms)
     recs = recordings()
     rows: dict[str, list[dict[str, Any]]] = {"server": [], "naive": []}
+    if args.compare:
+        rows["compare"] = []
     extra = ("--config", str(args.config)) if args.config else ()
-    with server_process(*extra) as port:
-        asyncio.run(through_server(port, recs[0].path))  # untimed warm-up turn
+    with contextlib.ExitStack() as stack:
+        port = stack.enter_context(server_process(*extra))
+        ports = {"server": port}
+        if args.compare:
+            ports["compare"] = stack.enter_context(server_process("--config", str(args.compare)))
+        for p in ports.values():
+            asyncio.run(through_server(p, recs[0].path))  # untimed warm-up turn
         for _ in range(args.rounds):
             for rec in recs:
-                rows["server"].append(asyncio.run(through_server(port, rec.path)))
+                for name, p in ports.items():
+                    rows[name].append(asyncio.run(through_server(p, rec.path)))
                 rows["naive"].append(naive.run(*read_wav(rec.path)))
     references = [r.text for r in recs] * args.rounds
     summary = {name: summarise(samples) for name, samples in rows.items()}
     for name, samples in rows.items():
         summary[name]["wer"] = round(wer(references, [s["transcript"] for s in samples]), 4)
     ratio = summary["server"]["first_audio_ms_p50"] / summary["naive"]["first_audio_ms_p50"]
+    if args.compare:
+        summary["compare"]["config"] = str(args.compare)
+        summary["compare"]["ratio_over_server_p50"] = round(
+            summary["compare"]["first_audio_ms_p50"] / summary["server"]["first_audio_ms_p50"], 3
+        )
     result = {
         "benchmark": "voice_latency",
         "label": args.label,
@@ -181,7 +200,7 @@ def main() -> None:
     hw = result["hardware"]
     print(f"voice latency, {hw['cpu']} x{hw['cores']}, {len(recs) * args.rounds} turns each")
     print(f"{'pipeline':<8} {'p50 ms':>8} {'p95 ms':>8} {'WER':>6}  stage medians (ms)")
-    for name in ("naive", "server"):
+    for name in rows:
         s = summary[name]
         stages = ", ".join(f"{k} {v:.0f}" for k, v in s["stage_ms_p50"].items())
         print(
@@ -189,6 +208,11 @@ def main() -> None:
             f"{s['wer']:>6.3f}  {stages}"
         )
     print(f"ratio server/naive (p50): {ratio:.2f}")
+    if args.compare:
+        print(
+            f"compare = {args.compare}: compare/server (p50) "
+            f"{summary['compare']['ratio_over_server_p50']:.2f}"
+        )
     draw_waterfall(summary, result["hardware"], args.label, args.chart)
     print(f"wrote {args.out} and {args.chart}")
 

@@ -14,6 +14,7 @@ from server.config import Settings
 from server.engines.base import ChatModel, Synthesizer, Transcriber
 from server.metrics import Metrics
 from server.pipeline.chat import ChatRunner
+from server.pipeline.priority import CpuPriority
 from server.pipeline.speech import SpeechRunner
 from server.prompts import PersonaLibrary
 
@@ -52,8 +53,11 @@ class App:
     live_sessions: dict[str, Any] = field(default_factory=dict)
 
     def attach(self, engines: Engines) -> None:
-        self.chat = ChatRunner(engines.chat)
-        self.speech = SpeechRunner(engines.transcriber, engines.synthesizer, engines.vad)
+        priority = CpuPriority(enabled=self.settings.llm.pause_for_speech)
+        self.chat = ChatRunner(engines.chat, priority)
+        self.speech = SpeechRunner(
+            engines.transcriber, engines.synthesizer, engines.vad, priority=priority
+        )
         self.ready.set()
 
     def notify(self, session: Any, event: ServerEvent) -> None:

@@ -58,6 +58,12 @@ class LlmSettings(_Group):
     threads: int = Field(0, ge=0, description="0: all cores")
     batch_size: int = Field(256, ge=8)
     seed: int = -1
+    # The model pauses between tokens while a transcription or a reply's first phrase runs,
+    # so they have both cores (Piper: 60 instead of 155 ms on 2 cores; docs/performance.md).
+    pause_for_speech: bool = True
+    # While the person speaks, transcribe what they said so far every half second and evaluate
+    # it into the KV cache, so the reply evaluates only the last words (docs/performance.md).
+    prefill_while_speaking: bool = True
 
 
 class AsrSettings(_Group):

@@ -53,6 +53,12 @@ class ChatModel(Protocol):
         """Stream the reply through on_delta; return early when cancel is set."""
         ...
 
+    def prefill(self, messages: Sequence[ChatMessage]) -> int:
+        """Prepare for a reply to a message still being written (the last one, partial),
+        e.g. by evaluating its prompt so far into a cache. Returns the tokens evaluated;
+        a model with nothing to prepare returns 0."""
+        ...
+
 
 Float32Audio = npt.NDArray[np.float32]
 Int16Audio = npt.NDArray[np.int16]

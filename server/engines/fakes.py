@@ -103,9 +103,14 @@ class FakeChatModel:
         self.reply = reply
         self.token_delay_s = token_delay_s
         self.calls: list[list[ChatMessage]] = []
+        self.prefills: list[list[ChatMessage]] = []
 
     def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
         return sum(len(m.content.split()) + 4 for m in messages)
+
+    def prefill(self, messages: Sequence[ChatMessage]) -> int:
+        self.prefills.append(list(messages))
+        return 0
 
     def generate(
         self,

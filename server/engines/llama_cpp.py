@@ -97,19 +97,55 @@ class LlamaCppChatModel:
         )
         return tokens, stop
 
-    def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
-        return len(self._prompt(messages)[0])
+    def _open_prompt(self, messages: Sequence[ChatMessage]) -> list[int]:
+        """The prompt up to the end of the last message's text, without what closes it."""
+        *earlier, last = messages
+        marker = "\x00chinwag-open-end\x00"
+        rendered = self._formatter(
+            messages=[{"role": m.role, "content": m.content} for m in earlier]
+            + [{"role": last.role, "content": marker}]
+        )
+        head, found, _ = rendered.prompt.partition(marker)
+        if not found:  # a template that rewrites content: nothing safe to evaluate early
+            return []
+        tokens: list[int] = self._llm.tokenize(
+            (head + last.content).encode("utf-8"),
+            add_bos=not rendered.added_special,
+            special=True,
+        )
+        return tokens
 
-    def cached_prefix(self, tokens: Sequence[int]) -> int:
-        """How many leading tokens of this prompt are already in the KV cache."""
+    def prefill(self, messages: Sequence[ChatMessage]) -> int:
+        """Evaluate into the KV cache the prompt these messages start, up to the end of the
+        last message's text: a reply to a longer or revised version of that message then
+        evaluates only what differs. Returns the number of tokens evaluated."""
+        with self._lock:
+            tokens = self._open_prompt(messages)
+            if not tokens or len(tokens) >= self.context_size // 2:
+                return 0
+            cached = self._common_prefix(tokens)
+            if cached >= len(tokens):
+                return 0
+            self._llm.n_tokens = cached  # eval() drops the KV cache from there on
+            self._llm.eval(tokens[cached:])
+            return len(tokens) - cached
+
+    def _common_prefix(self, tokens: Sequence[int]) -> int:
         cached = self._llm.input_ids[: self._llm.n_tokens]
         n = 0
         for a, b in zip(cached, tokens, strict=False):
             if a != b:
                 break
             n += 1
+        return n
+
+    def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        return len(self._prompt(messages)[0])
+
+    def cached_prefix(self, tokens: Sequence[int]) -> int:
+        """How many leading tokens of this prompt are already in the KV cache."""
         # llama-cpp-python re-evaluates the last prompt token to get fresh logits.
-        return min(n, len(tokens) - 1)
+        return min(self._common_prefix(tokens), len(tokens) - 1)
 
     def warm_up(self) -> None:
         """Evaluate a tiny prompt once so the first real turn does not pay for page faults."""

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import onnxruntime  # type: ignore[import-untyped]
 from piper import PiperVoice
-from piper.config import SynthesisConfig
+from piper.config import PiperConfig, SynthesisConfig
 
 from server.engines.base import Int16Audio
+
+
+def _session_options() -> onnxruntime.SessionOptions:
+    """onnxruntime's worker threads spin for a while after each run by default, which on two
+    cores takes them from llama.cpp: it wrote 27 instead of 56 tokens/s while Piper synthesized
+    now and then, and Piper itself took 73 instead of 63 ms a phrase (docs/performance.md)."""
+    options = onnxruntime.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return options
 
 
 class PiperSynthesizer:
@@ -24,7 +36,12 @@ class PiperSynthesizer:
         for path in (voice_path, config_path):
             if not path.is_file():
                 raise FileNotFoundError(f"Piper voice file not found: {path}")
-        self._voice = PiperVoice.load(voice_path, config_path=config_path)
+        self._voice = PiperVoice(
+            config=PiperConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8"))),
+            session=onnxruntime.InferenceSession(
+                str(voice_path), sess_options=_session_options(), providers=["CPUExecutionProvider"]
+            ),
+        )
         self.sample_rate: int = self._voice.config.sample_rate
         # None keeps the voice's own speed. Piper peak-normalises each sentence (its default).
         self._config = SynthesisConfig(length_scale=length_scale)

@@ -13,6 +13,7 @@ from typing import Any
 
 from server.engines.base import ChatMessage, ChatModel, GenerationStats
 from server.pipeline.history import messages_to_drop
+from server.pipeline.priority import CpuPriority
 from server.prompts import GenerationSettings
 
 log = logging.getLogger(__name__)
@@ -36,12 +37,55 @@ class ChatRunner:
     max_tokens bounds.
     """
 
-    def __init__(self, model: ChatModel) -> None:
+    def __init__(self, model: ChatModel, priority: CpuPriority | None = None) -> None:
         self.model = model
+        self.priority = priority or CpuPriority(enabled=False)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm")
+        # Jobs submitted and not finished; discarded from the worker thread when done.
+        self._pending: set[Future[Any]] = set()
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def busy(self) -> bool:
+        """A reply (or a prefill) is running or waiting for the model."""
+        return bool(self._pending)
+
+    def _submit(self, work: Callable[[], Any]) -> Future[Any]:
+        job = self._executor.submit(work)
+        self._pending.add(job)
+        job.add_done_callback(self._pending.discard)
+        return job
+
+    def _fit(
+        self, system_prompt: str, snapshot: Sequence[ChatMessage], budget: int
+    ) -> tuple[list[ChatMessage], int]:
+        """The messages the model sees, and how many leading ones of `snapshot` did not fit."""
+        dropped = messages_to_drop(
+            system_prompt, snapshot, lambda msgs: self.model.count_prompt_tokens(msgs) <= budget
+        )
+        return [ChatMessage("system", system_prompt), *snapshot[dropped:]], dropped
+
+    async def prefill(
+        self,
+        system_prompt: str,
+        history: Sequence[ChatMessage],
+        partial: ChatMessage,
+        settings: GenerationSettings,
+    ) -> int:
+        """Evaluate the prompt of a reply to `partial` (the words said so far) while the person
+        is still speaking, so the reply itself evaluates only what changed. Skipped while the
+        model has other work, so it never delays a reply. Returns the tokens evaluated."""
+        if self.busy:
+            return 0
+        snapshot = [*history, partial]
+        budget = self.model.context_size - settings.max_tokens
+
+        def work() -> int:
+            return self.model.prefill(self._fit(system_prompt, snapshot, budget)[0])
+
+        return int(await asyncio.wrap_future(self._submit(work)))
 
     async def reply(
         self,
@@ -61,6 +105,9 @@ class ChatRunner:
         budget = self.model.context_size - settings.max_tokens
 
         def push(item: str | None) -> None:
+            if item is not None:
+                # Between two tokens: let a transcription or a first phrase have the cores.
+                self.priority.yield_to_urgent()
             try:
                 loop.call_soon_threadsafe(deltas.put_nowait, item)
             except RuntimeError:  # the loop is closing: nobody listens any more
@@ -69,17 +116,12 @@ class ChatRunner:
         def work() -> None:
             outcome.queued_s = time.perf_counter() - submitted
             try:
-                outcome.dropped = messages_to_drop(
-                    system_prompt,
-                    snapshot,
-                    lambda msgs: self.model.count_prompt_tokens(msgs) <= budget,
-                )
-                messages = [ChatMessage("system", system_prompt), *snapshot[outcome.dropped :]]
+                messages, outcome.dropped = self._fit(system_prompt, snapshot, budget)
                 outcome.stats = self.model.generate(messages, settings, push, cancel)
             finally:
                 push(None)
 
-        job = self._executor.submit(work)
+        job = self._submit(work)
         try:
             finished = False
             while not finished:

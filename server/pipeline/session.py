@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 AUDIO_QUEUE_FRAMES = 64  # ~1-2 s of typical 20-40 ms frames before TCP backpressure
 PARTIAL_EVERY_S = 1.0
+PREFILL_EVERY_S = 0.5  # a whisper pass (~100 ms on one core) every half second
 Status = Literal["completed", "cancelled", "failed"]
 
 
@@ -352,7 +353,9 @@ class Session:
                     await self._speculate(event, audio)
                 elif isinstance(event, SpeechResumed):
                     await self._discard_speculation()
-            if audio.start.partial_transcripts and audio.vad.in_speech:
+            if audio.vad.in_speech and (
+                audio.start.partial_transcripts or self._prefill_wanted(audio.start)
+            ):
                 await self._maybe_partial(audio)
 
     async def _on_speech_started(self, event: SpeechStarted, audio: AudioInput) -> None:
@@ -448,22 +451,50 @@ class Session:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
+    def _prefill_wanted(self, start: proto.AudioStart) -> bool:
+        return (
+            self.app.settings.llm.prefill_while_speaking
+            and start.task == "converse"
+            and start.respond
+        )
+
     async def _maybe_partial(self, audio: AudioInput) -> None:
+        """Transcribe the turn so far, now and then while the person speaks: for clients that
+        asked for partial transcripts, and to prefill the LLM with the words said so far."""
+        start = audio.start
+        prefill = self._prefill_wanted(start)
+        every = PREFILL_EVERY_S if prefill else PARTIAL_EVERY_S
         utterance_s = audio.vad.utterance_s
-        if utterance_s - self._last_partial_s < PARTIAL_EVERY_S or self.speech.asr_busy:
+        if utterance_s - self._last_partial_s < every or self.speech.asr_busy:
             return
         self._last_partial_s = utterance_s
         utterance_id = self._utterance_id
         snapshot = await self.speech.on_vad_thread(audio.vad.detector.current_utterance)
+        snapshot, _ = self._join_carry(snapshot)
 
         async def partial() -> None:
-            transcript = await self.speech.transcribe(snapshot)
-            if transcript.text.strip() and self._utterance_id == utterance_id and utterance_id:
-                await self.emit(
-                    proto.TranscriptPartial(utterance_id=utterance_id, text=transcript.text)
+            transcript = await self.speech.transcribe(snapshot, urgent=False)
+            text = transcript.text.strip()
+            if not (text and utterance_id and self._utterance_id == utterance_id):
+                return
+            if start.partial_transcripts:
+                await self.emit(proto.TranscriptPartial(utterance_id=utterance_id, text=text))
+            # The last word may be cut off mid-way; what comes before it should stand.
+            words = text.split()[:-1]
+            chat = self.app.chat
+            if prefill and words and chat is not None:
+                evaluated = await chat.prefill(
+                    self._system_prompt(),
+                    self.history,
+                    ChatMessage("user", " ".join(words)),
+                    self.generation,
                 )
+                self.log.debug("prefilled %d tokens of %r", evaluated, " ".join(words))
 
         self._track(self._background, partial())
+
+    def _system_prompt(self, instructions: str | None = None) -> str:
+        return instructions or self.instructions or self.persona.system_prompt
 
     @staticmethod
     def _track(tasks: set[asyncio.Task[None]], work: Coroutine[Any, Any, None]) -> None:
@@ -615,8 +646,13 @@ class Session:
         try:
             while (phrase := await phrases.get()) is not None:
                 text = speakable(phrase)
+                if not started:
+                    self.log.debug("first phrase of %s: %r", spoken.stream_id, text)
                 if text.strip():
-                    await send(resampler.process(await speech.synthesize(text)), phrase)
+                    await send(
+                        resampler.process(await speech.synthesize(text, urgent=not started)),
+                        phrase,
+                    )
             await send(resampler.flush(), None)
             status = "completed"
         except asyncio.CancelledError:
@@ -666,7 +702,7 @@ class Session:
         asked = ChatMessage("user", text, message_id) if text is not None else None
         if asked is not None:
             self.history.append(asked)
-        system_prompt = instructions or self.instructions or self.persona.system_prompt
+        system_prompt = self._system_prompt(instructions)
 
         async def on_delta(delta: str) -> None:
             nonlocal first_token_s

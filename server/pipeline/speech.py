@@ -7,6 +7,7 @@ phrase be synthesized while the LLM is still writing the second.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -15,13 +16,22 @@ import numpy as np
 
 from server.audio.vad import SileroVad
 from server.engines.base import Float32Audio, Int16Audio, Synthesizer, Transcriber, Transcript
+from server.pipeline.priority import CpuPriority
 
 T = TypeVar("T")
 
 
 class SpeechRunner:
-    def __init__(self, transcriber: Transcriber, synthesizer: Synthesizer, vad: SileroVad) -> None:
+    def __init__(
+        self,
+        transcriber: Transcriber,
+        synthesizer: Synthesizer,
+        vad: SileroVad,
+        *,
+        priority: CpuPriority | None = None,
+    ) -> None:
         self.transcriber = transcriber
+        self.priority = priority or CpuPriority(enabled=False)
         self.synthesizer = synthesizer
         self.vad = vad
         self._vad_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vad")
@@ -40,21 +50,27 @@ class SpeechRunner:
     async def on_vad_thread(self, func: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._vad_pool, func)
 
-    async def transcribe(self, audio: Float32Audio) -> Transcript:
+    async def transcribe(self, audio: Float32Audio, *, urgent: bool = True) -> Transcript:
+        """`urgent`: someone waits for it (the end of a turn), so LLM tokens wait instead."""
+
+        def run() -> Transcript:
+            with self.priority.urgent() if urgent else contextlib.nullcontext():
+                return self.transcriber.transcribe(audio)
+
         self._asr_jobs += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._asr_pool, self.transcriber.transcribe, audio
-            )
+            return await asyncio.get_running_loop().run_in_executor(self._asr_pool, run)
         finally:
             self._asr_jobs -= 1
 
-    async def synthesize(self, text: str) -> Int16Audio:
+    async def synthesize(self, text: str, *, urgent: bool = False) -> Int16Audio:
         """The whole phrase's audio. Piper synthesizes a sentence at once anyway, so the
-        phrase is the unit of streaming; the lazy chunk generator is drained in the worker."""
+        phrase is the unit of streaming; the lazy chunk generator is drained in the worker.
+        `urgent`: the listener waits for it (a first phrase), so LLM tokens wait instead."""
 
         def run() -> Int16Audio:
-            chunks = list(self.synthesizer.synthesize(text))
+            with self.priority.urgent() if urgent else contextlib.nullcontext():
+                chunks = list(self.synthesizer.synthesize(text))
             return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
 
         return await asyncio.get_running_loop().run_in_executor(self._tts_pool, run)

@@ -1,0 +1,55 @@
+"""Prefilling the LLM with the words said so far: faster, and never a different reply."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from server.app import Engines
+from server.engines.base import ChatMessage
+from server.prompts import GenerationSettings
+
+SYSTEM = "You are a helpful voice assistant. Answer in one short sentence."
+GREEDY = GenerationSettings(max_tokens=24, temperature=0.0)
+
+
+def reply(engines: Engines, messages: list[ChatMessage]) -> tuple[str, int]:
+    parts: list[str] = []
+    stats = engines.chat.generate(messages, GREEDY, parts.append, threading.Event())
+    return "".join(parts), stats.cached_prompt_tokens
+
+
+async def test_prefill_caches_the_words_so_far_and_changes_nothing(engines: Engines) -> None:
+    system = ChatMessage("system", SYSTEM)
+    final = [system, ChatMessage("user", "What is the capital city of France?")]
+    other = [system, ChatMessage("user", "Name a colour.")]
+
+    # Without prefill: the cache holds another conversation, so the new message is evaluated.
+    await asyncio.to_thread(reply, engines, other)
+    plain, plain_cached = await asyncio.to_thread(reply, engines, final)
+
+    await asyncio.to_thread(reply, engines, other)
+    partial = [system, ChatMessage("user", "What is the capital city")]
+    evaluated = await asyncio.to_thread(engines.chat.prefill, partial)
+    assert evaluated > 0
+    # A second prefill of the same words has nothing left to do.
+    assert await asyncio.to_thread(engines.chat.prefill, partial) == 0
+    prefilled, prefilled_cached = await asyncio.to_thread(reply, engines, final)
+
+    assert prefilled == plain, "prefilling must not change the reply"
+    assert prefilled_cached >= plain_cached + 4, "the words said so far came from the cache"
+    total = engines.chat.count_prompt_tokens(final)
+    assert total - prefilled_cached <= 12
+
+
+async def test_prefill_of_words_that_were_then_revised(engines: Engines) -> None:
+    system = ChatMessage("system", SYSTEM)
+    await asyncio.to_thread(
+        engines.chat.prefill, [system, ChatMessage("user", "Tell me a joke about cats")]
+    )
+    revised = [system, ChatMessage("user", "Tell me a story about dogs.")]
+    text, cached = await asyncio.to_thread(reply, engines, revised)
+    await asyncio.to_thread(reply, engines, [system, ChatMessage("user", "Name a colour.")])
+    fresh, _ = await asyncio.to_thread(reply, engines, revised)
+    assert text == fresh and text.strip()
+    assert cached < engines.chat.count_prompt_tokens(revised)
