@@ -120,6 +120,8 @@ def load_engines(settings: Settings) -> Engines:
         beam_size=asr.beam_size,
         language=asr.language,
         short_window=asr.short_window,
+        # Two: a partial transcription in progress must not hold up the end of a turn.
+        workers=2,
     )
     transcriber.warm_up()
     synthesizer = PiperSynthesizer(settings.tts.voice_path)

@@ -283,6 +283,11 @@ class TurnDetector:
         return self._in_speech
 
     @property
+    def pausing(self) -> bool:
+        """In a turn, and the last window was silent."""
+        return self._in_speech and self._silent > 0
+
+    @property
     def position_s(self) -> float:
         """Stream time: audio fed since reset()."""
         return self._pos / SAMPLE_RATE

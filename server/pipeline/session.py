@@ -353,8 +353,11 @@ class Session:
                     await self._speculate(event, audio)
                 elif isinstance(event, SpeechResumed):
                     await self._discard_speculation()
-            if audio.vad.in_speech and (
-                audio.start.partial_transcripts or self._prefill_wanted(audio.start)
+            # Not in a pause: the speculative reply has the cores then.
+            if (
+                audio.vad.in_speech
+                and not audio.vad.detector.pausing
+                and (audio.start.partial_transcripts or self._prefill_wanted(audio.start))
             ):
                 await self._maybe_partial(audio)
 
@@ -465,7 +468,7 @@ class Session:
         prefill = self._prefill_wanted(start)
         every = PREFILL_EVERY_S if prefill else PARTIAL_EVERY_S
         utterance_s = audio.vad.utterance_s
-        if utterance_s - self._last_partial_s < every or self.speech.asr_busy:
+        if utterance_s - self._last_partial_s < every or self.speech.partial_busy:
             return
         self._last_partial_s = utterance_s
         utterance_id = self._utterance_id
@@ -473,7 +476,7 @@ class Session:
         snapshot, _ = self._join_carry(snapshot)
 
         async def partial() -> None:
-            transcript = await self.speech.transcribe(snapshot, urgent=False)
+            transcript = await self.speech.transcribe_partial(snapshot)
             text = transcript.text.strip()
             if not (text and utterance_id and self._utterance_id == utterance_id):
                 return
@@ -482,7 +485,8 @@ class Session:
             # The last word may be cut off mid-way; what comes before it should stand.
             words = text.split()[:-1]
             chat = self.app.chat
-            if prefill and words and chat is not None:
+            # Once they pause, the speculative reply evaluates the prompt itself.
+            if prefill and words and chat is not None and not audio.vad.detector.pausing:
                 evaluated = await chat.prefill(
                     self._system_prompt(),
                     self.history,

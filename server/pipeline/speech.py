@@ -36,32 +36,41 @@ class SpeechRunner:
         self.vad = vad
         self._vad_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vad")
         self._asr_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr")
+        # Partial transcriptions have their own thread, so that one in progress never holds
+        # up a turn's transcription (the Whisper model runs two at once).
+        self._partial_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr-partial")
         self._tts_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts")
-        self._asr_jobs = 0
+        self._partial_jobs = 0
 
     def close(self) -> None:
-        for pool in (self._vad_pool, self._asr_pool, self._tts_pool):
+        for pool in (self._vad_pool, self._asr_pool, self._partial_pool, self._tts_pool):
             pool.shutdown(wait=False, cancel_futures=True)
 
     @property
-    def asr_busy(self) -> bool:
-        return self._asr_jobs > 0
+    def partial_busy(self) -> bool:
+        return self._partial_jobs > 0
 
     async def on_vad_thread(self, func: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._vad_pool, func)
 
-    async def transcribe(self, audio: Float32Audio, *, urgent: bool = True) -> Transcript:
-        """`urgent`: someone waits for it (the end of a turn), so LLM tokens wait instead."""
+    async def transcribe(self, audio: Float32Audio) -> Transcript:
+        """A turn's transcription: someone waits for it, so LLM tokens wait instead."""
 
         def run() -> Transcript:
-            with self.priority.urgent() if urgent else contextlib.nullcontext():
+            with self.priority.urgent():
                 return self.transcriber.transcribe(audio)
 
-        self._asr_jobs += 1
+        return await asyncio.get_running_loop().run_in_executor(self._asr_pool, run)
+
+    async def transcribe_partial(self, audio: Float32Audio) -> Transcript:
+        """The words so far of a turn still going on; in the background."""
+        self._partial_jobs += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._asr_pool, run)
+            return await asyncio.get_running_loop().run_in_executor(
+                self._partial_pool, self.transcriber.transcribe, audio
+            )
         finally:
-            self._asr_jobs -= 1
+            self._partial_jobs -= 1
 
     async def synthesize(self, text: str, *, urgent: bool = False) -> Int16Audio:
         """The whole phrase's audio. Piper synthesizes a sentence at once anyway, so the

@@ -481,3 +481,17 @@ def test_shorten_pause_ends_the_turn_sooner_for_that_pause_only() -> None:
     # The next turn waits the full silence again.
     events = _feed_probs(detector, [0.9] * 12 + [0.0] * 20)
     assert not any(isinstance(e, SpeechStopped) for e in events)
+
+
+def test_pausing_is_a_silent_stretch_inside_a_turn() -> None:
+    detector = TurnDetector(VadConfig(silence_ms=500))
+    _feed_probs(detector, [0.0] * 3)
+    assert not detector.pausing  # silence outside a turn is no pause
+    _feed_probs(detector, [0.9] * 12)
+    assert detector.in_speech and not detector.pausing
+    _feed_probs(detector, [0.0] * 3)
+    assert detector.pausing
+    _feed_probs(detector, [0.9])
+    assert not detector.pausing
+    _feed_probs(detector, [0.0] * 20)  # the turn ends
+    assert not detector.in_speech and not detector.pausing

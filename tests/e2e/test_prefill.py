@@ -53,3 +53,42 @@ async def test_prefill_of_words_that_were_then_revised(engines: Engines) -> None
     fresh, _ = await asyncio.to_thread(reply, engines, revised)
     assert text == fresh and text.strip()
     assert cached < engines.chat.count_prompt_tokens(revised)
+
+
+async def test_a_voice_turn_finds_the_words_said_so_far_in_the_cache(engines: Engines) -> None:
+    """The same recording with and without prefill (speculation off, so that only prefill can
+    have evaluated the message early): the same transcript and reply, fewer new tokens."""
+    from clients.talk import read_wav, talk_turn
+    from tests.conftest import make_settings, start_server
+    from tests.e2e.test_voice import SHORT_REPLIES, open_session
+    from tests.speech import recording
+
+    pcm, rate = read_wav(recording("birch_canoe.wav").path)
+    other = [ChatMessage("system", SYSTEM), ChatMessage("user", "Name a colour.")]
+    done: dict[bool, dict[str, object]] = {}
+    for prefill in (False, True):
+        settings = make_settings(
+            vad={"speculate": False}, llm={"prefill_while_speaking": prefill, "seed": 7}
+        )
+        running = await start_server(settings, engines)
+        try:
+            await asyncio.to_thread(reply, engines, other)  # the cache holds something else
+            ws = await open_session(running, SHORT_REPLIES)
+            result = await talk_turn(ws, pcm, rate, timeout=240)
+            await ws.close()
+        finally:
+            await running.web.close()
+        assert result.status == "completed", result.events
+        kinds = [e["type"] for e in result.events]
+        assert kinds.count("transcript") == kinds.count("reply.done") == 1, kinds
+        done[prefill] = next(e for e in result.events if e["type"] == "reply.done")
+        done[prefill]["transcript"] = result.transcript
+
+    def new_tokens(event: dict[str, object]) -> int:
+        usage = event["usage"]
+        assert isinstance(usage, dict)
+        return int(usage["prompt_tokens"]) - int(usage["cached_prompt_tokens"])
+
+    assert done[True]["transcript"] == done[False]["transcript"]
+    assert done[True]["text"] == done[False]["text"], "prefill must not change the reply"
+    assert new_tokens(done[True]) + 4 <= new_tokens(done[False])

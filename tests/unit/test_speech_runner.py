@@ -1,0 +1,65 @@
+import asyncio
+import threading
+
+import numpy as np
+
+from server.audio.vad import SileroVad
+from server.engines.base import Float32Audio, Transcript
+from server.engines.fakes import FakeSynthesizer, FakeTranscriber
+from server.pipeline.priority import CpuPriority
+from server.pipeline.speech import SpeechRunner
+
+PARTIAL = 1600  # samples: how the test transcriber tells a partial from a turn
+
+
+class BlockingPartials(FakeTranscriber):
+    def __init__(self, priority: CpuPriority) -> None:
+        super().__init__("hello there")
+        self.priority = priority
+        self.release = threading.Event()
+        self.urgent_seen: list[bool] = []
+
+    def transcribe(self, audio: Float32Audio) -> Transcript:
+        self.urgent_seen.append(self.priority.busy)
+        if audio.size == PARTIAL:
+            self.release.wait(10)
+        return super().transcribe(audio)
+
+
+async def test_a_partial_in_progress_never_holds_up_a_turns_transcription() -> None:
+    priority = CpuPriority()
+    transcriber = BlockingPartials(priority)
+    runner = SpeechRunner(transcriber, FakeSynthesizer(), SileroVad.load(), priority=priority)
+    try:
+        partial = asyncio.create_task(runner.transcribe_partial(np.zeros(PARTIAL, np.float32)))
+        await asyncio.sleep(0.05)
+        assert runner.partial_busy
+        turn = await asyncio.wait_for(runner.transcribe(np.zeros(16000, np.float32)), 5)
+        assert turn.text == "hello there"
+        assert not partial.done()
+        transcriber.release.set()
+        await partial
+        assert not runner.partial_busy
+        # The turn's transcription was urgent (LLM tokens wait); the partial was not.
+        assert transcriber.urgent_seen == [False, True]
+    finally:
+        transcriber.release.set()
+        runner.close()
+
+
+async def test_only_a_first_phrase_is_urgent() -> None:
+    priority = CpuPriority()
+    seen: list[bool] = []
+
+    class Watching(FakeSynthesizer):
+        def synthesize(self, text: str):  # type: ignore[no-untyped-def]
+            seen.append(priority.busy)
+            yield from super().synthesize(text)
+
+    runner = SpeechRunner(FakeTranscriber(), Watching(), SileroVad.load(), priority=priority)
+    try:
+        await runner.synthesize("First words", urgent=True)
+        await runner.synthesize("and the rest.")
+        assert seen == [True, False]
+    finally:
+        runner.close()
