@@ -24,8 +24,14 @@ def hardware() -> dict[str, Any]:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
+    llama_build = "unknown"
+    with contextlib.suppress(Exception):
+        import llama_cpp
+
+        llama_build = llama_cpp.llama_print_system_info().decode().strip()
     return {
         "cpu": model,
+        "llama_cpp_build": llama_build,
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "machine": platform.machine(),

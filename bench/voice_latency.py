@@ -139,7 +139,7 @@ def summarise(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=1, help="passes over the recordings")
+    parser.add_argument("--rounds", type=int, default=2, help="passes over the recordings")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results.json")
     parser.add_argument("--chart", type=Path, default=BENCH_DIR / "waterfall.png")
     parser.add_argument("--config", type=Path, help="server config file (a lever to try)")
@@ -187,6 +187,8 @@ def main() -> None:
             "vad": settings.vad.model_dump(),
             "tts_first_phrase_max_words": settings.tts.first_phrase_max_words,
             "llm_threads": settings.llm.threads,
+            "llm_prefill_while_speaking": settings.llm.prefill_while_speaking,
+            "llm_pause_for_speech": settings.llm.pause_for_speech,
         },
         "hardware": hardware(),
         "measure": "end of the last voiced 20 ms frame -> first reply audio frame received",

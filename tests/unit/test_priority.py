@@ -1,5 +1,4 @@
 import threading
-import time
 
 from server.pipeline.priority import CpuPriority
 
