@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import threading
@@ -26,7 +27,8 @@ import numpy as np
 from websockets.asyncio.client import connect
 
 from bench.common import BENCH_DIR, hardware, median, percentile, server_process
-from clients.talk import read_wav, speech_end_s, talk_turn
+from clients.talk import FRAME_S, read_wav, speech_end_s, talk_turn
+from server.audio.pcm import resample
 from server.audio.vad import SileroVad, SpeechStopped, StreamingVad, VadConfig
 from server.config import load_settings
 from server.engines.base import ChatMessage
@@ -61,6 +63,66 @@ async def through_server(port: int, path: Path) -> dict[str, Any]:
             "llm_first_token": t["speech_end_to_first_token"] - t["speech_end_to_transcript"],
             "tts_first_phrase": t["speech_end_to_first_audio"] - t["speech_end_to_first_token"],
         },
+    }
+
+
+async def through_realtime(port: int, path: Path) -> dict[str, Any]:
+    """The same turn over `/v1/realtime` (OpenAI's protocol: base64 PCM at 24 kHz in JSON), as
+    a Realtime client would send it: 20 ms appends at real-time pace, then silence."""
+    pcm, rate = read_wav(path)
+    pcm24 = resample(pcm, rate, 24000)
+    size = int(24000 * FRAME_S)
+    end_s = speech_end_s(pcm24, 24000)
+    silence = base64.b64encode(np.zeros(size, dtype="<i2").tobytes()).decode()
+    mark: dict[str, float] = {}
+    transcript = ""
+
+    async with connect(f"ws://127.0.0.1:{port}/v1/realtime", max_size=None) as ws:
+        assert json.loads(await ws.recv())["type"] == "session.created"
+        update = {"type": "realtime", "max_output_tokens": GENERATION["max_tokens"]}
+        await ws.send(json.dumps({"type": "session.update", "session": update}))
+        assert json.loads(await ws.recv())["type"] == "session.updated"
+
+        async def send() -> None:
+            start = time.perf_counter()
+            index = 0
+            while True:
+                offset = index * size
+                chunk = (
+                    base64.b64encode(pcm24[offset : offset + size].astype("<i2").tobytes()).decode()
+                    if offset < len(pcm24)
+                    else silence
+                )
+                delay = start + index * FRAME_S - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+                index += 1
+                if "speech_end" not in mark and index * FRAME_S >= end_s:
+                    mark["speech_end"] = time.perf_counter()
+
+        sender = asyncio.create_task(send())
+        try:
+            async with asyncio.timeout(120):
+                while True:
+                    event = json.loads(await ws.recv())
+                    kind = event["type"]
+                    if kind == "conversation.item.input_audio_transcription.completed":
+                        transcript = event["transcript"]
+                    elif kind == "response.output_audio.delta" and "first_audio" not in mark:
+                        mark["first_audio"] = time.perf_counter()
+                    elif kind == "response.done":
+                        break
+                    elif kind == "error":
+                        raise RuntimeError(f"realtime error: {event}")
+        finally:
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+    first_audio = (mark["first_audio"] - mark["speech_end"]) * 1000
+    return {
+        "transcript": transcript,
+        "first_audio_ms": first_audio,
+        "stages_ms": {"first_audio": first_audio},
     }
 
 
@@ -149,6 +211,11 @@ def main() -> None:
         type=Path,
         help="a second server config, run alternately with the first in the same run",
     )
+    parser.add_argument(
+        "--realtime",
+        action="store_true",
+        help="also stream each recording to the first server over /v1/realtime",
+    )
     args = parser.parse_args()
     settings = load_settings(args.config)
     naive = Naive(settings.vad.silence_ms)
@@ -156,6 +223,8 @@ def main() -> None:
     rows: dict[str, list[dict[str, Any]]] = {"server": [], "naive": []}
     if args.compare:
         rows["compare"] = []
+    if args.realtime:
+        rows["realtime"] = []
     extra = ("--config", str(args.config)) if args.config else ()
     with contextlib.ExitStack() as stack:
         port = stack.enter_context(server_process(*extra))
@@ -168,6 +237,8 @@ def main() -> None:
             for rec in recs:
                 for name, p in ports.items():
                     rows[name].append(asyncio.run(through_server(p, rec.path)))
+                if args.realtime:
+                    rows["realtime"].append(asyncio.run(through_realtime(port, rec.path)))
                 rows["naive"].append(naive.run(*read_wav(rec.path)))
     references = [r.text for r in recs] * args.rounds
     summary = {name: summarise(samples) for name, samples in rows.items()}
