@@ -75,7 +75,7 @@ async def through_realtime(port: int, path: Path) -> dict[str, Any]:
     end_s = speech_end_s(pcm24, 24000)
     silence = base64.b64encode(np.zeros(size, dtype="<i2").tobytes()).decode()
     mark: dict[str, float] = {}
-    transcript = ""
+    transcripts: dict[str, str] = {}
 
     async with connect(f"ws://127.0.0.1:{port}/v1/realtime", max_size=None) as ws:
         assert json.loads(await ws.recv())["type"] == "session.created"
@@ -107,11 +107,16 @@ async def through_realtime(port: int, path: Path) -> dict[str, Any]:
                 while True:
                     event = json.loads(await ws.recv())
                     kind = event["type"]
+                    # A recording may hold several turns; the answer that counts is the one
+                    # to its end, as in the native client.
+                    ended = "speech_end" in mark
                     if kind == "conversation.item.input_audio_transcription.completed":
-                        transcript = event["transcript"]
-                    elif kind == "response.output_audio.delta" and "first_audio" not in mark:
-                        mark["first_audio"] = time.perf_counter()
-                    elif kind == "response.done":
+                        transcripts[event["item_id"]] = event["transcript"].strip()
+                    elif kind == "conversation.item.deleted":
+                        transcripts.pop(event["item_id"], None)  # joined to the next one
+                    elif kind == "response.output_audio.delta" and ended:
+                        mark.setdefault("first_audio", time.perf_counter())
+                    elif kind == "response.done" and ended:
                         break
                     elif kind == "error":
                         raise RuntimeError(f"realtime error: {event}")
@@ -120,7 +125,7 @@ async def through_realtime(port: int, path: Path) -> dict[str, Any]:
             await asyncio.gather(sender, return_exceptions=True)
     first_audio = (mark["first_audio"] - mark["speech_end"]) * 1000
     return {
-        "transcript": transcript,
+        "transcript": " ".join(transcripts.values()),
         "first_audio_ms": first_audio,
         "stages_ms": {"first_audio": first_audio},
     }
