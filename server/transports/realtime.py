@@ -141,6 +141,10 @@ class RealtimeSink:
                 )
                 await self.item_added(item, done=False)
             case proto.Transcript():
+                if event.joins is not None:
+                    # The earlier utterance was only a pause: its words open this transcript,
+                    # so its item goes, as the server's history already dropped it.
+                    await self.emit({"type": "conversation.item.deleted", "item_id": event.joins})
                 await self.emit(
                     {
                         "type": "conversation.item.input_audio_transcription.completed",
