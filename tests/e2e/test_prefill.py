@@ -52,7 +52,8 @@ async def test_prefill_of_words_that_were_then_revised(engines: Engines) -> None
     await asyncio.to_thread(reply, engines, [system, ChatMessage("user", "Name a colour.")])
     fresh, _ = await asyncio.to_thread(reply, engines, revised)
     assert text == fresh and text.strip()
-    assert cached < engines.chat.count_prompt_tokens(revised)
+    # "Tell me a" came from the cache; the revised words after it were evaluated again.
+    assert 0 < cached <= engines.chat.count_prompt_tokens(revised) - 4
 
 
 async def test_a_voice_turn_finds_the_words_said_so_far_in_the_cache(engines: Engines) -> None:
