@@ -27,7 +27,7 @@ import numpy as np
 from websockets.asyncio.client import connect
 
 from bench.common import BENCH_DIR, hardware, median, percentile, server_process
-from clients.talk import FRAME_S, read_wav, speech_end_s, talk_turn
+from clients.talk import read_wav, send_paced, speech_end_s, talk_turn
 from server.audio.pcm import resample
 from server.audio.vad import SileroVad, SpeechStopped, StreamingVad, VadConfig
 from server.config import load_settings
@@ -71,9 +71,6 @@ async def through_realtime(port: int, path: Path) -> dict[str, Any]:
     a Realtime client would send it: 20 ms appends at real-time pace, then silence."""
     pcm, rate = read_wav(path)
     pcm24 = resample(pcm, rate, 24000)
-    size = int(24000 * FRAME_S)
-    end_s = speech_end_s(pcm24, 24000)
-    silence = base64.b64encode(np.zeros(size, dtype="<i2").tobytes()).decode()
     mark: dict[str, float] = {}
     transcripts: dict[str, str] = {}
 
@@ -83,25 +80,11 @@ async def through_realtime(port: int, path: Path) -> dict[str, Any]:
         await ws.send(json.dumps({"type": "session.update", "session": update}))
         assert json.loads(await ws.recv())["type"] == "session.updated"
 
-        async def send() -> None:
-            start = time.perf_counter()
-            index = 0
-            while True:
-                offset = index * size
-                chunk = (
-                    base64.b64encode(pcm24[offset : offset + size].astype("<i2").tobytes()).decode()
-                    if offset < len(pcm24)
-                    else silence
-                )
-                delay = start + index * FRAME_S - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
-                index += 1
-                if "speech_end" not in mark and index * FRAME_S >= end_s:
-                    mark["speech_end"] = time.perf_counter()
+        async def append(frame: bytes) -> None:
+            audio = base64.b64encode(frame).decode()
+            await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": audio}))
 
-        sender = asyncio.create_task(send())
+        sender = asyncio.create_task(send_paced(append, pcm24, 24000, time.perf_counter(), mark))
         try:
             async with asyncio.timeout(120):
                 while True:

@@ -13,6 +13,7 @@ import json
 import sys
 import time
 import wave
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,10 +73,15 @@ class TalkResult:
     discarded: bool = False
 
 
-async def _send_paced(
-    ws: ClientConnection, pcm: Pcm, rate: int, start: float, mark: dict[str, float]
+async def send_paced(
+    send: Callable[[bytes], Awaitable[None]],
+    pcm: Pcm,
+    rate: int,
+    start: float,
+    mark: dict[str, float],
 ) -> None:
-    """The recording at real-time pace in 20 ms frames, then silence for as long as needed."""
+    """The recording at real-time pace in 20 ms frames of PCM16, each through `send`, then
+    silence for as long as needed; mark["speech_end"] is set when the last voiced frame is out."""
     size = int(rate * FRAME_S)
     end_s = speech_end_s(pcm, rate)
     silence = np.zeros(size, dtype="<i2").tobytes()
@@ -89,7 +95,7 @@ async def _send_paced(
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        await ws.send(chunk)
+        await send(chunk)
         index += 1
         if "speech_end" not in mark and index * FRAME_S >= end_s:
             mark["speech_end"] = time.perf_counter()
@@ -111,7 +117,7 @@ async def talk_turn(
         start_msg["output_sample_rate"] = output_sample_rate
     await ws.send(json.dumps(start_msg))
     mark: dict[str, float] = {}
-    sender = asyncio.create_task(_send_paced(ws, pcm, rate, time.perf_counter(), mark))
+    sender = asyncio.create_task(send_paced(ws.send, pcm, rate, time.perf_counter(), mark))
     reply_done = audio_done = False
     transcripts: list[tuple[str, str]] = []  # (utterance id, text)
     try:

@@ -483,17 +483,14 @@ class Session:
             if start.partial_transcripts:
                 await self.emit(proto.TranscriptPartial(utterance_id=utterance_id, text=text))
             # The last word may be cut off mid-way; what comes before it should stand.
-            words = text.split()[:-1]
+            said = " ".join(text.split()[:-1])
             chat = self.app.chat
             # Once they pause, the speculative reply evaluates the prompt itself.
-            if prefill and words and chat is not None and not audio.vad.detector.pausing:
+            if prefill and said and chat is not None and not audio.vad.detector.pausing:
                 evaluated = await chat.prefill(
-                    self._system_prompt(),
-                    self.history,
-                    ChatMessage("user", " ".join(words)),
-                    self.generation,
+                    self._system_prompt(), self.history, ChatMessage("user", said), self.generation
                 )
-                self.log.debug("prefilled %d tokens of %r", evaluated, " ".join(words))
+                self.log.debug("prefilled %d tokens of %r", evaluated, said)
 
         self._track(self._background, partial())
 
