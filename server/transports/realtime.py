@@ -10,6 +10,7 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 from websockets.asyncio.server import ServerConnection
@@ -21,7 +22,7 @@ from server.errors import ChinwagError
 from server.pipeline.session import Session
 from server.protocol import native as proto
 from server.protocol import realtime as rt
-from server.transports.websocket import WebSocketSink
+from server.transports.sink import WebSocketSink
 
 log = logging.getLogger(__name__)
 
@@ -293,6 +294,13 @@ class RealtimeSink:
                 },
             }
         )
+
+
+async def serve(app: App, connection: ServerConnection) -> None:
+    """Run one /v1/realtime connection until the client goes."""
+    url = urlsplit(connection.request.path if connection.request else "/")
+    model = parse_qs(url.query).get("model", ["chinwag"])[0]
+    await RealtimeConnection(app, connection, model).run()
 
 
 class RealtimeConnection:

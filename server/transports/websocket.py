@@ -1,4 +1,7 @@
-"""WebSocket endpoints and plain HTTP (health, metrics) on one port, with `websockets`.
+"""The one-port server: WebSocket endpoints and plain HTTP (health, metrics), with `websockets`.
+
+It routes and checks the handshake; each endpoint lives in its own module (native.py,
+realtime.py) and is wired in ENDPOINTS.
 
 Routes:
   GET /healthz         503 while models load, 200 with a JSON body when ready
@@ -10,29 +13,33 @@ Routes:
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from server import PROJECT_ROOT
 from server.app import App
-from server.errors import ChinwagError, ErrorCode
-from server.pipeline.session import Session
-from server.protocol import native as proto
+from server.errors import ErrorCode
+from server.transports import native, realtime
 
 log = logging.getLogger(__name__)
 
+# One connection of an endpoint, from the handshake to the client's going.
+Endpoint = Callable[[App, ServerConnection], Awaitable[None]]
 NATIVE_PATHS = {"/", "/ws"}
 REALTIME_PATH = "/v1/realtime"
+ENDPOINTS: dict[str, Endpoint] = {
+    **dict.fromkeys(NATIVE_PATHS, native.serve),
+    REALTIME_PATH: realtime.serve,
+}
 # The web chat widget and demo page, served as plain files (no build step).
 STATIC_DIR = PROJECT_ROOT / "clients" / "web"
 CONTENT_TYPES = {
@@ -45,8 +52,6 @@ CONTENT_TYPES = {
     ".json": "application/json",
     ".wav": "audio/wav",
 }
-# A client that cannot take an event within this time is considered gone.
-SEND_TIMEOUT_S = 30.0
 
 
 def http_response(
@@ -80,41 +85,6 @@ def static_file(path: str) -> Path | None:
     if not candidate.is_relative_to(STATIC_DIR.resolve()) or not candidate.is_file():
         return None
     return candidate if candidate.suffix in CONTENT_TYPES else None
-
-
-class WebSocketSink:
-    """Delivers session events as text frames and audio as binary frames.
-
-    `send` waits for the socket (backpressure). Once the client is gone, or has not taken a
-    frame for SEND_TIMEOUT_S, the connection is dropped and later sends do nothing: the read
-    loop then ends and closes the session, so the pipeline never handles transport failures.
-    """
-
-    def __init__(self, connection: ServerConnection) -> None:
-        self.connection = connection
-        self.gone = False
-
-    async def _send(self, frame: str | bytes) -> None:
-        if self.gone:
-            return
-        try:
-            async with asyncio.timeout(SEND_TIMEOUT_S):
-                await self.connection.send(frame)
-        except ConnectionClosed:
-            self.gone = True
-        except TimeoutError:
-            self.gone = True
-            log.warning("client %s too slow to read; dropping it", self.connection.remote_address)
-            self.connection.transport.abort()
-
-    async def send(self, event: proto.ServerEvent) -> None:
-        await self._send(proto.encode_event(event))
-
-    async def send_text(self, text: str) -> None:
-        await self._send(text)
-
-    async def send_audio(self, pcm: bytes) -> None:
-        await self._send(pcm)
 
 
 class WebSocketServer:
@@ -179,7 +149,7 @@ class WebSocketServer:
             return http_response(
                 HTTPStatus.OK, self.app.metrics.render(), "text/plain; version=0.0.4; charset=utf-8"
             )
-        if upgrade and (path in NATIVE_PATHS or path == REALTIME_PATH):
+        if upgrade and path in ENDPOINTS:
             if not self._origin_allowed(request):
                 return error_response(
                     HTTPStatus.FORBIDDEN,
@@ -208,47 +178,8 @@ class WebSocketServer:
         self.app.sessions += 1
         self.app.metrics.sessions.set(self.app.sessions)
         try:
-            url = urlsplit(connection.request.path if connection.request else "/")
-            if url.path == REALTIME_PATH:
-                from server.transports.realtime import RealtimeConnection
-
-                model = parse_qs(url.query).get("model", ["chinwag"])[0]
-                await RealtimeConnection(self.app, connection, model).run()
-            else:
-                await self._handle_native(connection)
+            path = urlsplit(connection.request.path if connection.request else "/").path
+            await ENDPOINTS.get(path, native.serve)(self.app, connection)
         finally:
             self.app.sessions -= 1
             self.app.metrics.sessions.set(self.app.sessions)
-
-    async def _handle_native(self, connection: ServerConnection) -> None:
-        session = Session(self.app, WebSocketSink(connection), transport="native")
-        session.log.info("connected from %s", connection.remote_address)
-        try:
-            await session.start()
-            await self._read_loop(connection, session)
-        except ConnectionClosed:
-            pass
-        finally:
-            await session.close()
-            session.log.info("disconnected")
-
-    async def _read_loop(self, connection: ServerConnection, session: Session) -> None:
-        limits = self.app.settings.limits
-        async for frame in connection:
-            if len(frame) > limits.max_message_bytes:
-                await session.send_error(
-                    ChinwagError(
-                        ErrorCode.FRAME_TOO_LARGE,
-                        f"message of {len(frame)} bytes; the limit is {limits.max_message_bytes}",
-                    )
-                )
-                continue
-            if isinstance(frame, bytes):
-                await session.handle_audio(frame)
-                continue
-            try:
-                message = proto.decode_client_message(frame, limits.max_text_chars)
-            except ChinwagError as exc:
-                await session.send_error(exc)
-                continue
-            await session.handle(message)

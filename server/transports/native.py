@@ -1,0 +1,52 @@
+"""`/` and `/ws`: chinwag's native WebSocket protocol (docs/protocol.md).
+
+A thin transport: text frames are decoded by `server.protocol.native` into session messages,
+binary frames are microphone audio; the session's events go back through a `WebSocketSink`.
+"""
+
+from __future__ import annotations
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from server.app import App
+from server.errors import ChinwagError, ErrorCode
+from server.pipeline.session import Session
+from server.protocol import native as proto
+from server.transports.sink import WebSocketSink
+
+
+async def serve(app: App, connection: ServerConnection) -> None:
+    """Run one native connection's session until the client goes."""
+    session = Session(app, WebSocketSink(connection), transport="native")
+    session.log.info("connected from %s", connection.remote_address)
+    try:
+        await session.start()
+        await _read_loop(app, connection, session)
+    except ConnectionClosed:
+        pass
+    finally:
+        await session.close()
+        session.log.info("disconnected")
+
+
+async def _read_loop(app: App, connection: ServerConnection, session: Session) -> None:
+    limits = app.settings.limits
+    async for frame in connection:
+        if len(frame) > limits.max_message_bytes:
+            await session.send_error(
+                ChinwagError(
+                    ErrorCode.FRAME_TOO_LARGE,
+                    f"message of {len(frame)} bytes; the limit is {limits.max_message_bytes}",
+                )
+            )
+            continue
+        if isinstance(frame, bytes):
+            await session.handle_audio(frame)
+            continue
+        try:
+            message = proto.decode_client_message(frame, limits.max_text_chars)
+        except ChinwagError as exc:
+            await session.send_error(exc)
+            continue
+        await session.handle(message)
