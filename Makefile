@@ -5,8 +5,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# A real MQTT broker and a real browser for the tests.
-APT_PACKAGES := mosquitto mosquitto-clients chromium
+# A real MQTT broker and a real browser for the tests; strace for the privacy proof.
+APT_PACKAGES := mosquitto mosquitto-clients chromium strace
 # Portable CPU build of llama.cpp: a native build picks up every instruction the build machine
 # advertises, and AMX tiles advertised inside a VM crashed it with SIGILL here. AVX2/FMA/F16C
 # runs on any x86-64 CPU of the last ten years (the flags are ignored on other architectures).

@@ -7,7 +7,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 from server.audio.vad import SileroVad
 from server.config import Settings
@@ -17,15 +16,9 @@ from server.pipeline.chat import ChatRunner
 from server.pipeline.priority import CpuPriority
 from server.pipeline.speech import SpeechRunner
 from server.prompts import PersonaLibrary
-
-if TYPE_CHECKING:
-    from server.protocol.native import ServerEvent
+from server.sessions import SessionHub
 
 log = logging.getLogger(__name__)
-
-# Called (on the event loop, must not block) for every event any session sends: the session
-# (for its id and site) and the event. The MQTT bridge publishes them for home automation.
-Observer = Callable[[Any, "ServerEvent"], None]
 
 
 @dataclass
@@ -47,10 +40,11 @@ class App:
     load_error: str | None = None
     started_at: float = field(default_factory=time.time)
     load_seconds: float | None = None
-    sessions: int = 0
-    observers: list[Observer] = field(default_factory=list)
-    # Open sessions by id (Session objects; typed loosely to avoid an import cycle).
-    live_sessions: dict[str, Any] = field(default_factory=dict)
+    # Every transport's sessions: admission, counting, lookup by id, observers.
+    hub: SessionHub = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.hub = SessionHub(self.settings.limits, self.metrics)
 
     def attach(self, engines: Engines) -> None:
         priority = CpuPriority(enabled=self.settings.llm.pause_for_speech)
@@ -59,13 +53,6 @@ class App:
             engines.transcriber, engines.synthesizer, engines.vad, priority=priority
         )
         self.ready.set()
-
-    def notify(self, session: Any, event: ServerEvent) -> None:
-        for observer in self.observers:
-            try:
-                observer(session, event)
-            except Exception:
-                log.exception("observer %r failed on %s", observer, event.type)
 
     def close(self) -> None:
         if self.chat is not None:
@@ -80,7 +67,7 @@ class App:
             else "failed"
             if self.load_error
             else "loading",
-            "sessions": self.sessions,
+            "sessions": self.hub.count,
             "uptime_s": round(time.time() - self.started_at, 1),
         }
         if self.chat is not None:

@@ -11,17 +11,16 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from server import PROJECT_ROOT
 
+# Defined in server.errors with the other exceptions (pure modules raise it too).
+from server.errors import ConfigError as ConfigError
+from server.protocol.mqtt import parse_broker_url
+
 MODELS_DIR = PROJECT_ROOT / "models"
-
-
-class ConfigError(Exception):
-    """The configuration could not be read or is invalid."""
 
 
 class _Group(BaseModel):
@@ -119,10 +118,7 @@ class MqttSettings(_Group):
     @classmethod
     def _check_url(cls, url: str | None) -> str | None:
         if url is not None:
-            parts = urlsplit(url)
-            if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-                raise ValueError("expected mqtt://HOST:PORT or mqtts://HOST:PORT")
-            _ = parts.port  # raises ValueError when out of range
+            parse_broker_url(url)  # ValueError: the bridge's own check, made at load time
         return url
 
     @field_validator("topic_prefix")

@@ -1,4 +1,13 @@
-"""One exception hierarchy, mapped 1:1 to the `error` event's machine-readable `code`."""
+"""One exception tree.
+
+`ChinwagException` is the root of every exception chinwag raises on purpose:
+- `ChinwagError`: a client's request failed; it becomes an `error` event with a machine-readable
+  `code` (ErrorCode) and the session survives it.
+- `server.protocol.realtime.RealtimeError`: the same for OpenAI Realtime clients, whose codes
+  are OpenAI's strings.
+- `ConfigError` (settings), `server.models.ModelError` (fetching weights) and
+  `server.prompts.PersonaFileError` (persona files): deployment errors, reported at start-up.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +37,15 @@ class ErrorCode(StrEnum):
     INTERNAL_ERROR = "internal_error"
 
 
-class ChinwagError(Exception):
+class ChinwagException(Exception):
+    """The root of chinwag's exceptions."""
+
+
+class ConfigError(ChinwagException):
+    """The configuration could not be read or is invalid."""
+
+
+class ChinwagError(ChinwagException):
     """An error that becomes an `error` event for the client; the session survives it."""
 
     def __init__(self, code: ErrorCode, message: str) -> None:

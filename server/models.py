@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from server.config import MODELS_DIR
+from server.errors import ChinwagException
 
 MANIFEST = MODELS_DIR / "manifest.toml"
 
@@ -43,8 +44,8 @@ class ModelEntry:
         return root / self.name
 
 
-class ModelError(Exception):
-    pass
+class ModelError(ChinwagException):
+    """A model could not be fetched or failed its checksum."""
 
 
 def load_manifest(path: Path = MANIFEST) -> list[ModelEntry]:

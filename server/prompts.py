@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from server.errors import ChinwagError, ErrorCode
+from server.errors import ChinwagError, ChinwagException, ErrorCode
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
@@ -35,7 +35,7 @@ class Persona:
     generation: GenerationSettings = field(default_factory=GenerationSettings)
 
 
-class PersonaFileError(Exception):
+class PersonaFileError(ChinwagException):
     """A persona file is malformed (a deployment error, reported at start-up)."""
 
 

@@ -100,17 +100,15 @@ class Session:
         self._spoken_log: collections.deque[SpokenReply] = collections.deque(maxlen=8)
         # Replaces the persona's system prompt when set (OpenAI Realtime `instructions`).
         self.instructions: str | None = None
-        app.metrics.sessions_total.labels(transport).inc()
+        self.transport = transport  # the hub counts sessions by transport
 
     # --- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.app.live_sessions[self.id] = self
         await self.app.ready.wait()
         await self.emit(self._started_event())
 
     async def close(self) -> None:
-        self.app.live_sessions.pop(self.id, None)
         # The audio loop first: it is what starts speculations and turns.
         if self._audio_task is not None:
             self._audio_task.cancel()
@@ -205,8 +203,7 @@ class Session:
     async def emit(self, event: proto.ServerEvent) -> None:
         """Send an event to the client, and let the app's observers (the MQTT bridge) see it."""
         await self.sink.send(event)
-        if self.app.observers:
-            self.app.notify(self, event)
+        self.app.hub.notify_event(self, event)
 
     async def send_error(
         self, exc: ChinwagError, source: str | None = None, out: TurnOutput | None = None

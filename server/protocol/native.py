@@ -13,6 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from server.errors import ChinwagError, ErrorCode
+from server.pipeline.text_split import PhraseSplitter, speakable
 
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
@@ -130,6 +131,11 @@ def decode_client_message(frame: str | bytes, max_text_chars: int) -> ClientMess
         raise ChinwagError(ErrorCode.INVALID_JSON, f"not valid JSON: {exc.msg}") from exc
     if not isinstance(data, dict):
         raise ChinwagError(ErrorCode.INVALID_MESSAGE, "a message must be a JSON object")
+    return validate_client_message(data, max_text_chars)
+
+
+def validate_client_message(data: dict[str, Any], max_text_chars: int) -> ClientMessage:
+    """A typed message from a decoded JSON object (any transport's). Raises ChinwagError."""
     kind = data.get("type")
     if not isinstance(kind, str):
         raise ChinwagError(ErrorCode.INVALID_MESSAGE, "field 'type' (string) is required")
@@ -151,7 +157,24 @@ def decode_client_message(frame: str | bytes, max_text_chars: int) -> ClientMess
                 ErrorCode.TEXT_TOO_LONG,
                 f"text is {len(message.text)} characters; the limit is {max_text_chars}",
             )
+    if isinstance(message, Say) and not has_speech(message.text):
+        # Else no audio, and no event at all, would ever answer it.
+        raise ChinwagError(ErrorCode.INVALID_MESSAGE, "the text has nothing to speak")
     return message
+
+
+def has_speech(text: str) -> bool:
+    """Whether speaking this text produces any audio (punctuation alone does not)."""
+    splitter = PhraseSplitter()
+    return any(speakable(p).strip() for p in [*splitter.feed(text), *splitter.flush()])
+
+
+def check_frame_size(frame: str | bytes, limit: int, what: str = "message") -> None:
+    """The one frame-size check of every transport: FRAME_TOO_LARGE over `limit`."""
+    if len(frame) > limit:
+        raise ChinwagError(
+            ErrorCode.FRAME_TOO_LARGE, f"{what} of {len(frame)} bytes; the limit is {limit}"
+        )
 
 
 def describe_validation_error(exc: ValidationError) -> str:

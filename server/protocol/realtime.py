@@ -13,6 +13,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from server.errors import ChinwagError, ChinwagException
+from server.protocol.native import check_frame_size
+
 RATE = 24000  # the only audio/pcm rate the Realtime API defines
 
 CLIENT_EVENTS = frozenset(
@@ -30,7 +33,7 @@ CLIENT_EVENTS = frozenset(
 )
 
 
-class RealtimeError(Exception):
+class RealtimeError(ChinwagException):
     """Becomes an `error` event: {type, code, message, param, event_id}."""
 
     def __init__(
@@ -52,7 +55,13 @@ class RealtimeError(Exception):
         )
 
 
-def decode_client_event(frame: str | bytes) -> dict[str, Any]:
+def decode_client_event(frame: str | bytes, max_bytes: int | None = None) -> dict[str, Any]:
+    """One client event, checked against the frame size limit first when one is given."""
+    if max_bytes is not None:
+        try:
+            check_frame_size(frame, max_bytes, "event")
+        except ChinwagError as exc:
+            raise RealtimeError("message_too_large", exc.message) from exc
     if isinstance(frame, bytes):
         raise RealtimeError("invalid_event", "binary frames are not part of the Realtime protocol")
     try:

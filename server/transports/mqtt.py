@@ -1,9 +1,10 @@
 """The MQTT bridge: devices on the local network talk to chinwag through their broker.
 
-A thin transport, like the WebSocket one: each site (a device or room, one topic level) gets
+A thin transport, like the WebSocket ones: each site (a device or room, one topic level) gets
 one `Session` whose sink publishes to the site's topics, and commands become session calls.
-An observer publishes what happens in every session that has a site, whatever its transport.
-Topics, payloads, the state machine and limits are documented in docs/mqtt.md.
+As an observer of app.hub it publishes the events and states of every session that has a site,
+whatever its transport. Topics and payloads are pure code in server.protocol.mqtt; this module
+keeps the connection, the outgoing queues, reconnects and the sites. See docs/mqtt.md.
 
 Uses aiomqtt, the maintained successor of asyncio-mqtt (same authors).
 """
@@ -12,27 +13,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
-import json
 import logging
 import random
-import uuid
-import wave
-import weakref
 from collections import OrderedDict
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
-from urllib.parse import unquote, urlsplit
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import aiomqtt
 
 from server.app import App
-from server.config import ConfigError, MqttSettings
+from server.config import MqttSettings
 from server.errors import ChinwagError, ErrorCode
 from server.pipeline.session import Session
-from server.pipeline.text_split import PhraseSplitter, speakable
+from server.protocol import mqtt as wire
 from server.protocol import native as proto
+from server.protocol.mqtt import (
+    HERMES_SAY,
+    HERMES_SAY_FINISHED,
+    HERMES_TEXT_CAPTURED,
+    HERMES_TTS_ERROR,
+    Topics,
+    valid_level,
+)
+
+if TYPE_CHECKING:
+    from server.pipeline.state import SessionState
 
 log = logging.getLogger(__name__)
 
@@ -49,139 +55,6 @@ MAX_QUEUED_BYTES = 64 * 1024 * 1024
 MAX_PENDING_HERMES = 64
 SHUTDOWN_PUBLISH_TIMEOUT_S = 2.0
 PUBLISH_RETRY_S = 1.0
-MAX_SITE_CHARS = 128
-
-HERMES_SAY = "hermes/tts/say"
-HERMES_SAY_FINISHED = "hermes/tts/sayFinished"
-HERMES_TTS_ERROR = "hermes/error/tts"
-HERMES_TEXT_CAPTURED = "hermes/asr/textCaptured"
-HERMES_DEFAULT_SITE = "default"
-
-State = str  # "idle" | "listening" | "thinking" | "speaking"
-
-
-# --- addresses and topics ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    host: str
-    port: int
-    tls: bool
-    username: str | None
-    password: str | None = field(repr=False)
-
-
-def broker_address(settings: MqttSettings) -> BrokerAddress:
-    """mqtt://[user:pass@]host[:port] or mqtts://...; the settings' credentials win."""
-    url = settings.url or ""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise ConfigError(f"[mqtt] url {url!r}: expected mqtt://HOST:PORT or mqtts://HOST:PORT")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ConfigError(f"[mqtt] url {url!r}: only scheme, credentials, host and port")
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise ConfigError(f"[mqtt] url {url!r}: {exc}") from exc
-    tls = scheme == "mqtts" or settings.tls
-    username = settings.username or (unquote(parts.username) if parts.username else None)
-    password = settings.password
-    if password is None and parts.password is not None:
-        password = unquote(parts.password)
-    return BrokerAddress(parts.hostname, port or (8883 if tls else 1883), tls, username, password)
-
-
-def valid_level(name: str) -> bool:
-    """Usable as one topic level of a published topic: no separator, wildcard or control."""
-    return 0 < len(name) <= MAX_SITE_CHARS and not any(
-        ch in "/+#" or ord(ch) < 0x20 or ch == "\x7f" for ch in name
-    )
-
-
-class Topics:
-    def __init__(self, prefix: str) -> None:
-        levels = prefix.split("/")
-        if not all(valid_level(level) for level in levels):
-            raise ConfigError(f"[mqtt] topic_prefix {prefix!r}: levels must be non-empty, no + #")
-        self.prefix = prefix
-        self._depth = len(levels)
-        self.status = f"{prefix}/status"
-        self.error = f"{prefix}/error"  # errors that belong to no valid site
-        self.commands = [f"{prefix}/+/ask", f"{prefix}/+/say"]
-
-    def site(self, site: str, leaf: str) -> str:
-        return f"{self.prefix}/{site}/{leaf}"
-
-    def command(self, topic: str) -> tuple[str, str] | None:
-        """(site, "ask" | "say") for a command topic, else None."""
-        levels = topic.split("/")
-        if len(levels) != self._depth + 2 or levels[-1] not in ("ask", "say"):
-            return None
-        if "/".join(levels[: self._depth]) != self.prefix:
-            return None
-        return levels[self._depth], levels[-1]
-
-
-# --- payloads --------------------------------------------------------------------------------
-
-
-def dumps(data: object) -> bytes:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def json_object(payload: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(payload.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ChinwagError(ErrorCode.INVALID_MESSAGE, "the payload is not UTF-8 text") from exc
-    except json.JSONDecodeError as exc:
-        raise ChinwagError(ErrorCode.INVALID_JSON, f"not valid JSON: {exc.msg}") from exc
-    if not isinstance(data, dict):
-        raise ChinwagError(ErrorCode.INVALID_MESSAGE, "the payload must be a JSON object")
-    return data
-
-
-def has_speech(text: str) -> bool:
-    """Whether a say of this text produces any audio (else no audio event ever comes)."""
-    splitter = PhraseSplitter()
-    return any(speakable(p).strip() for p in [*splitter.feed(text), *splitter.flush()])
-
-
-def parse_command(kind: str, payload: bytes, max_text_chars: int) -> proto.ClientMessage:
-    """An ask or say payload: plain text, or a JSON object with `text` (and `id`...)."""
-    try:
-        text = payload.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ChinwagError(ErrorCode.INVALID_MESSAGE, "the payload is not UTF-8 text") from exc
-    if not text.lstrip().startswith("{"):
-        return command(kind, {"text": text.strip()}, max_text_chars)
-    data = json_object(payload)
-    # Other keys are ignored: devices often send more than we need.
-    allowed = ("text", "id", "sample_rate") if kind == "say" else ("text", "id")
-    return command(kind, {k: data[k] for k in allowed if k in data}, max_text_chars)
-
-
-def command(kind: str, fields: dict[str, Any], max_text_chars: int) -> proto.ClientMessage:
-    """A session message from the fields of a command, validated as the WebSocket's are."""
-    if "text" not in fields:
-        raise ChinwagError(ErrorCode.INVALID_MESSAGE, "field 'text' is required")
-    kind_type = "say" if kind == "say" else "user.message"
-    message = proto.decode_client_message(json.dumps({"type": kind_type, **fields}), max_text_chars)
-    if isinstance(message, proto.Say) and not has_speech(message.text):
-        raise ChinwagError(ErrorCode.INVALID_MESSAGE, "the text has nothing to speak")
-    return message
-
-
-def wav_bytes(pcm: bytes, rate: int) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(rate)
-        wav.writeframes(pcm)
-    return buffer.getvalue()
 
 
 # --- outgoing --------------------------------------------------------------------------------
@@ -282,19 +155,17 @@ class MqttSink:
                 self._reply_ids[event.reply_id] = event.message_id or event.reply_id
             case proto.ReplyDelta():
                 reply_id = self._reply_ids.get(event.reply_id, event.reply_id)
-                self._publish("reply/delta", dumps({"id": reply_id, "text": event.text}))
+                self._publish("reply/delta", wire.reply_delta_payload(reply_id, event.text))
             case proto.ReplyDone():
                 reply_id = self._reply_ids.pop(event.reply_id, event.reply_id)
-                body: dict[str, Any] = {"id": reply_id, "text": event.text, "status": event.status}
-                self._publish("reply", dumps(body))
+                self._publish("reply", wire.reply_payload(reply_id, event.text, event.status))
             case proto.OutputAudioStart():
                 self._stream, self._rate = event.stream_id, event.sample_rate
                 self._pcm, self._cut = bytearray(), False
             case proto.OutputAudioDone():
                 self._finish_audio(event)
             case proto.Error():
-                body = {"code": event.code, "message": event.message, "source": event.source}
-                self._publish("error", dumps(body))
+                self._publish("error", wire.error_payload(event.code, event.message, event.source))
             case _:
                 pass  # the rest is for the observer's event topics
 
@@ -314,15 +185,13 @@ class MqttSink:
         pcm, rate = bytes(self._pcm), self._rate
         self._stream, self._pcm = None, bytearray()
         hermes = self._hermes.pop(done.stream_id, None)
-        wav = wav_bytes(pcm, rate) if done.status == "completed" else None
+        wav = wire.wav_bytes(pcm, rate) if done.status == "completed" else None
         if hermes is not None:
             if wav is not None:
-                self.bridge.publish(
-                    f"hermes/audioServer/{hermes.site}/playBytes/{done.stream_id}", wav
-                )
+                self.bridge.publish(wire.hermes_play_bytes(hermes.site, done.stream_id), wav)
             # Always answered, so a satellite never waits for a say that was interrupted.
-            body = {"id": hermes.say_id, "sessionId": hermes.session_id}
-            self.bridge.publish(HERMES_SAY_FINISHED, dumps(body))
+            payload = wire.say_finished_payload(hermes.say_id, hermes.session_id)
+            self.bridge.publish(HERMES_SAY_FINISHED, payload)
         elif wav is not None:
             self._publish("audio", wav)
         else:
@@ -333,37 +202,6 @@ class MqttSink:
 class _Site:
     session: Session
     sink: MqttSink
-
-
-@dataclass
-class StateTracker:
-    """idle / listening / thinking / speaking, derived from one session's events.
-
-    While the person is speaking the state stays `listening`: the end of an interrupted
-    reply (barge-in) does not make the site look idle."""
-
-    state: State = "idle"
-    in_speech: bool = False
-
-    def feed(self, kind: str) -> State | None:
-        """The new state if this event changes it."""
-        new: State | None = None
-        if kind == "speech.started":
-            self.in_speech, new = True, "listening"
-        elif kind == "speech.stopped":
-            self.in_speech = False
-        elif kind in ("transcript", "reply.started"):
-            self.in_speech, new = False, "thinking"
-        elif kind == "output_audio.start":
-            new = "speaking"
-        elif kind in ("reply.done", "output_audio.done", "speech.discarded"):
-            if kind == "speech.discarded":
-                self.in_speech = False
-            new = "listening" if self.in_speech else "idle"
-        if new is None or new == self.state:
-            return None
-        self.state = new
-        return new
 
 
 # --- the bridge ------------------------------------------------------------------------------
@@ -385,19 +223,20 @@ async def _until_first_ends(*coros: Coroutine[Any, Any, None]) -> None:
 
 class MqttBridge:
     """Joins the configured broker and serves sites until cancelled, reconnecting with
-    exponential backoff. A broker that is away never stops the server."""
+    exponential backoff. A broker that is away never stops the server.
+
+    A SessionObserver of app.hub: publishes the events and states of sessions with a site."""
 
     def __init__(self, app: App, settings: MqttSettings) -> None:
         self.app = app
         self.settings = settings
-        self.broker = broker_address(settings)  # ConfigError on a bad URL
+        self.broker = wire.broker_address(settings)  # ConfigError on a bad URL
         self.topics = Topics(settings.topic_prefix)
         limits = app.settings.limits
         self._replies = OutBox("replies", limits.max_queued_events)
         self._events = OutBox("events", limits.max_queued_events)
         # Least recently used first, for eviction.
         self._sites: OrderedDict[str, _Site] = OrderedDict()
-        self._states: weakref.WeakKeyDictionary[Any, StateTracker] = weakref.WeakKeyDictionary()
         self._connected = False
         self.connections = 0  # successful connections so far
 
@@ -412,7 +251,7 @@ class MqttBridge:
         self._replies.put(Outgoing(topic, payload, qos))
 
     async def run(self) -> None:
-        self.app.observers.append(self._observe)
+        self.app.hub.add_observer(self)
         delay = INITIAL_BACKOFF_S
         where = f"{self.broker.host}:{self.broker.port}"
         try:
@@ -432,7 +271,7 @@ class MqttBridge:
                 await asyncio.sleep(wait)
                 delay = min(delay * 2, self.settings.reconnect_max_s)
         finally:
-            self.app.observers.remove(self._observe)
+            self.app.hub.remove_observer(self)
             await self._close_sites()
 
     # --- connection ------------------------------------------------------------------------
@@ -505,65 +344,48 @@ class MqttBridge:
         try:
             if not valid_level(site):
                 raise ChinwagError(ErrorCode.INVALID_MESSAGE, f"invalid site name {site!r}")
-            self._check_size(payload)
-            parsed = parse_command(kind, payload, self.app.settings.limits.max_text_chars)
+            limits = self.app.settings.limits
+            proto.check_frame_size(payload, limits.max_message_bytes, "payload")
+            parsed = wire.parse_command(kind, payload, limits.max_text_chars)
             session = await self._site(site)
         except ChinwagError as exc:
             self._error(site, exc, source=kind)
             return
         await session.handle(parsed)
 
-    def _check_size(self, payload: bytes) -> None:
-        limit = self.app.settings.limits.max_message_bytes
-        if len(payload) > limit:
-            raise ChinwagError(
-                ErrorCode.FRAME_TOO_LARGE, f"payload of {len(payload)} bytes; the limit is {limit}"
-            )
-
     async def _hermes_say(self, payload: bytes) -> None:
-        site: str | None = None  # named in errors even when it is not a valid one
-        data: dict[str, Any] = {}
+        limits = self.app.settings.limits
         try:
-            self._check_size(payload)
-            data = json_object(payload)
-            raw_site = data.get("siteId") or HERMES_DEFAULT_SITE
-            site = raw_site if isinstance(raw_site, str) else None
-            if site is None or not valid_level(site):
-                raise ChinwagError(ErrorCode.INVALID_MESSAGE, f"invalid siteId {raw_site!r}")
-            say_id, session_id = data.get("id"), data.get("sessionId")
-            if not isinstance(say_id, str | None) or not isinstance(session_id, str | None):
-                raise ChinwagError(ErrorCode.INVALID_MESSAGE, "id and sessionId must be strings")
-            # The request id is a topic level; an id that cannot be one gets a fresh uuid.
-            request_id = say_id if say_id and valid_level(say_id) else uuid.uuid4().hex
-            # `lang` and `volume` are accepted and ignored: the voice is the server's.
-            fields = {k: v for k, v in (("text", data.get("text")), ("id", request_id)) if v}
-            say = command("say", fields, self.app.settings.limits.max_text_chars)
-            found = await self._site_entry(site)
-        except ChinwagError as exc:
-            self._error(site, exc, source="hermes/tts/say")
-            self.publish(
-                HERMES_TTS_ERROR,
-                dumps(
-                    {
-                        "error": exc.message,
-                        "context": exc.code.value,
-                        "siteId": site,
-                        "sessionId": data.get("sessionId"),
-                    }
-                ),
+            request = wire.parse_hermes_say(
+                payload, limits.max_message_bytes, limits.max_text_chars
             )
+        except wire.HermesSayError as exc:
+            self._hermes_error(exc)
             return
-        found.sink.expect_hermes(request_id, HermesRequest(found.sink.site, say_id, session_id))
-        await found.session.handle(say)
+        try:
+            found = await self._site_entry(request.site)
+        except ChinwagError as exc:  # no room for the site's session
+            self._hermes_error(wire.HermesSayError(exc, request.site, request.session_id))
+            return
+        hermes = HermesRequest(found.sink.site, request.say_id, request.session_id)
+        found.sink.expect_hermes(request.request_id, hermes)
+        await found.session.handle(request.say)
+
+    def _hermes_error(self, exc: wire.HermesSayError) -> None:
+        self._error(exc.site, exc, source=HERMES_SAY)
+        self.publish(HERMES_TTS_ERROR, wire.hermes_tts_error_payload(exc))
 
     def _error(self, site: str | None, exc: ChinwagError, source: str) -> None:
         self.app.metrics.errors.labels(exc.code.value).inc()
         log.info("MQTT %s from site %r rejected: %s: %s", source, site, exc.code, exc.message)
-        topic = self.topics.site(site, "error") if site and valid_level(site) else self.topics.error
-        body: dict[str, Any] = {"code": exc.code.value, "message": exc.message, "source": source}
-        if topic == self.topics.error:
-            body["site"] = site
-        self.publish(topic, dumps(body))
+        if site and valid_level(site):
+            topic, unsited = self.topics.site(site, "error"), False
+        else:
+            topic, unsited = self.topics.error, True
+        payload = wire.error_payload(
+            exc.code.value, exc.message, source, site=site, unsited=unsited
+        )
+        self.publish(topic, payload)
 
     # --- sites -----------------------------------------------------------------------------
 
@@ -575,14 +397,13 @@ class MqttBridge:
         if found is not None:
             self._sites.move_to_end(site)
             return found
-        if self.app.sessions >= self.app.settings.limits.max_sessions:
+        if self.app.hub.full:
             await self._evict_one()
         sink = MqttSink(self, site)
         session = Session(self.app, sink, transport="mqtt")
         session.site = site
+        self.app.hub.open(session)
         entry = self._sites[site] = _Site(session, sink)
-        self.app.sessions += 1
-        self.app.metrics.sessions.set(self.app.sessions)
         session.log.info("MQTT site %s", site)
         await session.start()
         return entry
@@ -595,15 +416,13 @@ class MqttBridge:
                 entry.session.log.info("MQTT site %s closed to make room", name)
                 await self._close(entry)
                 return
-        raise ChinwagError(
-            ErrorCode.TOO_MANY_SESSIONS,
-            f"the server holds {self.app.sessions} sessions, its limit",
-        )
+        raise self.app.hub.too_many()
 
     async def _close(self, entry: _Site) -> None:
-        await entry.session.close()
-        self.app.sessions -= 1
-        self.app.metrics.sessions.set(self.app.sessions)
+        try:
+            await entry.session.close()
+        finally:
+            self.app.hub.close(entry.session)
 
     async def _close_sites(self) -> None:
         sites, self._sites = list(self._sites.values()), OrderedDict()
@@ -612,32 +431,27 @@ class MqttBridge:
 
     # --- events of every session with a site -----------------------------------------------
 
-    def _observe(self, session: Any, event: proto.ServerEvent) -> None:
-        """Called on the loop for every event of every session: queue only, never wait."""
-        site = getattr(session, "site", None)
-        if not isinstance(site, str) or not valid_level(site):
-            return
-        tracker = self._states.get(session)
-        if tracker is None:
-            tracker = self._states[session] = StateTracker()
-        previous = tracker.state
-        new_state = tracker.feed(event.type)
-        if not self._connected:
+    # SessionObserver: called on the loop for every session; queue only, never wait.
+
+    def on_event(self, session: Session, event: proto.ServerEvent) -> None:
+        site = self._site_of(session)
+        if site is None or not self._connected:
             return  # stale by the time the broker is back
-        body = {"type": event.type, "session_id": session.id}
-        body.update(event.model_dump(mode="json", exclude_none=True))
-        leaf = "event/" + event.type.replace(".", "_")
-        self._events.put(Outgoing(self.topics.site(site, leaf), dumps(body), qos=0))
-        if new_state is not None:
-            state = {"state": new_state, "previous": previous, "session_id": session.id}
-            self._events.put(Outgoing(self.topics.site(site, "event/state"), dumps(state)))
+        leaf = wire.event_leaf(event)
+        payload = wire.event_payload(event, session.id)
+        self._events.put(Outgoing(self.topics.site(site, leaf), payload, qos=0))
         if self.settings.hermes and isinstance(event, proto.Transcript):
-            captured = {
-                "text": event.text.strip(),
-                "likelihood": 1.0,  # Whisper gives no utterance confidence
-                "seconds": round(event.transcribe_ms / 1000, 3),
-                "siteId": site,
-                "sessionId": session.id,
-                "wakewordId": None,
-            }
-            self._events.put(Outgoing(HERMES_TEXT_CAPTURED, dumps(captured)))
+            captured = wire.text_captured_payload(event, site, session.id)
+            self._events.put(Outgoing(HERMES_TEXT_CAPTURED, captured))
+
+    def on_state(self, session: Session, previous: SessionState, state: SessionState) -> None:
+        site = self._site_of(session)
+        if site is None or not self._connected:
+            return
+        payload = wire.state_payload(session.id, previous, state)
+        self._events.put(Outgoing(self.topics.site(site, "event/state"), payload))
+
+    @staticmethod
+    def _site_of(session: Session) -> str | None:
+        site = session.site
+        return site if site is not None and valid_level(site) else None

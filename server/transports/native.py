@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
 
 from server.app import App
-from server.errors import ChinwagError, ErrorCode
+from server.errors import ChinwagError
 from server.pipeline.session import Session
 from server.protocol import native as proto
 from server.transports.sink import WebSocketSink
@@ -21,30 +22,26 @@ async def serve(app: App, connection: ServerConnection) -> None:
     session = Session(app, WebSocketSink(connection), transport="native")
     session.log.info("connected from %s", connection.remote_address)
     try:
-        await session.start()
-        await _read_loop(app, connection, session)
+        if app.hub.full:  # it filled up since the handshake was accepted
+            await session.send_error(app.hub.too_many())
+            await connection.close(CloseCode.TRY_AGAIN_LATER, "too many sessions")
+            return
+        async with app.hub.opened(session):
+            await _read_loop(app, connection, session)
     except ConnectionClosed:
         pass
     finally:
-        await session.close()
         session.log.info("disconnected")
 
 
 async def _read_loop(app: App, connection: ServerConnection, session: Session) -> None:
     limits = app.settings.limits
     async for frame in connection:
-        if len(frame) > limits.max_message_bytes:
-            await session.send_error(
-                ChinwagError(
-                    ErrorCode.FRAME_TOO_LARGE,
-                    f"message of {len(frame)} bytes; the limit is {limits.max_message_bytes}",
-                )
-            )
-            continue
-        if isinstance(frame, bytes):
-            await session.handle_audio(frame)
-            continue
         try:
+            proto.check_frame_size(frame, limits.max_message_bytes)
+            if isinstance(frame, bytes):
+                await session.handle_audio(frame)
+                continue
             message = proto.decode_client_message(frame, limits.max_text_chars)
         except ChinwagError as exc:
             await session.send_error(exc)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
 
 from server.app import App
 from server.audio.pcm import decode_pcm16, int16_to_float32, resample
@@ -22,278 +22,41 @@ from server.errors import ChinwagError
 from server.pipeline.session import Session
 from server.protocol import native as proto
 from server.protocol import realtime as rt
+from server.protocol.realtime_events import RealtimeEvent, RealtimeEvents
 from server.transports.sink import WebSocketSink
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class _Response:
-    reply_id: str
-    speak: bool
-    text: list[str] = field(default_factory=list)
-    audio_started: bool = False
-
-    @property
-    def id(self) -> str:
-        return f"resp_{self.reply_id}"
-
-
 class RealtimeSink:
-    """Receives the Session's native events and sends their Realtime equivalents."""
+    """The session's EventSink: sends the Realtime events its native events translate to."""
 
     def __init__(self, ws: WebSocketSink, config: rt.RealtimeConfig) -> None:
         self.ws = ws
-        self.config = config
-        self.ids = rt.EventIds()
-        self.session_id = f"sess_{uuid.uuid4().hex[:16]}"
-        self.response: _Response | None = None
-        self.last_item: str | None = None
-        self.created = False
-        # response.create may override the session's output modalities for one response.
-        self.next_speak: bool | None = None
+        self.events = RealtimeEvents(config)
 
-    async def emit(self, event: dict[str, Any]) -> None:
-        await self.ws.send_text(rt.encode({"event_id": self.ids.next(), **event}))
-
-    async def error(self, exc: rt.RealtimeError) -> None:
-        await self.emit(
-            {
-                "type": "error",
-                "error": {
-                    "type": exc.kind,
-                    "code": exc.code,
-                    "message": exc.message,
-                    "param": exc.param,
-                    "event_id": exc.event_id,
-                },
-            }
-        )
-
-    async def session_updated(self) -> None:
-        kind = "session.updated" if self.created else "session.created"
-        self.created = True
-        await self.emit({"type": kind, "session": self.config.session_object(self.session_id)})
-
-    async def item_added(self, item: dict[str, Any], done: bool = True) -> None:
-        previous, self.last_item = self.last_item, item["id"]
-        await self.emit(
-            {"type": "conversation.item.added", "previous_item_id": previous, "item": item}
-        )
-        if done:
-            await self.emit(
-                {"type": "conversation.item.done", "previous_item_id": previous, "item": item}
-            )
-
-    async def send_audio(self, pcm: bytes) -> None:
-        response = self.response
-        if response is None:
-            return  # `say` audio has no Realtime equivalent and is never asked for here
-        response.audio_started = True
-        await self.emit(
-            {
-                "type": "response.output_audio.delta",
-                **self._part_ref(response),
-                "delta": rt.audio_delta(pcm),
-            }
-        )
-
-    def _part_ref(self, response: _Response) -> dict[str, Any]:
-        return {
-            "response_id": response.id,
-            "item_id": response.reply_id,
-            "output_index": 0,
-            "content_index": 0,
-        }
+    async def _send_all(self, events: list[RealtimeEvent]) -> None:
+        for event in events:
+            await self.ws.send_text(rt.encode(event))
 
     async def send(self, event: proto.ServerEvent) -> None:
-        match event:
-            case proto.SessionStarted():
-                await self.session_updated()
-            case proto.SpeechStarted() if self.config.turn_detection is not None:
-                await self.emit(
-                    {
-                        "type": "input_audio_buffer.speech_started",
-                        "audio_start_ms": int(event.at_ms),
-                        "item_id": event.utterance_id,
-                    }
-                )
-            case proto.SpeechStopped():
-                if self.config.turn_detection is not None:
-                    await self.emit(
-                        {
-                            "type": "input_audio_buffer.speech_stopped",
-                            "audio_end_ms": int(event.at_ms),
-                            "item_id": event.utterance_id,
-                        }
-                    )
-                await self.emit(
-                    {
-                        "type": "input_audio_buffer.committed",
-                        "previous_item_id": self.last_item,
-                        "item_id": event.utterance_id,
-                    }
-                )
-                item = rt.message_item(
-                    event.utterance_id,
-                    "user",
-                    [{"type": "input_audio", "transcript": None}],
-                    "in_progress",
-                )
-                await self.item_added(item, done=False)
-            case proto.Transcript():
-                if event.joins is not None:
-                    # The earlier utterance was only a pause: its words open this transcript,
-                    # so its item goes, as the server's history already dropped it.
-                    await self.emit({"type": "conversation.item.deleted", "item_id": event.joins})
-                await self.emit(
-                    {
-                        "type": "conversation.item.input_audio_transcription.completed",
-                        "item_id": event.utterance_id,
-                        "content_index": 0,
-                        "transcript": event.text,
-                        "usage": {"type": "duration", "seconds": event.duration_ms / 1000},
-                    }
-                )
-                item = rt.message_item(
-                    event.utterance_id, "user", [{"type": "input_audio", "transcript": event.text}]
-                )
-                await self.emit(
-                    {"type": "conversation.item.done", "item": item, "previous_item_id": None}
-                )
-            case proto.SpeechDiscarded():
-                # Not speech after all (noise, or a phrase Whisper invents on silence).
-                await self.emit(
-                    {"type": "conversation.item.deleted", "item_id": event.utterance_id}
-                )
-            case proto.ReplyStarted():
-                await self._response_started(event.reply_id)
-            case proto.ReplyDelta():
-                response = self.response
-                if response is not None:
-                    response.text.append(event.text)
-                    kind = (
-                        "response.output_audio_transcript.delta"
-                        if response.speak
-                        else "response.output_text.delta"
-                    )
-                    await self.emit({"type": kind, **self._part_ref(response), "delta": event.text})
-            case proto.OutputAudioDone():
-                if self.response is not None and self.response.reply_id == event.stream_id:
-                    await self.emit(
-                        {"type": "response.output_audio.done", **self._part_ref(self.response)}
-                    )
-            case proto.ReplyDone():
-                await self._response_done(event)
-            case proto.Error():
-                await self.error(rt.RealtimeError(event.code, event.message))
-            case _:
-                pass  # output_audio.start/clear, reply.truncated, partials: no Realtime event
+        await self._send_all(self.events.event(event))
 
-    async def _response_started(self, reply_id: str) -> None:
-        speak = self.config.speak if self.next_speak is None else self.next_speak
-        self.next_speak = None
-        response = self.response = _Response(reply_id, speak=speak)
-        modalities = ["audio"] if response.speak else ["text"]
-        await self.emit(
-            {
-                "type": "response.created",
-                "response": {
-                    "id": response.id,
-                    "object": "realtime.response",
-                    "status": "in_progress",
-                    "status_details": None,
-                    "output": [],
-                    "output_modalities": modalities,
-                    "conversation_id": self.session_id,
-                    "usage": None,
-                },
-            }
-        )
-        item = rt.message_item(reply_id, "assistant", [], "in_progress")
-        await self.emit(
-            {
-                "type": "response.output_item.added",
-                "response_id": response.id,
-                "output_index": 0,
-                "item": item,
-            }
-        )
-        await self.item_added(item, done=False)
-        part = (
-            {"type": "audio", "transcript": ""} if response.speak else {"type": "text", "text": ""}
-        )
-        await self.emit(
-            {"type": "response.content_part.added", **self._part_ref(response), "part": part}
-        )
+    async def send_audio(self, pcm: bytes) -> None:
+        await self._send_all(self.events.audio(pcm))
 
-    async def _response_done(self, event: proto.ReplyDone) -> None:
-        response = self.response
-        if response is None or response.reply_id != event.reply_id:
-            return
-        self.response = None
-        text = event.heard_text if event.heard_text is not None else event.text
-        ref = self._part_ref(response)
-        if response.speak:
-            await self.emit(
-                {"type": "response.output_audio_transcript.done", **ref, "transcript": text}
-            )
-            part = {"type": "audio", "transcript": text}
-        else:
-            await self.emit({"type": "response.output_text.done", **ref, "text": text})
-            part = {"type": "text", "text": text}
-        await self.emit({"type": "response.content_part.done", **ref, "part": part})
-        content = [
-            {"type": "output_audio", "transcript": text}
-            if response.speak
-            else {"type": "output_text", "text": text}
-        ]
-        status = {"completed": "completed", "cancelled": "cancelled"}.get(event.status, "failed")
-        item = rt.message_item(
-            response.reply_id,
-            "assistant",
-            content,
-            "completed" if status == "completed" else "incomplete",
-        )
-        await self.emit(
-            {
-                "type": "response.output_item.done",
-                "response_id": response.id,
-                "output_index": 0,
-                "item": item,
-            }
-        )
-        await self.emit({"type": "conversation.item.done", "previous_item_id": None, "item": item})
-        usage = None
-        if event.usage is not None:
-            usage = {
-                "total_tokens": event.usage.prompt_tokens + event.usage.completion_tokens,
-                "input_tokens": event.usage.prompt_tokens,
-                "output_tokens": event.usage.completion_tokens,
-                "input_token_details": {"cached_tokens": event.usage.cached_prompt_tokens},
-                "output_token_details": None,
-            }
-        details = None
-        if status == "cancelled":
-            details = {
-                "type": "cancelled",
-                "reason": "turn_detected" if self.config.turn_detection else "client_cancelled",
-            }
-        await self.emit(
-            {
-                "type": "response.done",
-                "response": {
-                    "id": response.id,
-                    "object": "realtime.response",
-                    "status": status,
-                    "status_details": details,
-                    "output": [item],
-                    "output_modalities": ["audio"] if response.speak else ["text"],
-                    "conversation_id": self.session_id,
-                    "usage": usage,
-                },
-            }
-        )
+    async def emit(self, event: RealtimeEvent) -> None:
+        """An answer of the transport's own (cleared, truncated, deleted)."""
+        await self._send_all([self.events.stamp(event)])
+
+    async def error(self, exc: rt.RealtimeError) -> None:
+        await self._send_all(self.events.error(exc))
+
+    async def session_updated(self) -> None:
+        await self._send_all(self.events.session_updated())
+
+    async def item_added(self, item: dict[str, Any], done: bool = True) -> None:
+        await self._send_all(self.events.item_added(item, done))
 
 
 async def serve(app: App, connection: ServerConnection) -> None:
@@ -317,28 +80,27 @@ class RealtimeConnection:
         self.appended = False
 
     async def run(self) -> None:
-        session = self.session
+        hub = self.app.hub
         try:
-            await session.start()
-            async for frame in self.connection:
-                try:
-                    if len(frame) > self.app.settings.limits.max_message_bytes:
-                        raise rt.RealtimeError(
-                            "message_too_large",
-                            f"event of {len(frame)} "
-                            f"bytes; the limit is "
-                            f"{self.app.settings.limits.max_message_bytes}",
-                        )
-                    event = rt.decode_client_event(frame)
-                    await self.handle(event)
-                except rt.RealtimeError as exc:
-                    await self.sink.error(exc)
-                except ChinwagError as exc:
-                    await self.sink.error(rt.RealtimeError(exc.code.value, exc.message))
+            if hub.full:  # it filled up since the handshake was accepted
+                full = hub.too_many()
+                await self.sink.error(rt.RealtimeError(full.code.value, full.message))
+                await self.connection.close(CloseCode.TRY_AGAIN_LATER, "too many sessions")
+                return
+            async with hub.opened(self.session):
+                await self._read_loop()
         except ConnectionClosed:
             pass
-        finally:
-            await session.close()
+
+    async def _read_loop(self) -> None:
+        max_bytes = self.app.settings.limits.max_message_bytes
+        async for frame in self.connection:
+            try:
+                await self.handle(rt.decode_client_event(frame, max_bytes))
+            except rt.RealtimeError as exc:
+                await self.sink.error(exc)
+            except ChinwagError as exc:
+                await self.sink.error(rt.RealtimeError(exc.code.value, exc.message))
 
     def _audio_start(self) -> proto.AudioStart:
         td = self.config.turn_detection
@@ -439,7 +201,7 @@ class RealtimeConnection:
             modalities = rt.field_of(response, "output_modalities", list)
             speak = self.config.speak if modalities is None else "audio" in modalities
             instructions = rt.field_of(response, "instructions", str)
-            self.sink.next_speak = speak
+            self.sink.events.next_speak = speak
             await session.respond(speak=speak, sample_rate=rt.RATE, instructions=instructions)
         elif kind == "response.cancel" and not await session.cancel_turn():
             raise rt.RealtimeError(

@@ -145,7 +145,6 @@ class WebSocketServer:
             status = HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE
             return json_response(status, self.app.health())
         if path == "/metrics":
-            self.app.metrics.sessions.set(self.app.sessions)
             return http_response(
                 HTTPStatus.OK, self.app.metrics.render(), "text/plain; version=0.0.4; charset=utf-8"
             )
@@ -160,12 +159,9 @@ class WebSocketServer:
                 return error_response(
                     HTTPStatus.UNAUTHORIZED, ErrorCode.UNAUTHORIZED, "a valid token is required"
                 )
-            if self.app.sessions >= self.app.settings.limits.max_sessions:
-                return error_response(
-                    HTTPStatus.SERVICE_UNAVAILABLE,
-                    ErrorCode.TOO_MANY_SESSIONS,
-                    f"the server holds {self.app.sessions} sessions, its limit",
-                )
+            if self.app.hub.full:
+                full = self.app.hub.too_many()
+                return error_response(HTTPStatus.SERVICE_UNAVAILABLE, full.code, full.message)
             return None
         if not upgrade and (found := static_file(path)):
             body = found.read_bytes()
@@ -175,11 +171,6 @@ class WebSocketServer:
         return error_response(HTTPStatus.NOT_FOUND, ErrorCode.NOT_FOUND, f"no route {path}")
 
     async def _handle(self, connection: ServerConnection) -> None:
-        self.app.sessions += 1
-        self.app.metrics.sessions.set(self.app.sessions)
-        try:
-            path = urlsplit(connection.request.path if connection.request else "/").path
-            await ENDPOINTS.get(path, native.serve)(self.app, connection)
-        finally:
-            self.app.sessions -= 1
-            self.app.metrics.sessions.set(self.app.sessions)
+        # Each endpoint registers its session with app.hub (admission, counting, metrics).
+        path = urlsplit(connection.request.path if connection.request else "/").path
+        await ENDPOINTS.get(path, native.serve)(self.app, connection)

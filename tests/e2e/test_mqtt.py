@@ -29,16 +29,8 @@ from clients.talk import read_wav, talk_turn
 from server import PROJECT_ROOT
 from server.app import Engines
 from server.config import ConfigError, MqttSettings, Settings, load_settings
-from server.transports.mqtt import (
-    BrokerAddress,
-    MqttBridge,
-    OutBox,
-    Outgoing,
-    StateTracker,
-    Topics,
-    broker_address,
-    valid_level,
-)
+from server.protocol.mqtt import BrokerAddress, Topics, broker_address, valid_level
+from server.transports.mqtt import MqttBridge, OutBox, Outgoing
 from tests.conftest import RunningServer, make_settings, start_server
 from tests.mqtt_broker import MosquittoBroker, free_port, running_broker
 from tests.speech import recording, to_16k_float, wer
@@ -543,17 +535,6 @@ def test_command_topics() -> None:
     assert [valid_level(s) for s in ("kitchen", "Küche 2", "a/b", "+", "#", "", "x" * 129)] == [
         True, True, False, False, False, False, False,
     ]  # fmt: skip
-
-
-def test_states_follow_a_barge_in() -> None:
-    tracker = StateTracker()
-    events = ["speech.started", "speech.stopped", "transcript", "reply.started",
-              "output_audio.start", "speech.started", "output_audio.clear",
-              "output_audio.done", "reply.done", "speech.stopped", "transcript",
-              "reply.started", "reply.done"]  # fmt: skip
-    states = [s for s in map(tracker.feed, events) if s is not None]
-    # The interrupted reply ends while the person speaks: still listening, never idle.
-    assert states == ["listening", "thinking", "speaking", "listening", "thinking", "idle"]
 
 
 async def test_outbox_drops_the_oldest() -> None:

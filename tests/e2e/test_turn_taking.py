@@ -35,7 +35,7 @@ async def converse(server: RunningServer, pcm: np.ndarray, max_tokens: int = 30)
     """Stream at real-time pace, then silence, until the reply is done."""
     result = Conversation()
     async with connect(server.url, max_size=None) as ws:
-        result.session = server.app.live_sessions[json.loads(await ws.recv())["session_id"]]
+        result.session = server.app.hub[json.loads(await ws.recv())["session_id"]]
         await ws.send(
             json.dumps({"type": "session.update", "generation": {"max_tokens": max_tokens}})
         )

@@ -145,7 +145,7 @@ async def test_bad_input_gets_an_error_and_the_session_goes_on(
 
 async def test_disconnect_mid_reply_leaks_nothing(server: RunningServer) -> None:
     baseline = len(asyncio.all_tasks())
-    sessions_before = server.app.sessions
+    sessions_before = server.app.hub.count
     async with connect(server.url) as ws:
         c = Client(ws)
         await c.until("session.started")
@@ -154,10 +154,10 @@ async def test_disconnect_mid_reply_leaks_nothing(server: RunningServer) -> None
         await c.send({"type": "user.message", "text": LONG_PROMPT})
         await c.until("reply.delta")
     for _ in range(100):
-        if server.app.sessions == sessions_before and len(asyncio.all_tasks()) <= baseline:
+        if server.app.hub.count == sessions_before and len(asyncio.all_tasks()) <= baseline:
             break
         await asyncio.sleep(0.05)
-    assert server.app.sessions == sessions_before
+    assert server.app.hub.count == sessions_before
     assert len(asyncio.all_tasks()) <= baseline
     # Another session still gets a full reply: the model was freed.
     async with connect(server.url) as ws:

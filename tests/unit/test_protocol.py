@@ -85,3 +85,28 @@ def test_error_event_from_exception() -> None:
         "message": "nope",
         "source": "x",
     }
+
+
+def test_a_say_with_nothing_to_speak_is_an_error() -> None:
+    # Else no audio and no event would ever answer it (the same on every transport).
+    for text in ("***", "...", " - "):
+        with pytest.raises(ChinwagError, match="nothing to speak") as info:
+            decode(json.dumps({"type": "say", "text": text}))
+        assert info.value.code is ErrorCode.INVALID_MESSAGE
+    assert decode('{"type": "say", "text": "Hi."}') == proto.Say(text="Hi.")
+    assert proto.has_speech("3 eggs") and not proto.has_speech("!?")
+
+
+def test_validation_from_a_dict_matches_decoding() -> None:
+    data = {"type": "user.message", "text": "hello"}
+    assert proto.validate_client_message(data, 100) == decode(json.dumps(data))
+    with pytest.raises(ChinwagError) as info:
+        proto.validate_client_message({"type": "dance"}, 100)
+    assert info.value.code is ErrorCode.UNKNOWN_TYPE
+
+
+def test_frame_size_check() -> None:
+    proto.check_frame_size(b"x" * 10, 10)
+    with pytest.raises(ChinwagError, match="payload of 11 bytes; the limit is 10") as info:
+        proto.check_frame_size("x" * 11, 10, "payload")
+    assert info.value.code is ErrorCode.FRAME_TOO_LARGE

@@ -1,0 +1,328 @@
+"""The session's native events as OpenAI Realtime server events: a pure translator.
+
+Events in, Realtime event dicts out (each stamped with its `event_id`); no socket, no asyncio.
+The /v1/realtime transport sends what each call returns, in order. See docs/realtime.md.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from server.protocol import native as proto
+from server.protocol import realtime as rt
+
+RealtimeEvent = dict[str, Any]
+
+
+@dataclass
+class _Response:
+    reply_id: str
+    speak: bool
+    text: list[str] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return f"resp_{self.reply_id}"
+
+
+class RealtimeEvents:
+    """Translates one session's native events into Realtime server events."""
+
+    def __init__(self, config: rt.RealtimeConfig) -> None:
+        self.config = config
+        self.ids = rt.EventIds()
+        self.session_id = f"sess_{uuid.uuid4().hex[:16]}"
+        self.response: _Response | None = None
+        self.last_item: str | None = None
+        self.created = False
+        # response.create may override the session's output modalities for one response.
+        self.next_speak: bool | None = None
+
+    def stamp(self, event: RealtimeEvent) -> RealtimeEvent:
+        """The event with the next event_id, as every server event carries one."""
+        return {"event_id": self.ids.next(), **event}
+
+    def error(self, exc: rt.RealtimeError) -> list[RealtimeEvent]:
+        return [
+            self.stamp(
+                {
+                    "type": "error",
+                    "error": {
+                        "type": exc.kind,
+                        "code": exc.code,
+                        "message": exc.message,
+                        "param": exc.param,
+                        "event_id": exc.event_id,
+                    },
+                }
+            )
+        ]
+
+    def session_updated(self) -> list[RealtimeEvent]:
+        kind = "session.updated" if self.created else "session.created"
+        self.created = True
+        return [self.stamp({"type": kind, "session": self.config.session_object(self.session_id)})]
+
+    def item_added(self, item: dict[str, Any], done: bool = True) -> list[RealtimeEvent]:
+        previous, self.last_item = self.last_item, item["id"]
+        out = [
+            self.stamp(
+                {"type": "conversation.item.added", "previous_item_id": previous, "item": item}
+            )
+        ]
+        if done:
+            out.append(
+                self.stamp(
+                    {"type": "conversation.item.done", "previous_item_id": previous, "item": item}
+                )
+            )
+        return out
+
+    def audio(self, pcm: bytes) -> list[RealtimeEvent]:
+        response = self.response
+        if response is None:
+            return []  # `say` audio has no Realtime equivalent and is never asked for here
+        return [
+            self.stamp(
+                {
+                    "type": "response.output_audio.delta",
+                    **self._part_ref(response),
+                    "delta": rt.audio_delta(pcm),
+                }
+            )
+        ]
+
+    @staticmethod
+    def _part_ref(response: _Response) -> dict[str, Any]:
+        return {
+            "response_id": response.id,
+            "item_id": response.reply_id,
+            "output_index": 0,
+            "content_index": 0,
+        }
+
+    def event(self, event: proto.ServerEvent) -> list[RealtimeEvent]:
+        """The Realtime events for one native event (often none, sometimes several)."""
+        out: list[RealtimeEvent] = []
+        emit = out.append
+        match event:
+            case proto.SessionStarted():
+                out += self.session_updated()
+            case proto.SpeechStarted() if self.config.turn_detection is not None:
+                emit(
+                    self.stamp(
+                        {
+                            "type": "input_audio_buffer.speech_started",
+                            "audio_start_ms": int(event.at_ms),
+                            "item_id": event.utterance_id,
+                        }
+                    )
+                )
+            case proto.SpeechStopped():
+                if self.config.turn_detection is not None:
+                    emit(
+                        self.stamp(
+                            {
+                                "type": "input_audio_buffer.speech_stopped",
+                                "audio_end_ms": int(event.at_ms),
+                                "item_id": event.utterance_id,
+                            }
+                        )
+                    )
+                emit(
+                    self.stamp(
+                        {
+                            "type": "input_audio_buffer.committed",
+                            "previous_item_id": self.last_item,
+                            "item_id": event.utterance_id,
+                        }
+                    )
+                )
+                item = rt.message_item(
+                    event.utterance_id,
+                    "user",
+                    [{"type": "input_audio", "transcript": None}],
+                    "in_progress",
+                )
+                out += self.item_added(item, done=False)
+            case proto.Transcript():
+                if event.joins is not None:
+                    # The earlier utterance was only a pause: its words open this transcript,
+                    # so its item goes, as the server's history already dropped it.
+                    emit(self.stamp({"type": "conversation.item.deleted", "item_id": event.joins}))
+                emit(
+                    self.stamp(
+                        {
+                            "type": "conversation.item.input_audio_transcription.completed",
+                            "item_id": event.utterance_id,
+                            "content_index": 0,
+                            "transcript": event.text,
+                            "usage": {"type": "duration", "seconds": event.duration_ms / 1000},
+                        }
+                    )
+                )
+                item = rt.message_item(
+                    event.utterance_id, "user", [{"type": "input_audio", "transcript": event.text}]
+                )
+                emit(
+                    self.stamp(
+                        {"type": "conversation.item.done", "item": item, "previous_item_id": None}
+                    )
+                )
+            case proto.SpeechDiscarded():
+                # Not speech after all (noise, or a phrase Whisper invents on silence).
+                emit(
+                    self.stamp({"type": "conversation.item.deleted", "item_id": event.utterance_id})
+                )
+            case proto.ReplyStarted():
+                out += self._response_started(event.reply_id)
+            case proto.ReplyDelta():
+                response = self.response
+                if response is not None:
+                    response.text.append(event.text)
+                    kind = (
+                        "response.output_audio_transcript.delta"
+                        if response.speak
+                        else "response.output_text.delta"
+                    )
+                    emit(
+                        self.stamp({"type": kind, **self._part_ref(response), "delta": event.text})
+                    )
+            case proto.OutputAudioDone():
+                if self.response is not None and self.response.reply_id == event.stream_id:
+                    emit(
+                        self.stamp(
+                            {"type": "response.output_audio.done", **self._part_ref(self.response)}
+                        )
+                    )
+            case proto.ReplyDone():
+                out += self._response_done(event)
+            case proto.Error():
+                out += self.error(rt.RealtimeError(event.code, event.message))
+            case _:
+                pass  # output_audio.start/clear, reply.truncated, partials: no Realtime event
+        return out
+
+    def _response_started(self, reply_id: str) -> list[RealtimeEvent]:
+        speak = self.config.speak if self.next_speak is None else self.next_speak
+        self.next_speak = None
+        response = self.response = _Response(reply_id, speak=speak)
+        modalities = ["audio"] if response.speak else ["text"]
+        out = [
+            self.stamp(
+                {
+                    "type": "response.created",
+                    "response": {
+                        "id": response.id,
+                        "object": "realtime.response",
+                        "status": "in_progress",
+                        "status_details": None,
+                        "output": [],
+                        "output_modalities": modalities,
+                        "conversation_id": self.session_id,
+                        "usage": None,
+                    },
+                }
+            )
+        ]
+        item = rt.message_item(reply_id, "assistant", [], "in_progress")
+        out.append(
+            self.stamp(
+                {
+                    "type": "response.output_item.added",
+                    "response_id": response.id,
+                    "output_index": 0,
+                    "item": item,
+                }
+            )
+        )
+        out += self.item_added(item, done=False)
+        part = (
+            {"type": "audio", "transcript": ""} if response.speak else {"type": "text", "text": ""}
+        )
+        out.append(
+            self.stamp(
+                {"type": "response.content_part.added", **self._part_ref(response), "part": part}
+            )
+        )
+        return out
+
+    def _response_done(self, event: proto.ReplyDone) -> list[RealtimeEvent]:
+        response = self.response
+        if response is None or response.reply_id != event.reply_id:
+            return []
+        self.response = None
+        out: list[RealtimeEvent] = []
+        text = event.heard_text if event.heard_text is not None else event.text
+        ref = self._part_ref(response)
+        if response.speak:
+            out.append(
+                self.stamp(
+                    {"type": "response.output_audio_transcript.done", **ref, "transcript": text}
+                )
+            )
+            part = {"type": "audio", "transcript": text}
+        else:
+            out.append(self.stamp({"type": "response.output_text.done", **ref, "text": text}))
+            part = {"type": "text", "text": text}
+        out.append(self.stamp({"type": "response.content_part.done", **ref, "part": part}))
+        content = [
+            {"type": "output_audio", "transcript": text}
+            if response.speak
+            else {"type": "output_text", "text": text}
+        ]
+        status = {"completed": "completed", "cancelled": "cancelled"}.get(event.status, "failed")
+        item = rt.message_item(
+            response.reply_id,
+            "assistant",
+            content,
+            "completed" if status == "completed" else "incomplete",
+        )
+        out.append(
+            self.stamp(
+                {
+                    "type": "response.output_item.done",
+                    "response_id": response.id,
+                    "output_index": 0,
+                    "item": item,
+                }
+            )
+        )
+        out.append(
+            self.stamp({"type": "conversation.item.done", "previous_item_id": None, "item": item})
+        )
+        usage = None
+        if event.usage is not None:
+            usage = {
+                "total_tokens": event.usage.prompt_tokens + event.usage.completion_tokens,
+                "input_tokens": event.usage.prompt_tokens,
+                "output_tokens": event.usage.completion_tokens,
+                "input_token_details": {"cached_tokens": event.usage.cached_prompt_tokens},
+                "output_token_details": None,
+            }
+        details = None
+        if status == "cancelled":
+            details = {
+                "type": "cancelled",
+                "reason": "turn_detected" if self.config.turn_detection else "client_cancelled",
+            }
+        out.append(
+            self.stamp(
+                {
+                    "type": "response.done",
+                    "response": {
+                        "id": response.id,
+                        "object": "realtime.response",
+                        "status": status,
+                        "status_details": details,
+                        "output": [item],
+                        "output_modalities": ["audio"] if response.speak else ["text"],
+                        "conversation_id": self.session_id,
+                        "usage": usage,
+                    },
+                }
+            )
+        )
+        return out
