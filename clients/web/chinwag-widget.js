@@ -274,6 +274,7 @@
       this._saveTimer = null;
       this._ctx = null;
       this._mic = { state: 'off', stream: null, source: null, node: null, sink: null, started: false, frames: 0, peak: 0, stopWanted: false };
+      this._pageGone = false; // between pagehide and pageshow: the page is not on screen
       this._player = new Player(this);
     }
 
@@ -423,6 +424,18 @@
       // Back online: do not wait for the backoff.
       window.addEventListener('online', () => {
         if (this._running && this._retryTimer) this._connect();
+      });
+      // Leaving the page (navigating away, closing the tab, going into the back-forward
+      // cache) turns the microphone off and stops the assistant speaking, as closing the
+      // panel does. A tab merely in the background (visibilitychange) keeps listening: the
+      // browser marks it as recording, and talking hands-free while reading another tab is
+      // what hands-free is for. Coming back (pageshow) leaves the microphone off.
+      window.addEventListener('pagehide', () => {
+        this._pageGone = true;
+        this._quiet();
+      });
+      window.addEventListener('pageshow', () => {
+        this._pageGone = false;
       });
     }
 
@@ -682,7 +695,9 @@
           break;
         }
         case 'output_audio.start':
-          this._player.begin(e.stream_id, e.sample_rate);
+          // Closed panel or page gone: the assistant does not speak (its text still comes).
+          if (this._open && !this._pageGone) this._player.begin(e.stream_id, e.sample_rate);
+          else this._player.clear();
           break;
         case 'output_audio.done':
           this._player.finish(e.stream_id);
@@ -816,6 +831,10 @@
       const el = this._el;
       this._open = this.config.layout !== 'floating' ? true : !!open;
       this.dataset.open = String(this._open);
+      // A closed panel shows no microphone button, so nothing may listen: closing it turns
+      // the microphone off (it stays off when the panel opens again) and stops the
+      // assistant speaking. A reply still streaming goes on as text, there on reopening.
+      if (!this._open) this._quiet();
       el.launcher.setAttribute('aria-expanded', String(this._open));
       el.launcher.setAttribute('aria-label', this._open ? 'Close the chat' : 'Open the chat');
       el.panel.hidden = !this._open;
@@ -824,6 +843,18 @@
         if (this._open) el.input.focus();
         else el.launcher.focus();
       }
+    }
+
+    /** Turn the microphone off (audio.stop) and stop the reply audio: the panel closed or
+     * the page went away. */
+    _quiet() {
+      this._micStop(true);
+      this._player.clear(true);
+    }
+
+    /** The microphone may open only while its button is on screen to say so. */
+    _micAllowed() {
+      return this._running && this._open && !this._pageGone && this.config.voice;
     }
 
     _submit() {
@@ -970,7 +1001,7 @@
 
     async _micStart() {
       const mic = this._mic;
-      if (mic.state !== 'off') return;
+      if (mic.state !== 'off' || !this._micAllowed()) return;
       if (!this._live) {
         this._setNotice('Not connected yet: voice starts once the assistant is connected.');
         return;
@@ -998,7 +1029,13 @@
           throw err;
         }
         const stream = await streamPromise;
-        if (attempt !== mic.attempt || mic.state !== 'starting' || mic.stopWanted || !this._live) {
+        if (
+          attempt !== mic.attempt ||
+          mic.state !== 'starting' ||
+          mic.stopWanted ||
+          !this._live ||
+          !this._micAllowed()
+        ) {
           stream.getTracks().forEach((t) => t.stop());
           this._setMic('off');
           return;
@@ -1041,6 +1078,10 @@
     _onMicFrame(data) {
       const mic = this._mic;
       if (!data || !mic.started) return;
+      if (!this._micAllowed()) {
+        this._micStop(true); // never a frame while no visible control says it is listening
+        return;
+      }
       const ws = this._ws;
       if (data.pcm && this._live && ws && ws.readyState === WebSocket.OPEN && ws.bufferedAmount < 1 << 20) {
         ws.send(data.pcm);

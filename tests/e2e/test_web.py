@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from server.app import Engines
 from tests.browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
+    WIDGET,
     Widget,
     fake_microphone_args,
     padded_wav,
@@ -315,6 +318,169 @@ async def test_voice_turn_with_the_fake_microphone(
     heard = [m["text"] for m in await widget.messages() if m["role"] == "user"][-1]
     assert wer([reference], [heard]) <= 0.25, heard
     await widget.wait("w.messages.filter(m => m.role === 'assistant' && m.text).length >= 4", 120)
+
+
+# Every stream getUserMedia hands the page, to check that none is still live.
+MIC_SPY = """
+window.__streams = [];
+const getUserMedia = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+navigator.mediaDevices.getUserMedia = async (constraints) => {
+  const stream = await getUserMedia(constraints);
+  window.__streams.push(stream);
+  return stream;
+};
+"""
+LIVE_TRACKS = (
+    "window.__streams.flatMap(s => s.getTracks()).filter(t => t.readyState !== 'ended').length"
+)
+
+
+class SocketLog:
+    """Every WebSocket frame the page sends and receives, as Chromium's network layer sees
+    them (what actually leaves the page, not what the widget believes it sent), in order,
+    each with the time it reached the test."""
+
+    def __init__(self, page: Any) -> None:
+        self.sent: list[tuple[float, str | bytes]] = []
+        self.received: list[tuple[float, dict[str, Any]]] = []
+        page.on("websocket", self._attach)
+
+    def _attach(self, ws: Any) -> None:
+        ws.on("framesent", lambda payload: self.sent.append((time.monotonic(), payload)))
+        ws.on("framereceived", self._on_received)
+
+    def _on_received(self, payload: str | bytes) -> None:
+        if isinstance(payload, str):
+            self.received.append((time.monotonic(), json.loads(payload)))
+
+    def binary_sent(self, since: float = 0.0) -> int:
+        return sum(1 for t, p in self.sent if t >= since and isinstance(p, bytes))
+
+    def sent_types(self) -> list[str]:
+        return [json.loads(p)["type"] for _, p in self.sent if isinstance(p, str)]
+
+    def binary_after(self, event_type: str) -> int:
+        """Binary frames sent after the last text frame of this type (-1: there is none)."""
+        last = -1
+        for i, (_, p) in enumerate(self.sent):
+            if isinstance(p, str) and json.loads(p)["type"] == event_type:
+                last = i
+        if last < 0:
+            return -1
+        return sum(1 for _, p in self.sent[last + 1 :] if isinstance(p, bytes))
+
+    async def wait_received(self, event_type: str, timeout_s: float = 30, **fields: Any) -> None:
+        for _ in range(int(timeout_s * 10)):
+            for _, e in self.received:
+                if e["type"] == event_type and all(e.get(k) == v for k, v in fields.items()):
+                    return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"no {event_type} {fields} in {timeout_s} s")
+
+    def received_types(self, since: float) -> list[str]:
+        return [e["type"] for t, e in self.received if t >= since]
+
+
+async def start_hands_free(widget: Widget) -> None:
+    await widget.button("Start talking (hands-free)").click()
+    await widget.wait("w.dataset.mic === 'listening' && Number(w.dataset.micFrames || 0) >= 10", 30)
+
+
+async def test_closing_the_panel_turns_the_microphone_off(
+    page: Any, web_server: RunningServer
+) -> None:
+    """Hands-free on, then the panel closed: the tracks end, `audio.stop` goes out and not one
+    audio frame after it, and nothing more is heard. The fake microphone starts 1.5 s of
+    silence before the sentence each time it opens, so the panel closes before the sentence
+    and a microphone left on would have it transcribed within the wait."""
+    await page.add_init_script(MIC_SPY)
+    sockets = SocketLog(page)
+    widget = await open_widget(page, web_server.http + "/")
+    await start_hands_free(widget)
+    assert sockets.binary_sent() > 0 and await page.evaluate(LIVE_TRACKS) == 1
+
+    await widget.host.locator("button.close").click()  # the panel's own close button
+    closed_at = time.monotonic()
+    await playwright_api.expect(widget.button("Open the chat")).to_be_visible()
+    await asyncio.sleep(7.0)  # the sentence, a pause, its transcript: if anything listened
+    after_close = {
+        "live tracks": await page.evaluate(LIVE_TRACKS),
+        "mic": await widget.state("mic"),
+        "audio.stop sent": "audio.stop" in sockets.sent_types(),
+        "frames after audio.stop": sockets.binary_after("audio.stop"),
+        "frames in the last 6 s": sockets.binary_sent(since=closed_at + 1.0),
+        "heard": [
+            t
+            for t in sockets.received_types(since=closed_at)
+            if t.startswith(("speech.", "transcript", "reply.", "output_audio."))
+        ],
+        "voice messages": [m for m in await widget.messages() if m["role"] == "user"],
+    }
+    assert after_close == {
+        "live tracks": 0,
+        "mic": "off",
+        "audio.stop sent": True,
+        "frames after audio.stop": 0,
+        "frames in the last 6 s": 0,
+        "heard": [],
+        "voice messages": [],
+    }, after_close
+
+
+async def test_reopened_panel_keeps_the_microphone_off_and_the_assistant_quiet(
+    page: Any, web_server: RunningServer
+) -> None:
+    """Closing also stops the assistant speaking and keeps it silent while closed; opening
+    the panel again does not open the microphone, only the button does; leaving the page
+    (pagehide) turns it off too."""
+    await page.add_init_script(MIC_SPY)
+    sockets = SocketLog(page)
+    widget = await open_widget(page, web_server.http + "/")
+    # The assistant speaks (a `say`, no model needed) while the microphone listens. The
+    # microphone opens after the speech starts, so that its 1.5 s of silence is still
+    # playing when the panel closes (a sentence would interrupt the speech: barge-in).
+    await start_hands_free(widget)  # the first start sets up Web Audio, for playback too
+    await widget.button("Stop listening").click()
+    long_text = "One, two, three, four, five, six, seven, eight, nine, ten. " * 3
+    await page.evaluate(
+        f"t => {WIDGET}.sendEvent({{type: 'say', text: t, id: 'say-1'}})", long_text
+    )
+    await widget.wait("w.dataset.playing === 'true'", 30)
+    await start_hands_free(widget)
+    assert await widget.state("playing") == "true"
+
+    await widget.host.locator("button.launcher").click()  # the launcher closes it too
+    assert await widget.state("playing") == "false", "closing stops the assistant speaking"
+    assert await widget.state("mic") == "off" and await page.evaluate(LIVE_TRACKS) == 0
+    frames_played = await widget.state("audioFrames")
+    # Audio that comes while the panel is closed is not played.
+    await page.evaluate(f"t => {WIDGET}.sendEvent({{type: 'say', text: t, id: 'say-2'}})", "Hello.")
+    await sockets.wait_received("output_audio.done", stream_id="say-2")
+    assert await widget.state("audioFrames") == frames_played
+    assert await widget.state("playing") == "false"
+
+    # Open again: the microphone stays off, and says so, until the button is pressed.
+    await widget.button("Open the chat").click()
+    reopened_at = time.monotonic()
+    await asyncio.sleep(2.0)
+    mic = widget.button("Start talking (hands-free)")
+    assert await mic.get_attribute("aria-pressed") == "false"
+    assert await widget.state("mic") == "off"
+    assert await page.evaluate("window.__streams.length") == 2, "no new getUserMedia"
+    assert sockets.binary_sent(since=reopened_at) == 0
+    await start_hands_free(widget)
+    assert await page.evaluate(LIVE_TRACKS) == 1
+    assert await widget.button("Stop listening").get_attribute("aria-pressed") == "true"
+
+    # Leaving the page turns it off as well.
+    stops = sockets.sent_types().count("audio.stop")
+    await page.evaluate("window.dispatchEvent(new PageTransitionEvent('pagehide'))")
+    left_at = time.monotonic()
+    assert await widget.state("mic") == "off" and await page.evaluate(LIVE_TRACKS) == 0
+    await asyncio.sleep(1.5)
+    assert sockets.sent_types().count("audio.stop") == stops + 1
+    assert sockets.binary_after("audio.stop") == 0
+    assert sockets.binary_sent(since=left_at + 0.5) == 0
 
 
 @pytest.mark.parametrize(
