@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from server.audio.vad import SileroVad
+from server.audio.vad import SileroVad, VadModel
 from server.config import Settings
 from server.engines.base import ChatModel, Synthesizer, Transcriber
 from server.metrics import Metrics
@@ -26,7 +26,7 @@ class Engines:
     chat: ChatModel
     transcriber: Transcriber
     synthesizer: Synthesizer
-    vad: SileroVad
+    vad: VadModel
 
 
 @dataclass

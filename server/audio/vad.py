@@ -17,7 +17,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -44,6 +44,20 @@ def default_model_path() -> Path:
         if path.is_file():
             return path
     raise FileNotFoundError(f"{MODEL_FILE} not found in the faster-whisper package")
+
+
+class SpeechProbabilities(Protocol):
+    """One audio stream's speech detector: a probability per 512-sample window."""
+
+    def probabilities(self, audio: Float32Audio) -> Float32Audio: ...
+
+    def reset(self) -> None: ...
+
+
+class VadModel(Protocol):
+    """A shared voice-activity model that gives each audio stream its own state."""
+
+    def new_stream(self) -> SpeechProbabilities: ...
 
 
 class SileroVad:
@@ -443,8 +457,10 @@ class StreamingVad:
     Blocking compute: call it from a worker thread, one thread at a time.
     """
 
-    def __init__(self, model: SileroVad | None = None, config: VadConfig | None = None) -> None:
-        self.stream = (model if model is not None else SileroVad.load()).new_stream()
+    def __init__(self, model: VadModel | None = None, config: VadConfig | None = None) -> None:
+        self.stream: SpeechProbabilities = (
+            model if model is not None else SileroVad.load()
+        ).new_stream()
         self.detector = TurnDetector(config)
         self._pending = np.zeros(0, dtype=np.float32)
         self.last_probability = 0.0

@@ -145,3 +145,29 @@ class FakeChatModel:
             first_token_s=first_token_s,
             total_s=time.perf_counter() - start,
         )
+
+
+class FakeVadStream:
+    """Speech wherever a 512-sample window is louder than `threshold_rms`: a tone is speech,
+    zeros are silence. No model, no state."""
+
+    def __init__(self, threshold_rms: float) -> None:
+        self.threshold_rms = threshold_rms
+
+    def probabilities(self, audio: Float32Audio) -> Float32Audio:
+        windows = audio.reshape(-1, 512).astype(np.float64)
+        rms = np.sqrt(np.mean(windows**2, axis=1))
+        return np.where(rms > self.threshold_rms, 0.95, 0.02).astype(np.float32)
+
+    def reset(self) -> None:
+        pass
+
+
+class FakeVad:
+    """A stand-in for Silero VAD: loud is speech (see FakeVadStream)."""
+
+    def __init__(self, threshold_rms: float = 0.01) -> None:
+        self.threshold_rms = threshold_rms
+
+    def new_stream(self) -> FakeVadStream:
+        return FakeVadStream(self.threshold_rms)

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from server.audio.vad import SileroVad
+from server.audio.vad import VadModel
 from server.engines.base import Float32Audio, Int16Audio, Synthesizer, Transcriber, Transcript
 from server.pipeline.priority import CpuPriority
 
@@ -26,7 +26,7 @@ class SpeechRunner:
         self,
         transcriber: Transcriber,
         synthesizer: Synthesizer,
-        vad: SileroVad,
+        vad: VadModel,
         *,
         priority: CpuPriority | None = None,
     ) -> None:

@@ -13,3 +13,35 @@ class SessionState(StrEnum):
     LISTENING = "listening"  # the person is speaking (or paused mid-turn)
     THINKING = "thinking"  # a turn is being transcribed or answered, nothing spoken yet
     SPEAKING = "speaking"  # reply audio is going out
+
+
+class StateTracker:
+    """The state as the client sees it, moved on by each event the session sends.
+
+    While the person is speaking the state stays `listening`: the end of an interrupted
+    reply (barge-in) does not make the session look idle. Held (speculative) output is not
+    seen until released, so it moves nothing until then."""
+
+    def __init__(self) -> None:
+        self.state = SessionState.IDLE
+        self._in_speech = False
+
+    def feed(self, kind: str) -> SessionState | None:
+        """The new state if an event of this type changes it."""
+        new: SessionState | None = None
+        if kind == "speech.started":
+            self._in_speech, new = True, SessionState.LISTENING
+        elif kind == "speech.stopped":
+            self._in_speech = False
+        elif kind in ("transcript", "reply.started"):
+            self._in_speech, new = False, SessionState.THINKING
+        elif kind == "output_audio.start":
+            new = SessionState.SPEAKING
+        elif kind in ("reply.done", "output_audio.done", "speech.discarded"):
+            if kind == "speech.discarded":
+                self._in_speech = False
+            new = SessionState.LISTENING if self._in_speech else SessionState.IDLE
+        if new is None or new == self.state:
+            return None
+        self.state = new
+        return new

@@ -25,6 +25,7 @@ class TurnOutput:
         self.discarded = False
         self._buffer: list[ServerEvent | bytes] = []
         self._on_release: list[Callable[[], None]] = []
+        self._on_discard: list[Callable[[], None]] = []
 
     def when_sent(self, callback: Callable[[], None]) -> None:
         """Call back when output really starts to go out (now, or at release)."""
@@ -32,6 +33,11 @@ class TurnOutput:
             self._on_release.append(callback)
         else:
             callback()
+
+    def when_discarded(self, callback: Callable[[], None]) -> None:
+        """Call back if the held output is thrown away (undo what the turn changed)."""
+        if self.held and not self.discarded:
+            self._on_discard.append(callback)
 
     async def emit(self, event: ServerEvent) -> None:
         if self.discarded:
@@ -54,6 +60,7 @@ class TurnOutput:
         for callback in self._on_release:
             callback()
         self._on_release.clear()
+        self._on_discard.clear()
         while self._buffer:  # the turn may add more while we await the socket
             item = self._buffer.pop(0)
             if isinstance(item, bytes):
@@ -65,3 +72,7 @@ class TurnOutput:
     def discard(self) -> None:
         self.discarded = True
         self._buffer.clear()
+        self._on_release.clear()
+        callbacks, self._on_discard = self._on_discard, []
+        for callback in callbacks:
+            callback()

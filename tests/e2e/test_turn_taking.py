@@ -53,7 +53,7 @@ async def converse(server: RunningServer, pcm: np.ndarray, max_tokens: int = 30)
         for i in range(0, len(padded), 320):
             await ws.send(padded[i : i + 320].astype("<i2").tobytes())
             await asyncio.sleep(0.02)
-            result.speculated = result.speculated or result.session._speculation is not None
+            result.speculated = result.speculated or result.session.turns.speculation is not None
             if any(e["type"] == "reply.done" for e in result.events):
                 break
         await asyncio.sleep(0.5)  # anything late would show up here

@@ -21,7 +21,8 @@ from server.engines.base import (
     Transcript,
 )
 from server.engines.fakes import FakeChatModel, FakeSynthesizer, FakeTranscriber
-from server.engines.faster_whisper import WhisperTranscriber, is_probably_not_speech
+from server.engines.faster_whisper import WhisperTranscriber
+from server.pipeline.transcripts import is_probably_not_speech
 from server.engines.piper import PiperSynthesizer
 from server.errors import ChinwagError, ErrorCode
 from server.prompts import GenerationSettings
