@@ -15,6 +15,11 @@ from server.config import ConfigError, Settings, load_settings, settings_as_toml
 
 log = logging.getLogger("chinwag")
 
+MODELS_DIR_HELP = (
+    "folder of the default model weights (default: models/ of a checkout, else "
+    "$XDG_DATA_HOME/chinwag/models)"
+)
+
 
 def _serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
     server: dict[str, Any] = {}
@@ -29,7 +34,13 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides["mqtt"] = {"url": args.mqtt}
     if args.model is not None:
         overrides["llm"] = {"model_path": str(Path(args.model).resolve())}
-    return overrides
+    return overrides | _models_dir_override(args)
+
+
+def _models_dir_override(args: argparse.Namespace) -> dict[str, Any]:
+    if args.models_dir is None:
+        return {}
+    return {"models": {"directory": str(args.models_dir.resolve())}}
 
 
 async def serve(settings: Settings, ready_file: Path | None = None) -> None:
@@ -87,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--port", type=int, help="port (default 8765; 0 picks a free one)")
     p_serve.add_argument("--config", type=Path, help="TOML config file")
     p_serve.add_argument("--model", help="path to a GGUF chat model to use instead")
+    p_serve.add_argument("--models-dir", type=Path, help=MODELS_DIR_HELP)
     p_serve.add_argument("--token", help="require this token from clients")
     p_serve.add_argument("--mqtt", metavar="URL", help="join this MQTT broker (mqtt://HOST:PORT)")
     p_serve.add_argument("--print-config", action="store_true", help="print settings and exit")
@@ -108,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     p_models = sub.add_parser("models", help="list or fetch the default model weights")
     p_models.add_argument("action", choices=["list", "fetch"])
     p_models.add_argument("--force", action="store_true", help="fetch even if present")
+    p_models.add_argument("--config", type=Path, help="TOML config file (for [models] directory)")
+    p_models.add_argument("--models-dir", type=Path, help=MODELS_DIR_HELP)
 
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -142,11 +156,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "models":
         from server.models import ModelError, fetch_all, list_models
 
+        try:
+            directory = load_settings(args.config, _models_dir_override(args)).models.directory
+        except ConfigError as exc:
+            print(f"chinwag: {exc}", file=sys.stderr)
+            return 2
         if args.action == "list":
-            print(list_models())
+            print(list_models(directory))
             return 0
         try:
-            fetch_all(force=args.force)
+            fetch_all(directory, force=args.force)
         except ModelError as exc:
             print(f"chinwag: {exc}", file=sys.stderr)
             return 1

@@ -9,18 +9,45 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from server import PROJECT_ROOT
+from server import IS_CHECKOUT, PROJECT_ROOT, PROMPTS_DIR
 
 # Defined in server.errors with the other exceptions (pure modules raise it too).
 from server.errors import ConfigError as ConfigError
 from server.protocol.mqtt import parse_broker_url
 
-MODELS_DIR = PROJECT_ROOT / "models"
+
+def default_models_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where the model weights are unless `[models] directory` says otherwise.
+
+    In a checkout its own models/ (where `make models` puts them); for an installed chinwag the
+    per-user data directory, $XDG_DATA_HOME/chinwag/models (~/.local/share/chinwag/models).
+    """
+    if IS_CHECKOUT:
+        return PROJECT_ROOT / "models"
+    data_home = Path((os.environ if environ is None else environ).get("XDG_DATA_HOME", ""))
+    base = data_home if data_home.is_absolute() else Path.home() / ".local" / "share"
+    return base / "chinwag" / "models"
+
+
+# The default models folder; `settings.models.directory` is the one in effect.
+MODELS_DIR = default_models_dir()
+# The default weights (models/manifest.toml), inside the models folder.
+DEFAULT_LLM = Path("smollm2-135m-instruct", "SmolLM2-135M-Instruct.Q4_1.gguf")
+DEFAULT_ASR = Path("whisper-tiny-en")
+DEFAULT_VOICE = Path("piper-joe-medium", "en_US-joe-medium.onnx")
 
 
 class _Group(BaseModel):
@@ -52,7 +79,7 @@ class LimitsSettings(_Group):
 
 
 class LlmSettings(_Group):
-    model_path: Path = MODELS_DIR / "smollm2-135m-instruct" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    model_path: Path = MODELS_DIR / DEFAULT_LLM
     context_size: int = Field(2048, ge=256)
     threads: int = Field(0, ge=0, description="0: all cores")
     batch_size: int = Field(256, ge=8)
@@ -66,7 +93,7 @@ class LlmSettings(_Group):
 
 
 class AsrSettings(_Group):
-    model_path: Path = MODELS_DIR / "whisper-tiny-en"
+    model_path: Path = MODELS_DIR / DEFAULT_ASR
     compute_type: str = "int8"
     beam_size: int = Field(1, ge=1, le=10)
     language: str | None = "en"
@@ -78,7 +105,7 @@ class AsrSettings(_Group):
 
 
 class TtsSettings(_Group):
-    voice_path: Path = MODELS_DIR / "piper-joe-medium" / "en_US-joe-medium.onnx"
+    voice_path: Path = MODELS_DIR / DEFAULT_VOICE
     # Seconds of audio per binary frame sent to clients.
     frame_s: float = Field(0.1, gt=0.0, le=1.0)
     # The first phrase of a reply ends after this many words if no punctuation came sooner:
@@ -129,8 +156,14 @@ class MqttSettings(_Group):
         return prefix
 
 
+class ModelsSettings(_Group):
+    # Where `chinwag models fetch` puts the default weights and where the default model paths
+    # point; an explicit [llm] model_path, [asr] model_path or [tts] voice_path wins.
+    directory: Path = Field(default_factory=default_models_dir)
+
+
 class PromptSettings(_Group):
-    directory: Path = PROJECT_ROOT / "prompts"
+    directory: Path = PROMPTS_DIR
     default_persona: str = "assistant"
 
 
@@ -144,12 +177,25 @@ class Settings(_Group):
 
     server: ServerSettings = ServerSettings()
     limits: LimitsSettings = LimitsSettings()
+    models: ModelsSettings = ModelsSettings()
     llm: LlmSettings = LlmSettings()
     asr: AsrSettings = AsrSettings()
     tts: TtsSettings = TtsSettings()
     vad: VadSettings = VadSettings()
     mqtt: MqttSettings = MqttSettings()
     prompts: PromptSettings = PromptSettings()
+
+    @model_validator(mode="after")
+    def _default_weights_in_models_dir(self) -> Settings:
+        """Model paths not set explicitly name the default weights in the models folder."""
+        directory = self.models.directory
+        if "model_path" not in self.llm.model_fields_set:
+            self.llm = self.llm.model_copy(update={"model_path": directory / DEFAULT_LLM})
+        if "model_path" not in self.asr.model_fields_set:
+            self.asr = self.asr.model_copy(update={"model_path": directory / DEFAULT_ASR})
+        if "voice_path" not in self.tts.model_fields_set:
+            self.tts = self.tts.model_copy(update={"voice_path": directory / DEFAULT_VOICE})
+        return self
 
 
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
@@ -195,6 +241,8 @@ def load_settings(
         data = _resolve_paths(data, config_path.parent)
     data = _deep_merge(data, _env_layer(environ))
     data = _deep_merge(data, overrides or {})
+    if isinstance(models := data.get("models", {}), dict) and "directory" not in models:
+        data = _deep_merge(data, {"models": {"directory": str(default_models_dir(environ))}})
     try:
         # Validate from one merged dict so precedence is ours, not the library's.
         return Settings.model_validate(data)
@@ -207,6 +255,7 @@ _PATH_FIELDS = {
     ("asr", "model_path"),
     ("tts", "voice_path"),
     ("prompts", "directory"),
+    ("models", "directory"),
     ("mqtt", "ca_file"),
 }
 

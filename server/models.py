@@ -17,10 +17,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from server import MANIFEST as MANIFEST
 from server.config import MODELS_DIR
 from server.errors import ChinwagException
-
-MANIFEST = MODELS_DIR / "manifest.toml"
 
 
 @dataclass(frozen=True)
@@ -135,7 +134,7 @@ def fetch_all(root: Path = MODELS_DIR, force: bool = False) -> None:
 
 
 def list_models(root: Path = MODELS_DIR) -> str:
-    rows = ["name                      role  status   source"]
+    rows = [f"models folder: {root}", "name                      role  status   source"]
     for entry in load_manifest():
         status = "ok" if is_present(entry, root) else "missing"
         rows.append(

@@ -25,7 +25,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from server import PROJECT_ROOT
+from server import WEB_DIR
 from server.app import App
 from server.errors import ErrorCode
 from server.transports import native, realtime
@@ -41,7 +41,7 @@ ENDPOINTS: dict[str, Endpoint] = {
     REALTIME_PATH: realtime.serve,
 }
 # The web chat widget and demo page, served as plain files (no build step).
-STATIC_DIR = PROJECT_ROOT / "clients" / "web"
+STATIC_DIR = WEB_DIR
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",

@@ -2,7 +2,16 @@ from pathlib import Path
 
 import pytest
 
-from server.config import ConfigError, load_settings, settings_as_toml
+import server.config as config_module
+from server import PROJECT_ROOT
+from server.config import (
+    DEFAULT_ASR,
+    DEFAULT_LLM,
+    ConfigError,
+    default_models_dir,
+    load_settings,
+    settings_as_toml,
+)
 
 
 def test_defaults_bind_loopback() -> None:
@@ -66,3 +75,31 @@ def test_print_config_round_trips_and_hides_token(tmp_path: Path) -> None:
     dumped = tmp_path / "dump.toml"
     dumped.write_text(text.replace('token = "***"', ""))
     assert load_settings(dumped, environ={}).server.port == 1234
+
+
+def test_models_folder_of_a_checkout_is_its_models_dir() -> None:
+    settings = load_settings(environ={})
+    assert settings.models.directory == PROJECT_ROOT / "models"
+    assert settings.llm.model_path == PROJECT_ROOT / "models" / DEFAULT_LLM
+
+
+def test_models_folder_moves_the_default_weights_not_explicit_ones(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[models]\ndirectory = "weights"\n[tts]\nvoice_path = "/v/voice.onnx"\n')
+    settings = load_settings(config, environ={})
+    assert settings.models.directory == tmp_path / "weights"  # relative to the file
+    assert settings.llm.model_path == tmp_path / "weights" / DEFAULT_LLM
+    assert settings.asr.model_path == tmp_path / "weights" / DEFAULT_ASR
+    assert settings.tts.voice_path == Path("/v/voice.onnx")
+    env = {"CHINWAG_MODELS__DIRECTORY": "/env/models"}
+    assert load_settings(config, environ=env).asr.model_path == Path("/env/models") / DEFAULT_ASR
+
+
+def test_installed_models_folder_is_per_user(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config_module, "IS_CHECKOUT", False)
+    assert default_models_dir({"XDG_DATA_HOME": "/data"}) == Path("/data/chinwag/models")
+    home = Path.home() / ".local" / "share" / "chinwag" / "models"
+    assert default_models_dir({}) == home
+    assert default_models_dir({"XDG_DATA_HOME": "relative/ignored"}) == home
+    settings = load_settings(environ={"XDG_DATA_HOME": "/data"})
+    assert settings.llm.model_path == Path("/data/chinwag/models") / DEFAULT_LLM
