@@ -327,6 +327,8 @@ const getUserMedia = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDev
 navigator.mediaDevices.getUserMedia = async (constraints) => {
   const stream = await getUserMedia(constraints);
   window.__streams.push(stream);
+  // A slow permission prompt, when a test asks for one.
+  await new Promise((resolve) => setTimeout(resolve, window.__getUserMediaDelayMs || 0));
   return stream;
 };
 """
@@ -481,6 +483,26 @@ async def test_reopened_panel_keeps_the_microphone_off_and_the_assistant_quiet(
     assert sockets.sent_types().count("audio.stop") == stops + 1
     assert sockets.binary_after("audio.stop") == 0
     assert sockets.binary_sent(since=left_at + 0.5) == 0
+
+
+async def test_closing_the_panel_while_the_microphone_starts(
+    page: Any, web_server: RunningServer
+) -> None:
+    """The panel closes while getUserMedia is still answering (a slow permission prompt):
+    the stream that arrives then is stopped at once and nothing is sent."""
+    await page.add_init_script("window.__getUserMediaDelayMs = 1500;")
+    await page.add_init_script(MIC_SPY)
+    sockets = SocketLog(page)
+    widget = await open_widget(page, web_server.http + "/")
+    await widget.button("Start talking (hands-free)").click()
+    await widget.wait("w.dataset.mic === 'starting'", 10)
+    await widget.host.locator("button.close").click()
+    await widget.wait("window.__streams.length === 1", 10)
+    await asyncio.sleep(2.5)  # the delayed stream has arrived and been dealt with
+    assert await page.evaluate(LIVE_TRACKS) == 0
+    assert await widget.state("mic") == "off"
+    assert "audio.start" not in sockets.sent_types()
+    assert sockets.binary_sent() == 0
 
 
 @pytest.mark.parametrize(
