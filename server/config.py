@@ -7,6 +7,7 @@ Precedence, lowest to highest: built-in defaults, the TOML file (``--config`` or
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -64,6 +65,25 @@ class ServerSettings(_Group):
     # (CLIs, devices) are always allowed: any website a visitor opens must not be able to
     # use their local assistant unasked.
     allowed_origins: list[str] = Field(default_factory=list)
+    # Names (besides loopback names and addresses, the bind address, and this machine's host
+    # names when serving the network) that clients reach the server by, checked against the
+    # Host header of every request against DNS rebinding (docs/security.md):
+    # e.g. ["kiosk.local", "*.home.lan"]; "*" turns the check off.
+    server_names: list[str] = Field(default_factory=list)
+
+    @field_validator("allowed_origins", "server_names", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        """A list from the environment: a JSON list or comma-separated names."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON list: {exc.msg}") from None
+        return [item.strip() for item in text.split(",") if item.strip()]
 
 
 class LimitsSettings(_Group):

@@ -33,6 +33,8 @@ class ErrorCode(StrEnum):
     TOO_MANY_SESSIONS = "too_many_sessions"
     UNAUTHORIZED = "unauthorized"
     ORIGIN_NOT_ALLOWED = "origin_not_allowed"
+    HOST_NOT_ALLOWED = "host_not_allowed"  # a Host header not among the server's names
+    METHOD_NOT_ALLOWED = "method_not_allowed"  # HTTP methods other than GET and HEAD
     NOT_FOUND = "not_found"  # an HTTP path the server does not serve
     INTERNAL_ERROR = "internal_error"
 

@@ -13,19 +13,19 @@ Routes:
 
 from __future__ import annotations
 
-import hmac
+import dataclasses
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from server import WEB_DIR
+from server import WEB_DIR, security
 from server.app import App
 from server.errors import ErrorCode
 from server.transports import native, realtime
@@ -76,6 +76,19 @@ def error_response(status: HTTPStatus, code: ErrorCode, message: str) -> Respons
     return json_response(status, {"error": {"code": code.value, "message": message}})
 
 
+def refusal_response(refusal: security.Refusal) -> Response:
+    response = error_response(refusal.status, refusal.code, refusal.message)
+    response.headers.update(refusal.headers)
+    return response
+
+
+def head_response(
+    connection: ServerConnection, request: Request, response: Response
+) -> Response | None:
+    """HEAD: the headers GET would get (Content-Length included), without the body."""
+    return dataclasses.replace(response, body=b"") if request.method == "HEAD" else None
+
+
 def static_file(path: str) -> Path | None:
     """The file under STATIC_DIR a URL path names, if any; never anything outside it."""
     relative = "index.html" if path in ("", "/") else path.lstrip("/")
@@ -105,6 +118,7 @@ class WebSocketServer:
             host,
             port,
             process_request=self._process_request,
+            process_response=head_response,
             # Hard memory cap; frames between the app limit and this get a clear error.
             max_size=limits.max_message_bytes * 4,
             max_queue=16,
@@ -117,29 +131,12 @@ class WebSocketServer:
             self._server.close()
             await self._server.wait_closed()
 
-    def _authorized(self, request: Request) -> bool:
-        token = self.app.settings.server.token
-        if not token:
-            return True
-        offered = request.headers.get("Authorization", "")
-        if offered.startswith("Bearer "):
-            offered = offered[len("Bearer ") :]
-        else:
-            offered = parse_qs(urlsplit(request.path).query).get("token", [""])[0]
-        return hmac.compare_digest(offered.encode(), token.encode())
-
-    def _origin_allowed(self, request: Request) -> bool:
-        origin = request.headers.get("Origin")
-        if origin is None:
-            return True  # not a browser page: a CLI, a device, a server
-        allowed = self.app.settings.server.allowed_origins
-        host = request.headers.get("Host", "")
-        same_origin = urlsplit(origin).netloc == host
-        return same_origin or "*" in allowed or origin.rstrip("/") in allowed
-
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
         upgrade = "websocket" in request.headers.get("Upgrade", "").lower()
+        server = self.app.settings.server
+        if refusal := security.check_request(server, request.method, request.headers, upgrade):
+            return refusal_response(refusal)  # a method other than GET/HEAD, a foreign Host
         if path == "/healthz":
             ready = self.app.ready.is_set()
             status = HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE
@@ -149,16 +146,8 @@ class WebSocketServer:
                 HTTPStatus.OK, self.app.metrics.render(), "text/plain; version=0.0.4; charset=utf-8"
             )
         if upgrade and path in ENDPOINTS:
-            if not self._origin_allowed(request):
-                return error_response(
-                    HTTPStatus.FORBIDDEN,
-                    ErrorCode.ORIGIN_NOT_ALLOWED,
-                    "this page's origin is not in [server] allowed_origins",
-                )
-            if not self._authorized(request):
-                return error_response(
-                    HTTPStatus.UNAUTHORIZED, ErrorCode.UNAUTHORIZED, "a valid token is required"
-                )
+            if refusal := security.check_upgrade(server, request.headers, request.path):
+                return refusal_response(refusal)  # another page's Origin, no valid token
             if self.app.hub.full:
                 full = self.app.hub.too_many()
                 return error_response(HTTPStatus.SERVICE_UNAVAILABLE, full.code, full.message)
