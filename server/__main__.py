@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from server import logs
 from server.config import ConfigError, Settings, load_settings, settings_as_toml
 
 log = logging.getLogger("chinwag")
@@ -52,6 +53,7 @@ async def serve(settings: Settings, ready_file: Path | None = None) -> None:
     # interval the event loop could wait that long to send a token out. 1 ms brought the text
     # time to first token from 1.08-1.17 to 1.02-1.09 times the direct call (docs/performance.md).
     sys.setswitchinterval(0.001)
+    asyncio.get_running_loop().set_exception_handler(logs.loop_exception_handler)
     personas = PersonaLibrary.load(settings.prompts.directory, settings.prompts.default_persona)
     app = App(settings=settings, personas=personas)
     web = WebSocketServer(app)
@@ -130,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     # faster-whisper logs every call at INFO.
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)
+    # Above DEBUG, no exception text (it may quote the conversation) reaches the log.
+    logs.redact_handlers()
 
     if args.command == "serve":
         try:

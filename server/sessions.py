@@ -22,6 +22,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Protocol
 
 from server.errors import ChinwagError, ErrorCode
+from server.logs import log_failure
 
 if TYPE_CHECKING:
     from server.config import LimitsSettings
@@ -120,13 +121,13 @@ class SessionHub:
         for observer in tuple(self._observers):
             try:
                 observer.on_event(session, event)
-            except Exception:  # one broken observer must not break the session or the others
-                log.exception("observer %r failed on %s", observer, event.type)
+            except Exception as exc:  # one broken observer must not break the others
+                log_failure(log, "observer %r failed on %s", exc, observer, event.type)
 
     def notify_state(self, session: Session, previous: SessionState, state: SessionState) -> None:
         """Called by the session when its state changes."""
         for observer in tuple(self._observers):
             try:
                 observer.on_state(session, previous, state)
-            except Exception:
-                log.exception("observer %r failed on state %s", observer, state)
+            except Exception as exc:
+                log_failure(log, "observer %r failed on state %s", exc, observer, state)

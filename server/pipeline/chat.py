@@ -141,11 +141,15 @@ class ChatRunner:
             # waiting for that (milliseconds) keeps its counts.
             cancel.set()
             if not job.cancel():
-                await asyncio.shield(asyncio.wait([asyncio.wrap_future(job)]))
+                waiter = asyncio.wrap_future(job)
+                # Retrieved, else asyncio logs "exception was never retrieved" with its repr,
+                # which quotes the prompt (a UnicodeEncodeError carries the whole string).
+                waiter.add_done_callback(_consume_result)
+                await asyncio.shield(asyncio.wait([waiter]))
                 job.add_done_callback(_consume_result)
             raise
 
 
-def _consume_result(job: Future[Any]) -> None:
+def _consume_result(job: Future[Any] | asyncio.Future[Any]) -> None:
     if not job.cancelled() and job.exception() is not None:
         log.debug("abandoned generation failed: %r", job.exception())

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from server.errors import ChinwagError, ErrorCode
+from server.logs import log_failure
 from server.metrics import Metrics
 from server.pipeline.chat import ChatOutcome, ChatRunner
 from server.pipeline.conversation import Conversation
@@ -112,8 +113,8 @@ class Responder:
                 self._conversation.add("user", transcript.text, utterance.id)
         except asyncio.CancelledError:
             raise  # before the reply began nothing was started; the reply closes its own
-        except Exception:
-            self._log.exception(LOG_FAILURE, "voice turn", utterance.id)
+        except Exception as exc:
+            log_failure(self._log, LOG_FAILURE, exc, "voice turn", utterance.id)
             await self.send_error(
                 out,
                 ChinwagError(ErrorCode.INTERNAL_ERROR, "transcription failed; see the server log"),
@@ -192,8 +193,8 @@ class Responder:
             status, cancelled = "cancelled", exc
         except ChinwagError as exc:
             await self.send_error(out, exc, "user.message")
-        except Exception:
-            self._log.exception(LOG_FAILURE, "reply", reply_id)
+        except Exception as exc:
+            log_failure(self._log, LOG_FAILURE, exc, "reply", reply_id)
             await self.send_error(
                 out,
                 ChinwagError(ErrorCode.INTERNAL_ERROR, "the reply failed; see the server log"),

@@ -8,6 +8,7 @@ into the text frame to send. See docs/protocol.md for the wire format with examp
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
@@ -131,7 +132,36 @@ def decode_client_message(frame: str | bytes, max_text_chars: int) -> ClientMess
         raise ChinwagError(ErrorCode.INVALID_JSON, f"not valid JSON: {exc.msg}") from exc
     if not isinstance(data, dict):
         raise ChinwagError(ErrorCode.INVALID_MESSAGE, "a message must be a JSON object")
+    if lone_surrogate(frame, data):
+        raise ChinwagError(ErrorCode.INVALID_JSON, LONE_SURROGATE)
     return validate_client_message(data, max_text_chars)
+
+
+# JSON may escape a UTF-16 surrogate ("\ud800") with no partner: Python decodes it to a str
+# that is not text and fails wherever it is encoded (the model's tokenizer, a log file).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+LONE_SURROGATE = "not valid JSON text: a \\u escape of a lone UTF-16 surrogate (U+D800-U+DFFF)"
+
+
+def lone_surrogate(text: str, data: object) -> bool:
+    """Whether JSON `text`, decoded to `data`, holds a lone surrogate in any key or value
+    (every transport checks its JSON with this)."""
+    if not _SURROGATE_ESCAPE.search(text):
+        return False
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def validate_client_message(data: dict[str, Any], max_text_chars: int) -> ClientMessage:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server.errors import ChinwagError, ChinwagException
-from server.protocol.native import check_frame_size
+from server.protocol.native import LONE_SURROGATE, check_frame_size, lone_surrogate
 
 RATE = 24000  # the only audio/pcm rate the Realtime API defines
 
@@ -70,6 +70,8 @@ def decode_client_event(frame: str | bytes, max_bytes: int | None = None) -> dic
         raise RealtimeError("invalid_json", f"not valid JSON: {exc.msg}") from exc
     if not isinstance(event, dict):
         raise RealtimeError("invalid_event", "an event must be a JSON object")
+    if lone_surrogate(frame, event):
+        raise RealtimeError("invalid_json", LONE_SURROGATE)
     event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
     kind = event.get("type")
     if not isinstance(kind, str):

@@ -25,6 +25,7 @@ import aiomqtt
 from server.app import App
 from server.config import MqttSettings
 from server.errors import ChinwagError, ErrorCode
+from server.logs import log_failure
 from server.pipeline.session import Session
 from server.protocol import mqtt as wire
 from server.protocol import native as proto
@@ -262,8 +263,8 @@ class MqttBridge:
                 except aiomqtt.MqttError as exc:
                     level = logging.WARNING if self.connections != before else logging.INFO
                     log.log(level, "MQTT broker %s: %s", where, exc)
-                except Exception:
-                    log.exception("MQTT bridge failed; reconnecting")
+                except Exception as exc:
+                    log_failure(log, "MQTT bridge failed; reconnecting", exc)
                 if self.connections != before:
                     delay = INITIAL_BACKOFF_S  # it was up: the first retry comes quickly
                 wait = delay * random.uniform(0.8, 1.0)  # jitter: many bridges, one broker
@@ -320,8 +321,8 @@ class MqttBridge:
         async for message in client.messages:
             try:
                 await self._dispatch(message)
-            except Exception:  # one bad message must never stop the bridge
-                log.exception("MQTT: handling a message on %s failed", message.topic.value)
+            except Exception as exc:  # one bad message must never stop the bridge
+                log_failure(log, "MQTT: handling a message on %s failed", exc, message.topic.value)
 
     # --- commands --------------------------------------------------------------------------
 
