@@ -12,7 +12,7 @@ APT_PACKAGES := mosquitto mosquitto-clients chromium strace
 # runs on any x86-64 CPU of the last ten years (the flags are ignored on other architectures).
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: setup run test test-fast bench bench-levers lint system-deps models clean
+.PHONY: setup run test test-slow test-fast bench bench-levers lint system-deps models clean
 
 setup: system-deps $(STAMP) models
 
@@ -40,11 +40,16 @@ models: $(STAMP)
 run: setup
 	$(BIN)/chinwag serve
 
+# Every test but the slowest end-to-end ones (marked `slow`), which CI runs with test-slow.
 test: setup
-	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest -q
+	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest -q -m "not slow"
 
+test-slow: setup
+	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest -q -m slow
+
+# Unit tests only, on fakes: no model weights needed, a few seconds.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q tests/unit
+	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest -q tests/unit -m "not models"
 
 bench: setup
 	$(BIN)/python -m bench.text_latency
@@ -57,7 +62,7 @@ bench-levers: setup
 lint: $(STAMP)
 	$(BIN)/ruff check server clients tests bench
 	$(BIN)/ruff format --check server clients tests bench
-	$(BIN)/mypy server clients bench
+	$(BIN)/mypy server clients bench tests
 
 clean:
 	rm -rf $(VENV) models/*/

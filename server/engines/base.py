@@ -10,9 +10,22 @@ from typing import Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from server.errors import ChinwagException
 from server.prompts import GenerationSettings
 
 Role = Literal["system", "user", "assistant"]
+
+
+class EngineError(ChinwagException):
+    """An engine cannot do what it was asked; the pipeline says what that means to a client."""
+
+
+class PromptTooLong(EngineError):
+    """The prompt leaves no room in the model's context for a reply."""
+
+
+class UnsupportedAudio(EngineError):
+    """Audio in a shape the engine does not take (e.g. more than one channel)."""
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,7 @@ from faster_whisper import WhisperModel
 from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_suppressed_tokens
 
-from server.engines.base import Float32Audio, Transcript
-from server.errors import ChinwagError, ErrorCode
+from server.engines.base import Float32Audio, Transcript, UnsupportedAudio
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +79,7 @@ class WhisperTranscriber:
         """Transcribe one utterance of mono 16 kHz float32 audio."""
         audio = np.asarray(audio, dtype=np.float32)
         if audio.ndim != 1:
-            raise ChinwagError(ErrorCode.INVALID_AUDIO_FORMAT, "audio must be mono")
+            raise UnsupportedAudio("audio must be mono")
         audio_s = audio.size / SAMPLE_RATE
         if audio.size < _MIN_SAMPLES:
             return Transcript("", self._language or "en", 1.0, 0.0, audio_s)

@@ -17,8 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from server.engines.base import ChatMessage, GenerationStats
-from server.errors import ChinwagError, ErrorCode
+from server.engines.base import ChatMessage, GenerationStats, PromptTooLong
 from server.prompts import GenerationSettings
 
 log = logging.getLogger(__name__)
@@ -177,9 +176,8 @@ class LlamaCppChatModel:
         tokens, stop = self._prompt(messages)
         room = self.context_size - len(tokens)
         if room < 1:
-            raise ChinwagError(
-                ErrorCode.CONTEXT_OVERFLOW,
-                f"the prompt takes {len(tokens)} tokens; the context holds {self.context_size}",
+            raise PromptTooLong(
+                f"the prompt takes {len(tokens)} tokens; the context holds {self.context_size}"
             )
         cached = self.cached_prefix(tokens)
         sampled = 0

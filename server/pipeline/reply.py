@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from server.engines.base import PromptTooLong, UnsupportedAudio
 from server.errors import ChinwagError, ErrorCode
 from server.logs import log_failure
 from server.metrics import Metrics
@@ -113,6 +114,10 @@ class Responder:
                 self._conversation.add("user", transcript.text, utterance.id)
         except asyncio.CancelledError:
             raise  # before the reply began nothing was started; the reply closes its own
+        except UnsupportedAudio as exc:
+            await self.send_error(
+                out, ChinwagError(ErrorCode.INVALID_AUDIO_FORMAT, str(exc)), "audio"
+            )
         except Exception as exc:
             log_failure(self._log, LOG_FAILURE, exc, "voice turn", utterance.id)
             await self.send_error(
@@ -193,6 +198,10 @@ class Responder:
             status, cancelled = "cancelled", exc
         except ChinwagError as exc:
             await self.send_error(out, exc, "user.message")
+        except PromptTooLong as exc:
+            await self.send_error(
+                out, ChinwagError(ErrorCode.CONTEXT_OVERFLOW, str(exc)), "user.message"
+            )
         except Exception as exc:
             log_failure(self._log, LOG_FAILURE, exc, "reply", reply_id)
             await self.send_error(

@@ -233,7 +233,7 @@ async def test_bad_events_get_errors_and_the_connection_lives(
     await conn.send({"type": "conversation.dance"})  # type: ignore[arg-type]
     error = await until(conn, "error")
     assert error.error.code == "invalid_event_type" and error.error.param == "type"
-    await conn.send({"type": "input_audio_buffer.append", "audio": "%%%", "event_id": "e9"})  # type: ignore[arg-type]
+    await conn.send({"type": "input_audio_buffer.append", "audio": "%%%", "event_id": "e9"})
     error = await until(conn, "error")
     assert error.error.code == "invalid_value" and error.error.event_id == "e9"
     await conn.session.update(

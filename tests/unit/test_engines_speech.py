@@ -76,6 +76,7 @@ def piper() -> PiperSynthesizer:
     return synthesizer
 
 
+@pytest.mark.models
 def test_engines_satisfy_the_protocols(
     whisper: WhisperTranscriber, piper: PiperSynthesizer
 ) -> None:

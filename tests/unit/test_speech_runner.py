@@ -3,9 +3,8 @@ import threading
 
 import numpy as np
 
-from server.audio.vad import SileroVad
 from server.engines.base import Float32Audio, Transcript
-from server.engines.fakes import FakeSynthesizer, FakeTranscriber
+from server.engines.fakes import FakeSynthesizer, FakeTranscriber, FakeVad
 from server.pipeline.priority import CpuPriority
 from server.pipeline.speech import SpeechRunner
 
@@ -29,7 +28,7 @@ class BlockingPartials(FakeTranscriber):
 async def test_a_partial_in_progress_never_holds_up_a_turns_transcription() -> None:
     priority = CpuPriority()
     transcriber = BlockingPartials(priority)
-    runner = SpeechRunner(transcriber, FakeSynthesizer(), SileroVad.load(), priority=priority)
+    runner = SpeechRunner(transcriber, FakeSynthesizer(), FakeVad(), priority=priority)
     try:
         partial = asyncio.create_task(runner.transcribe_partial(np.zeros(PARTIAL, np.float32)))
         await asyncio.sleep(0.05)
@@ -56,7 +55,7 @@ async def test_only_a_first_phrase_is_urgent() -> None:
             seen.append(priority.busy)
             yield from super().synthesize(text)
 
-    runner = SpeechRunner(FakeTranscriber(), Watching(), SileroVad.load(), priority=priority)
+    runner = SpeechRunner(FakeTranscriber(), Watching(), FakeVad(), priority=priority)
     try:
         await runner.synthesize("First words", urgent=True)
         await runner.synthesize("and the rest.")
