@@ -150,50 +150,38 @@ def test_a_served_conversation_makes_no_outbound_connection(tmp_path: Path) -> N
     assert problems == [], "\n".join(problems)
 
 
+def inet(port: int, address: str, call: str = "connect") -> str:
+    return f'12 {call}(5, {{sa_family=AF_INET, sin_port=htons({port}), sin_addr=inet_addr("{address}")}}, 16) = 0'  # noqa: E501
+
+
+def inet6(port: int, address: str) -> str:
+    return (
+        f"12 connect(5, {{sa_family=AF_INET6, sin6_port=htons({port}), sin6_flowinfo=htonl(0), "
+        f'inet_pton(AF_INET6, "{address}", &sin6_addr), sin6_scope_id=0}}, 28) = 0'
+    )
+
+
+def unix(path: str) -> str:
+    return f'12 connect(3, {{sa_family=AF_UNIX, sun_path="{path}"}}, 110) = -1 ENOENT'
+
+
 @pytest.mark.parametrize(
     ("line", "leaves"),
     [
-        (
-            '12 connect(5, {sa_family=AF_INET, sin_port=htons(53), sin_addr=inet_addr("10.0.0.53")}, 16) = 0',
-            True,
-        ),  # noqa: E501
-        (
-            '12 connect(5, {sa_family=AF_INET, sin_port=htons(53), sin_addr=inet_addr("127.0.0.53")}, 16) = 0',
-            True,
-        ),  # noqa: E501
-        (
-            '12 connect(5, {sa_family=AF_INET, sin_port=htons(443), sin_addr=inet_addr("20.42.65.92")}, 16) = -1',
-            True,
-        ),  # noqa: E501
-        (
-            '12 connect(5, {sa_family=AF_INET6, sin6_port=htons(443), sin6_flowinfo=htonl(0), inet_pton(AF_INET6, "2603:1030::1", &sin6_addr), sin6_scope_id=0}, 28) = 0',
-            True,
-        ),  # noqa: E501
-        (
-            '12 connect(3, {sa_family=AF_UNIX, sun_path="/var/run/nscd/socket"}, 110) = -1 ENOENT',
-            True,
-        ),  # noqa: E501
-        (
-            '12 connect(3, {sa_family=AF_UNIX, sun_path="/run/systemd/resolve/io.systemd.Resolve"}, 110) = 0',
-            True,
-        ),  # noqa: E501
-        (
-            '12 connect(5, {sa_family=AF_INET, sin_port=htons(8765), sin_addr=inet_addr("127.0.0.1")}, 16) = 0',
-            False,
-        ),  # noqa: E501
-        (
-            '12 connect(5, {sa_family=AF_INET6, sin6_port=htons(80), sin6_flowinfo=htonl(0), inet_pton(AF_INET6, "::1", &sin6_addr), sin6_scope_id=0}, 28) = 0',
-            False,
-        ),  # noqa: E501
-        (
-            '12 sendto(4, "\\x14\\x00", 20, 0, {sa_family=AF_NETLINK, nl_pid=0, nl_groups=00000000}, 12) = 20',
-            False,
-        ),  # noqa: E501
+        (inet(53, "10.0.0.53"), True),
+        (inet(53, "127.0.0.53"), True),  # a local stub resolver is a lookup too
+        (inet(443, "20.42.65.92"), True),
+        (inet(443, "20.42.65.92", "sendto"), True),
+        (inet6(443, "2603:1030::1"), True),
+        (unix("/var/run/nscd/socket"), True),
+        (unix("/run/systemd/resolve/io.systemd.Resolve"), True),
+        (inet(8765, "127.0.0.1"), False),
+        (inet6(80, "::1"), False),
+        (unix("/tmp/.X11-unix/X0"), False),
+        ('12 sendto(4, "\\x14", 20, 0, {sa_family=AF_NETLINK, nl_pid=0}, 12) = 20', False),
         ('12 sendto(7, "x", 1, 0, NULL, 0) = 1', False),
-        (
-            '12 accept4(6, {sa_family=AF_INET, sin_port=htons(40000), sin_addr=inet_addr("127.0.0.1")}, [16], SOCK_CLOEXEC) = 9',
-            False,
-        ),  # noqa: E501
+        (inet(40000, "127.0.0.1", "accept4"), False),
+        (inet(40000, "10.1.1.1", "accept4"), False),  # accepted, not initiated
     ],
 )
 def test_the_trace_check_tells_outbound_from_local(line: str, leaves: bool) -> None:
