@@ -8,12 +8,18 @@ Routes:
   GET /metrics         Prometheus text format
   WS  / or /ws         the native protocol (docs/protocol.md)
   WS  /v1/realtime     the OpenAI Realtime protocol (docs/realtime.md)
-  GET /, /<file>       the web chat widget and demo page (clients/web/)
+  GET /widget/check    whether a page's WebSocket would be admitted (Origin, token), and the
+                       text limits: the widget asks after a refused handshake, which a
+                       browser cannot read
+  GET /, /<file>       the web chat widget and demo page (clients/web/): ETag validation
+                       (304), gzip when accepted
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gzip
+import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -52,16 +58,27 @@ CONTENT_TYPES = {
     ".json": "application/json",
     ".wav": "audio/wav",
 }
+WIDGET_CHECK_PATH = "/widget/check"
+# Static files: cached in memory with their gzip form (files up to STATIC_CACHE_MAX_BYTES,
+# STATIC_CACHE_FILES of them at most); browsers may keep them but revalidate (ETag -> 304).
+STATIC_CACHE_CONTROL = "no-cache"
+GZIP_SUFFIXES = frozenset({".html", ".js", ".css", ".svg", ".json"})
+STATIC_CACHE_FILES = 64
+STATIC_CACHE_MAX_BYTES = 1 << 20
 
 
 def http_response(
-    status: HTTPStatus, body: bytes, content_type: str, extra: list[tuple[str, str]] | None = None
+    status: HTTPStatus,
+    body: bytes,
+    content_type: str,
+    extra: list[tuple[str, str]] | None = None,
+    cache: str = "no-store",
 ) -> Response:
     headers = Headers(
         [
             ("Content-Type", content_type),
             ("Content-Length", str(len(body))),
-            ("Cache-Control", "no-store"),
+            ("Cache-Control", cache),
             *(extra or []),
         ]
     )
@@ -98,6 +115,81 @@ def static_file(path: str) -> Path | None:
     if not candidate.is_relative_to(STATIC_DIR.resolve()) or not candidate.is_file():
         return None
     return candidate if candidate.suffix in CONTENT_TYPES else None
+
+
+@dataclasses.dataclass(frozen=True)
+class StaticEntry:
+    stamp: tuple[int, int]  # (mtime_ns, size): a changed file is read again
+    body: bytes
+    gzipped: bytes | None  # None: not worth compressing
+    etag: str
+
+
+_static_cache: dict[Path, StaticEntry] = {}
+
+
+def static_entry(path: Path) -> StaticEntry:
+    """The file's bytes, gzip form and ETag, computed once per version of the file."""
+    stat = path.stat()
+    stamp = (stat.st_mtime_ns, stat.st_size)
+    entry = _static_cache.get(path)
+    if entry is not None and entry.stamp == stamp:
+        return entry
+    body = path.read_bytes()
+    gzipped = None
+    if path.suffix in GZIP_SUFFIXES and 256 < len(body) <= STATIC_CACHE_MAX_BYTES:
+        packed = gzip.compress(body, compresslevel=9, mtime=0)
+        gzipped = packed if len(packed) < len(body) else None
+    entry = StaticEntry(stamp, body, gzipped, '"' + hashlib.sha256(body).hexdigest()[:24] + '"')
+    if len(body) <= STATIC_CACHE_MAX_BYTES:
+        _static_cache.pop(path, None)
+        while len(_static_cache) >= STATIC_CACHE_FILES:
+            del _static_cache[next(iter(_static_cache))]  # the oldest
+        _static_cache[path] = entry
+    return entry
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding value accepts gzip (an explicit entry beats "*"; q=0 refuses)."""
+    found: dict[str, bool] = {}
+    for part in accept_encoding.split(","):
+        name, *params = (p.strip() for p in part.split(";"))
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        found.setdefault(name.lower(), q > 0)
+    return found.get("gzip", found.get("*", False))
+
+
+def etag_matches(if_none_match: str, etags: tuple[str, ...]) -> bool:
+    tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+    return any(t == "*" or t in etags for t in tags)
+
+
+def static_response(path: Path, headers: Headers) -> Response:
+    """200 with the file (gzip when accepted and smaller), or 304 when the client's copy is it."""
+    entry = static_entry(path)
+    gzip_etag = entry.etag[:-1] + '-gz"'
+    use_gzip = entry.gzipped is not None and accepts_gzip(headers.get("Accept-Encoding", ""))
+    common = [
+        ("Cache-Control", STATIC_CACHE_CONTROL),
+        ("ETag", gzip_etag if use_gzip else entry.etag),
+        ("Vary", "Accept-Encoding"),
+        # Public files: lets pages on other origins load the widget's worklet module.
+        ("Access-Control-Allow-Origin", "*"),
+    ]
+    if etag_matches(headers.get("If-None-Match", ""), (entry.etag, gzip_etag)):
+        return Response(HTTPStatus.NOT_MODIFIED.value, "Not Modified", Headers(common), b"")
+    body = entry.gzipped if use_gzip and entry.gzipped is not None else entry.body
+    extra = [*common[1:], *([("Content-Encoding", "gzip")] if use_gzip else [])]
+    return http_response(
+        HTTPStatus.OK, body, CONTENT_TYPES[path.suffix], extra, cache=STATIC_CACHE_CONTROL
+    )
 
 
 class WebSocketServer:
@@ -145,6 +237,29 @@ class WebSocketServer:
             return http_response(
                 HTTPStatus.OK, self.app.metrics.render(), "text/plain; version=0.0.4; charset=utf-8"
             )
+        if path == WIDGET_CHECK_PATH:
+            # What a browser cannot read from a refused WebSocket handshake: the same Origin
+            # and token checks, answered to any page (CORS), with the limits the widget shows.
+            cors = [("Access-Control-Allow-Origin", "*")]
+            if refusal := security.check_upgrade(server, request.headers, request.path):
+                response = refusal_response(refusal)
+                response.headers.update(cors)
+                return response
+            limits = self.app.settings.limits
+            return http_response(
+                HTTPStatus.OK,
+                json.dumps(
+                    {
+                        "ok": True,
+                        "limits": {
+                            "max_text_chars": limits.max_text_chars,
+                            "max_message_bytes": limits.max_message_bytes,
+                        },
+                    }
+                ).encode(),
+                "application/json",
+                cors,
+            )
         if upgrade and path in ENDPOINTS:
             if refusal := security.check_upgrade(server, request.headers, request.path):
                 return refusal_response(refusal)  # another page's Origin, no valid token
@@ -153,10 +268,7 @@ class WebSocketServer:
                 return error_response(HTTPStatus.SERVICE_UNAVAILABLE, full.code, full.message)
             return None
         if not upgrade and (found := static_file(path)):
-            body = found.read_bytes()
-            # Public files: lets pages on other origins load the widget's worklet module.
-            cors = [("Access-Control-Allow-Origin", "*")]
-            return http_response(HTTPStatus.OK, body, CONTENT_TYPES[found.suffix], cors)
+            return static_response(found, request.headers)
         return error_response(HTTPStatus.NOT_FOUND, ErrorCode.NOT_FOUND, f"no route {path}")
 
     async def _handle(self, connection: ServerConnection) -> None:
