@@ -52,16 +52,26 @@ def median(values: list[float]) -> float:
 
 
 @contextlib.contextmanager
-def server_process(*extra: str) -> Iterator[int]:
-    """`chinwag serve` on a free loopback port, in its own process; yields the port."""
+def server_process(*extra: str, checkout: Path | None = None) -> Iterator[int]:
+    """`chinwag serve` on a free loopback port, in its own process; yields the port.
+
+    checkout: run the server package of another source tree (e.g. a `git worktree` of an
+    older commit) with this environment's packages, to compare two versions in one run."""
     with tempfile.TemporaryDirectory() as tmp:
         ready = Path(tmp) / "port"
+        env = None
+        if checkout is not None:
+            # `python -m server` finds the package in the working directory before the
+            # editable install of this checkout.
+            env = {**os.environ, "PYTHONPATH": str(checkout.resolve())}
         proc = subprocess.Popen(
             [sys.executable, "-m", "server", "serve", "--port", "0", "--ready-file", str(ready),
              *extra],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            cwd=checkout,
+            env=env,
         )  # fmt: skip
         try:
             deadline = time.monotonic() + 300

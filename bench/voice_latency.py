@@ -200,6 +200,12 @@ def main() -> None:
         help="a second server config, run alternately with the first in the same run",
     )
     parser.add_argument(
+        "--compare-checkout",
+        type=Path,
+        help="another source tree (a git worktree of an older commit), its server run "
+        "alternately with this one in the same run",
+    )
+    parser.add_argument(
         "--realtime",
         action="store_true",
         help="also stream each recording to the first server over /v1/realtime",
@@ -209,7 +215,7 @@ def main() -> None:
     naive = Naive(settings.vad.silence_ms)
     recs = recordings()
     rows: dict[str, list[dict[str, Any]]] = {"server": [], "naive": []}
-    if args.compare:
+    if args.compare or args.compare_checkout:
         rows["compare"] = []
     if args.realtime:
         rows["realtime"] = []
@@ -219,6 +225,10 @@ def main() -> None:
         ports = {"server": port}
         if args.compare:
             ports["compare"] = stack.enter_context(server_process("--config", str(args.compare)))
+        elif args.compare_checkout:
+            ports["compare"] = stack.enter_context(
+                server_process(*extra, checkout=args.compare_checkout)
+            )
         for p in ports.values():
             asyncio.run(through_server(p, recs[0].path))  # untimed warm-up turn
         for _ in range(args.rounds):
@@ -233,8 +243,8 @@ def main() -> None:
     for name, samples in rows.items():
         summary[name]["wer"] = round(wer(references, [s["transcript"] for s in samples]), 4)
     ratio = summary["server"]["first_audio_ms_p50"] / summary["naive"]["first_audio_ms_p50"]
-    if args.compare:
-        summary["compare"]["config"] = str(args.compare)
+    if args.compare or args.compare_checkout:
+        summary["compare"]["config"] = str(args.compare or args.compare_checkout)
         summary["compare"]["ratio_over_server_p50"] = round(
             summary["compare"]["first_audio_ms_p50"] / summary["server"]["first_audio_ms_p50"], 3
         )
@@ -269,9 +279,9 @@ def main() -> None:
             f"{s['wer']:>6.3f}  {stages}"
         )
     print(f"ratio server/naive (p50): {ratio:.2f}")
-    if args.compare:
+    if args.compare or args.compare_checkout:
         print(
-            f"compare = {args.compare}: compare/server (p50) "
+            f"compare = {args.compare or args.compare_checkout}: compare/server (p50) "
             f"{summary['compare']['ratio_over_server_p50']:.2f}"
         )
     draw_waterfall(summary, result["hardware"], args.label, args.chart)
