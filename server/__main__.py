@@ -33,6 +33,8 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {"server": server} if server else {}
     if args.mqtt is not None:
         overrides["mqtt"] = {"url": args.mqtt}
+    if args.wyoming is not None:
+        overrides["wyoming"] = {"uri": args.wyoming}
     if args.model is not None:
         overrides["llm"] = {"model_path": str(Path(args.model).resolve())}
     return overrides | _models_dir_override(args)
@@ -70,6 +72,15 @@ async def serve(settings: Settings, ready_file: Path | None = None) -> None:
 
         # Runs (and reconnects) on its own; a broker that is down does not stop the server.
         bridge = asyncio.create_task(MqttBridge(app, settings.mqtt).run(), name="mqtt")
+    wyoming = None
+    if settings.wyoming.uri:
+        from server.protocol.wyoming import parse_tcp_uri
+        from server.transports.wyoming import WyomingServer
+
+        # Home Assistant's speech services and conversation agent; `describe` is answered
+        # while the models load.
+        wyoming = WyomingServer(app, settings.wyoming)
+        await wyoming.start(*parse_tcp_uri(settings.wyoming.uri))
     try:
         loading = asyncio.create_task(load_into(app))
         done, _ = await asyncio.wait(
@@ -86,6 +97,8 @@ async def serve(settings: Settings, ready_file: Path | None = None) -> None:
         if bridge is not None:
             bridge.cancel()
             await asyncio.gather(bridge, return_exceptions=True)
+        if wyoming is not None:
+            await wyoming.close()
         await web.close()
         app.close()
 
@@ -103,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--models-dir", type=Path, help=MODELS_DIR_HELP)
     p_serve.add_argument("--token", help="require this token from clients")
     p_serve.add_argument("--mqtt", metavar="URL", help="join this MQTT broker (mqtt://HOST:PORT)")
+    p_serve.add_argument(
+        "--wyoming", metavar="URI", help="serve Home Assistant's Wyoming protocol (tcp://HOST:PORT)"
+    )
     p_serve.add_argument("--print-config", action="store_true", help="print settings and exit")
     p_serve.add_argument("--ready-file", type=Path, help="write the port here once ready")
 

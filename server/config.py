@@ -28,6 +28,7 @@ from server import IS_CHECKOUT, PROJECT_ROOT, PROMPTS_DIR
 # Defined in server.errors with the other exceptions (pure modules raise it too).
 from server.errors import ConfigError as ConfigError
 from server.protocol.mqtt import parse_broker_url
+from server.protocol.wyoming import parse_tcp_uri
 
 
 def default_models_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -176,6 +177,36 @@ class MqttSettings(_Group):
         return prefix
 
 
+class WyomingSettings(_Group):
+    """The Wyoming server for Home Assistant (docs/home-assistant.md); off unless `uri` is set
+    (tcp://HOST:PORT; 10300 is Wyoming's usual port)."""
+
+    uri: str | None = None
+    # Announce the server on the local network (mDNS `_wyoming._tcp.local.`), so that Home
+    # Assistant discovers it; only useful when `uri` binds an address others can reach.
+    zeroconf: bool = False
+    zeroconf_name: str = "chinwag"
+    # Speech-to-text: Home Assistant's own VAD ends the audio (requires_external_vad). With
+    # use_vad, chinwag's VAD ends the turn and the transcript is sent at once.
+    use_vad: bool = False
+    # The conversation agent's persona (prompts/); none: [prompts] default_persona.
+    persona: str | None = "smart_home"
+    # Conversations (by Home Assistant's conversation_id) kept, and how long one is kept idle.
+    max_conversations: int = Field(16, ge=1, le=1024)
+    conversation_idle_s: float = Field(300.0, gt=0.0)
+    # Audio one speech-to-text request may send; beyond it the request fails.
+    max_audio_s: float = Field(60.0, gt=0.0, le=600.0)
+    # Largest event (header, data and payload) read from a client.
+    max_event_bytes: int = Field(1024 * 1024, ge=4096)
+
+    @field_validator("uri")
+    @classmethod
+    def _check_uri(cls, uri: str | None) -> str | None:
+        if uri is not None:
+            parse_tcp_uri(uri)  # ValueError: checked at load time
+        return uri
+
+
 class ModelsSettings(_Group):
     # Where `chinwag models fetch` puts the default weights and where the default model paths
     # point; an explicit [llm] model_path, [asr] model_path or [tts] voice_path wins.
@@ -203,6 +234,7 @@ class Settings(_Group):
     tts: TtsSettings = TtsSettings()
     vad: VadSettings = VadSettings()
     mqtt: MqttSettings = MqttSettings()
+    wyoming: WyomingSettings = WyomingSettings()
     prompts: PromptSettings = PromptSettings()
 
     @model_validator(mode="after")

@@ -28,6 +28,8 @@ class ErrorCode(StrEnum):
     AUDIO_NOT_STARTED = "audio_not_started"
     INVALID_AUDIO_FORMAT = "invalid_audio_format"
     UTTERANCE_TOO_LONG = "utterance_too_long"
+    # Speech output.
+    UNKNOWN_VOICE = "unknown_voice"  # a voice this server does not have (Wyoming)
     # Server-side conditions.
     CONTEXT_OVERFLOW = "context_overflow"
     TOO_MANY_SESSIONS = "too_many_sessions"
