@@ -55,6 +55,11 @@ bench: setup
 	$(BIN)/python -m bench.text_latency
 	$(BIN)/python -m bench.voice_latency
 
+# The Wyoming server against wyoming-faster-whisper and wyoming-piper on the same model files
+# (docs/performance.md, docs/home-assistant.md); writes bench/results-wyoming.json.
+bench-wyoming: setup
+	$(BIN)/python -m bench.wyoming_latency
+
 # The voice benchmark once per latency lever (bench/levers/*.toml); see docs/performance.md.
 bench-levers: setup
 	bench/levers.sh
