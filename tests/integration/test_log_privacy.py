@@ -101,7 +101,7 @@ async def test_a_failing_reply_is_logged_without_the_conversation(
     engines: Engines, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    running = await start_server(make_settings(), replace(engines, chat=FailingChat(engines.chat)))  # type: ignore[arg-type]
+    running = await start_server(make_settings(), replace(engines, chat=FailingChat(engines.chat)))
     try:
         async with connect(running.url) as ws:
             client = Client(ws)

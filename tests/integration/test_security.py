@@ -69,7 +69,7 @@ def upgrade_headers(host: str, origin: str | None = None) -> dict[str, str]:
     return headers
 
 
-def error_code(body: bytes) -> str:
+def error_code(body: bytes | bytearray) -> str:
     error: dict[str, Any] = json.loads(body)["error"]
     assert error["message"]
     return str(error["code"])
