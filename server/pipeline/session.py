@@ -117,12 +117,16 @@ class Session:
     # --- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Wait for the models, then greet the client with `session.started`."""
+        """Wait for the models, then greet the client with `session.started`.
+
+        Cancelled: nothing was sent; the transport still calls close()."""
         await self.app.ready.wait()
         await self.emit(self._started_event())
 
     async def close(self) -> None:
-        """End every task of the session; the turn in progress reports its end first."""
+        """End every task of the session; the turn in progress reports its end first.
+
+        Idempotent: cancelled part-way, call it again."""
         # The microphone first: it is what starts speculations and turns.
         await self.listener.close()
         await self.turns.discard_speculation()
@@ -186,14 +190,19 @@ class Session:
     # --- input -------------------------------------------------------------------------
 
     async def handle(self, message: proto.ClientMessage) -> None:
-        """Act on one client message. Errors become `error` events; the session goes on."""
+        """Act on one client message. Errors become `error` events; the session goes on.
+
+        Cancelled: the change it was making is complete or not begun; a turn it started
+        runs on (cancel that with cancel_turn)."""
         try:
             await self._dispatch(message)
         except ChinwagError as exc:
             await self.send_error(exc, source=message.type)
 
     async def handle_audio(self, frame: bytes) -> None:
-        """One binary frame of microphone PCM. Waits while the VAD is behind."""
+        """One binary frame of microphone PCM. Waits while the VAD is behind (backpressure).
+
+        Cancelled: the frame is dropped; the stream stays open."""
         try:
             await self.listener.push(frame)
         except ChinwagError as exc:
@@ -259,13 +268,17 @@ class Session:
     # --- conversation editing (used by the OpenAI Realtime transport) ------------------
 
     async def cancel_turn(self) -> bool:
-        """Cancel the turn in progress and wait until its closing events are out."""
+        """Cancel the turn in progress and wait until its closing events are out.
+
+        Cancelled: the turn is cancelled all the same; its closing events follow."""
         return await self.turns.cancel()
 
     async def respond(
         self, *, speak: bool, sample_rate: int | None = None, instructions: str | None = None
     ) -> None:
-        """Answer the conversation as it stands, once pending transcriptions have joined it."""
+        """Answer the conversation as it stands, once pending transcriptions have joined it.
+
+        Cancelled while transcriptions are pending: no reply starts."""
         if self._pending_input:
             await asyncio.gather(*self._pending_input, return_exceptions=True)
         await self.turns.start(
