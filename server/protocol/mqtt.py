@@ -121,13 +121,9 @@ def hermes_play_bytes(site: str, request_id: str) -> str:
 def json_object(payload: bytes) -> dict[str, Any]:
     try:
         text = payload.decode("utf-8")
-        data = json.loads(text)
     except UnicodeDecodeError as exc:
         raise ChinwagError(ErrorCode.INVALID_MESSAGE, "the payload is not UTF-8 text") from exc
-    except json.JSONDecodeError as exc:
-        raise ChinwagError(ErrorCode.INVALID_JSON, f"not valid JSON: {exc.msg}") from exc
-    if proto.lone_surrogate(text, data):
-        raise ChinwagError(ErrorCode.INVALID_JSON, proto.LONE_SURROGATE)
+    data = proto.parse_json(text)  # ChinwagError(INVALID_JSON) for any bad JSON
     if not isinstance(data, dict):
         raise ChinwagError(ErrorCode.INVALID_MESSAGE, "the payload must be a JSON object")
     return data

@@ -13,8 +13,16 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from server.errors import ChinwagError, ChinwagException
-from server.protocol.native import LONE_SURROGATE, check_frame_size, lone_surrogate
+from server.protocol.native import (
+    AudioStart,
+    VadOptions,
+    check_frame_size,
+    check_json_value,
+    loads_json,
+)
 
 RATE = 24000  # the only audio/pcm rate the Realtime API defines
 
@@ -65,14 +73,16 @@ def decode_client_event(frame: str | bytes, max_bytes: int | None = None) -> dic
     if isinstance(frame, bytes):
         raise RealtimeError("invalid_event", "binary frames are not part of the Realtime protocol")
     try:
-        event = json.loads(frame)
-    except json.JSONDecodeError as exc:
-        raise RealtimeError("invalid_json", f"not valid JSON: {exc.msg}") from exc
+        event = loads_json(frame)
+    except ChinwagError as exc:
+        raise RealtimeError("invalid_json", exc.message) from exc
     if not isinstance(event, dict):
         raise RealtimeError("invalid_event", "an event must be a JSON object")
-    if lone_surrogate(frame, event):
-        raise RealtimeError("invalid_json", LONE_SURROGATE)
-    event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
+    event_id = event_id_of(event)
+    try:
+        check_json_value(frame, event)
+    except ChinwagError as exc:
+        raise RealtimeError("invalid_json", exc.message, event_id=event_id) from exc
     kind = event.get("type")
     if not isinstance(kind, str):
         raise RealtimeError("invalid_event", "missing 'type'", param="type", event_id=event_id)
@@ -86,52 +96,77 @@ def decode_client_event(frame: str | bytes, max_bytes: int | None = None) -> dic
     return event
 
 
+def event_id_of(event: dict[str, Any]) -> str | None:
+    """The client's `event_id`, echoed in errors: a string that can be sent back, else None."""
+    event_id = event.get("event_id")
+    if not isinstance(event_id, str):
+        return None
+    try:
+        event_id.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: the event is refused, without it
+        return None
+    return event_id
+
+
+_KIND_NAMES: dict[type, str] = {
+    str: "a string",
+    dict: "an object",
+    list: "an array",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+}
+
+
+def _kind_name(kinds: type | tuple[type, ...]) -> str:
+    if kinds == (int, float):
+        return "a number"
+    names = [
+        _KIND_NAMES.get(k, k.__name__) for k in (kinds if isinstance(kinds, tuple) else (kinds,))
+    ]
+    return " or ".join(names)
+
+
+def invalid_value(event: dict[str, Any], param: str, message: str) -> RealtimeError:
+    """An `invalid_value` error about `param` of this client event (its event_id echoed)."""
+    return RealtimeError("invalid_value", message, param=param, event_id=event_id_of(event))
+
+
 def field_of(
     event: dict[str, Any], path: str, kinds: type | tuple[type, ...], default: Any = None
 ) -> Any:
-    """event['a']['b'] for path 'a.b', type-checked; a wrong type is an error naming the param."""
+    """event['a']['b'] for path 'a.b', type-checked; absent or null gives `default`. A value
+    of the wrong type, or an object on the way that is not one, is an `invalid_value` error
+    naming the param (the whole path) and echoing the event's event_id."""
     value: Any = event
+    walked: list[str] = []
     for part in path.split("."):
-        if not isinstance(value, dict) or part not in value:
+        if value is None:
+            return default
+        if not isinstance(value, dict):
+            where = ".".join(walked)
+            raise invalid_value(event, where, f"{where} must be an object")
+        if part not in value:
             return default
         value = value[part]
+        walked.append(part)
     if value is None:
         return default
     # bool is an int in Python, but true is not a number in JSON.
     if not isinstance(value, kinds) or (isinstance(value, bool) and kinds is not bool):
-        raise RealtimeError(
-            "invalid_value",
-            f"{path} has the wrong type",
-            param=path,
-            event_id=event.get("event_id"),
-        )
+        raise invalid_value(event, path, f"{path} must be {_kind_name(kinds)}")
     return value
 
 
 def decode_audio(data: Any, event: dict[str, Any], param: str) -> bytes:
     if not isinstance(data, str):
-        raise RealtimeError(
-            "invalid_value",
-            f"{param} must be base64 text",
-            param=param,
-            event_id=event.get("event_id"),
-        )
+        raise invalid_value(event, param, f"{param} must be base64 text")
     try:
         pcm = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise RealtimeError(
-            "invalid_value",
-            f"{param} is not valid base64",
-            param=param,
-            event_id=event.get("event_id"),
-        ) from exc
+        raise invalid_value(event, param, f"{param} is not valid base64") from exc
     if len(pcm) % 2:
-        raise RealtimeError(
-            "invalid_value",
-            f"{param}: odd number of bytes for 16-bit PCM",
-            param=param,
-            event_id=event.get("event_id"),
-        )
+        raise invalid_value(event, param, f"{param}: odd number of bytes for 16-bit PCM")
     return pcm
 
 
@@ -155,6 +190,37 @@ class TurnDetection:
         }
 
 
+MAX_OUTPUT_TOKENS = 4096
+# turn_detection fields -> the native `vad` options that check their ranges.
+VAD_FIELDS = {
+    "threshold": "threshold",
+    "prefix_padding_ms": "prefix_padding_ms",
+    "silence_duration_ms": "silence_ms",
+}
+NATIVE_VAD_NAMES = {native: name for name, native in VAD_FIELDS.items()}
+VAD_FLAGS = ("create_response", "interrupt_response")
+# session.update fields accepted and ignored, with the types they must have.
+IGNORED_SESSION_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "session.model": str,
+    "session.tool_choice": (str, dict),
+    "session.tracing": (str, dict),
+    "session.truncation": (str, dict),
+    "session.include": list,
+    "session.prompt": dict,
+    "session.audio.input.transcription": dict,
+    "session.audio.input.noise_reduction": dict,
+}
+MODALITIES = (["audio"], ["text"])
+
+
+def check_modalities(event: dict[str, Any], path: str) -> list[str]:
+    """output_modalities (of a session or a response): ["audio"] or ["text"]."""
+    modalities = field_of(event, path, list)
+    if modalities not in MODALITIES:
+        raise invalid_value(event, path, f"{path} must be ['audio'] or ['text']")
+    return list(modalities)
+
+
 @dataclass
 class RealtimeConfig:
     """The Realtime session configuration as the client last set it."""
@@ -171,25 +237,31 @@ class RealtimeConfig:
         return "audio" in self.output_modalities
 
     def apply(self, event: dict[str, Any]) -> None:
-        """Apply a session.update; validates everything before changing anything."""
-        session = field_of(event, "session", dict, {})
-        eid = event.get("event_id")
+        """Apply a session.update. Every field is checked (type, range) before anything
+        changes: a bad one is an error naming it (`param`), and the session stays as it was."""
+        eid = event_id_of(event)
+        field_of(event, "session", dict)
+        kind = field_of(event, "session.type", str)
+        if kind is not None and kind != "realtime":
+            raise RealtimeError(
+                "invalid_value",
+                "session.type must be 'realtime' (transcription sessions are not supported)",
+                param="session.type",
+                event_id=eid,
+            )
+        # Accepted and ignored (any model name is served by the configured model; tracing,
+        # truncation, include, prompt and tool_choice change nothing), but of the right type.
+        for path, kinds in IGNORED_SESSION_FIELDS.items():
+            field_of(event, path, kinds)
         updated = dict(vars(self))
-        instructions = field_of(session, "instructions", str)
+        instructions = field_of(event, "session.instructions", str)
         if instructions is not None:
             updated["instructions"] = instructions
-        modalities = field_of(session, "output_modalities", list)
+        modalities = field_of(event, "session.output_modalities", list)
         if modalities is not None:
-            if modalities not in (["audio"], ["text"]):
-                raise RealtimeError(
-                    "invalid_value",
-                    "output_modalities must be ['audio'] or ['text']",
-                    param="session.output_modalities",
-                    event_id=eid,
-                )
-            updated["output_modalities"] = list(modalities)
+            updated["output_modalities"] = check_modalities(event, "session.output_modalities")
         for direction in ("input", "output"):
-            fmt = field_of(session, f"audio.{direction}.format", dict)
+            fmt = field_of(event, f"session.audio.{direction}.format", dict)
             if fmt is not None and (
                 fmt.get("type") != "audio/pcm" or fmt.get("rate", RATE) != RATE
             ):
@@ -199,54 +271,105 @@ class RealtimeConfig:
                     param=f"session.audio.{direction}.format",
                     event_id=eid,
                 )
-        audio_input = field_of(session, "audio.input", dict, {})
+        audio_input = field_of(event, "session.audio.input", dict, {})
         if "turn_detection" in audio_input:
-            td = audio_input["turn_detection"]
-            if td is None:
-                updated["turn_detection"] = None
-            elif isinstance(td, dict) and td.get("type", "server_vad") == "server_vad":
-                base = self.turn_detection or TurnDetection()
-                updated["turn_detection"] = TurnDetection(
-                    threshold=float(td.get("threshold", base.threshold)),
-                    prefix_padding_ms=int(td.get("prefix_padding_ms", base.prefix_padding_ms)),
-                    silence_duration_ms=int(
-                        td.get("silence_duration_ms", base.silence_duration_ms)
-                    ),
-                    create_response=bool(td.get("create_response", base.create_response)),
-                    interrupt_response=bool(td.get("interrupt_response", base.interrupt_response)),
-                )
-            else:
-                raise RealtimeError(
-                    "unsupported_turn_detection",
-                    "turn_detection must be server_vad or null",
-                    param="session.audio.input.turn_detection",
-                    event_id=eid,
-                )
-        if field_of(session, "tools", list):
+            updated["turn_detection"] = self._turn_detection(event, audio_input["turn_detection"])
+        if field_of(event, "session.tools", list):
             raise RealtimeError(
                 "unsupported_tools",
                 "tools are not supported by chinwag",
                 param="session.tools",
                 event_id=eid,
             )
-        tokens = session.get("max_output_tokens")
+        tokens = field_of(event, "session.max_output_tokens", (int, str))
         if tokens is not None:
             if tokens == "inf":
                 updated["max_output_tokens"] = None
-            elif isinstance(tokens, int) and not isinstance(tokens, bool) and 1 <= tokens <= 4096:
+            elif isinstance(tokens, int) and 1 <= tokens <= MAX_OUTPUT_TOKENS:
                 updated["max_output_tokens"] = tokens
             else:
-                raise RealtimeError(
-                    "invalid_value",
-                    "max_output_tokens: 1 to 4096 or 'inf'",
-                    param="session.max_output_tokens",
-                    event_id=eid,
+                raise invalid_value(
+                    event,
+                    "session.max_output_tokens",
+                    f"session.max_output_tokens must be 1 to {MAX_OUTPUT_TOKENS} or 'inf'",
                 )
-        voice = field_of(session, "audio.output.voice", str)
+        voice = field_of(event, "session.audio.output.voice", str)
         if voice is not None:
             updated["voice"] = voice
+        speed = field_of(event, "session.audio.output.speed", (int, float))
+        if speed is not None and not 0.25 <= speed <= 1.5:
+            raise invalid_value(
+                event, "session.audio.output.speed", "session.audio.output.speed: 0.25 to 1.5"
+            )
         for key, value in updated.items():
             setattr(self, key, value)
+
+    def _turn_detection(self, event: dict[str, Any], td: Any) -> TurnDetection | None:
+        """session.audio.input.turn_detection: null (push-to-talk) or server_vad, checked
+        against the ranges the native protocol's `vad` options allow."""
+        param = "session.audio.input.turn_detection"
+        if td is None:
+            return None
+        if not isinstance(td, dict):
+            raise invalid_value(event, param, f"{param} must be an object or null")
+        kind = field_of(event, f"{param}.type", str, "server_vad")
+        if kind != "server_vad":
+            raise RealtimeError(
+                "unsupported_turn_detection",
+                "turn_detection must be server_vad or null",
+                param=f"{param}.type",
+                event_id=event_id_of(event),
+            )
+        options = {
+            native_name: td[name]
+            for name, native_name in VAD_FIELDS.items()
+            if td.get(name) is not None
+        }
+        try:
+            VadOptions.model_validate(options, strict=True)
+        except ValidationError as exc:
+            error = exc.errors(include_url=False)[0]
+            name = NATIVE_VAD_NAMES.get(str(error["loc"][0]), str(error["loc"][0]))
+            raise invalid_value(
+                event, f"{param}.{name}", f"{param}.{name}: {error['msg']}"
+            ) from exc
+        flags = {name: field_of(event, f"{param}.{name}", bool) for name in VAD_FLAGS}
+        idle = field_of(event, f"{param}.idle_timeout_ms", int)
+        if idle is not None and idle < 0:
+            raise invalid_value(
+                event, f"{param}.idle_timeout_ms", f"{param}.idle_timeout_ms must be >= 0"
+            )
+        base = self.turn_detection or TurnDetection()
+        return TurnDetection(
+            threshold=float(options.get("threshold", base.threshold)),
+            prefix_padding_ms=int(options.get("prefix_padding_ms", base.prefix_padding_ms)),
+            silence_duration_ms=int(options.get("silence_ms", base.silence_duration_ms)),
+            create_response=base.create_response
+            if flags["create_response"] is None
+            else flags["create_response"],
+            interrupt_response=base.interrupt_response
+            if flags["interrupt_response"] is None
+            else flags["interrupt_response"],
+        )
+
+    def audio_start(self) -> AudioStart:
+        """The native audio stream these settings ask for (valid for any applied update)."""
+        td = self.turn_detection
+        return AudioStart(
+            sample_rate=RATE,
+            output_sample_rate=RATE,
+            mode="vad" if td else "push_to_talk",
+            respond=td.create_response if td else False,
+            interrupt=td.interrupt_response if td else True,
+            speak=self.speak,
+            vad=VadOptions(
+                threshold=td.threshold,
+                prefix_padding_ms=td.prefix_padding_ms,
+                silence_ms=td.silence_duration_ms,
+            )
+            if td
+            else None,
+        )
 
     def session_object(self, session_id: str) -> dict[str, Any]:
         pcm = {"type": "audio/pcm", "rate": RATE}

@@ -19,6 +19,7 @@ from websockets.frames import CloseCode
 from server.app import App
 from server.audio.pcm import decode_pcm16, int16_to_float32, resample
 from server.errors import ChinwagError
+from server.logs import log_failure
 from server.pipeline.session import Session
 from server.protocol import native as proto
 from server.protocol import realtime as rt
@@ -95,38 +96,38 @@ class RealtimeConnection:
     async def _read_loop(self) -> None:
         max_bytes = self.app.settings.limits.max_message_bytes
         async for frame in self.connection:
+            event: dict[str, Any] = {}
             try:
-                await self.handle(rt.decode_client_event(frame, max_bytes))
+                event = rt.decode_client_event(frame, max_bytes)
+                await self.handle(event)
             except rt.RealtimeError as exc:
+                if exc.event_id is None:  # raised below the event: still the client's event
+                    exc.event_id = rt.event_id_of(event)
                 await self.sink.error(exc)
             except ChinwagError as exc:
-                await self.sink.error(rt.RealtimeError(exc.code.value, exc.message))
-
-    def _audio_start(self) -> proto.AudioStart:
-        td = self.config.turn_detection
-        return proto.AudioStart(
-            sample_rate=rt.RATE,
-            output_sample_rate=rt.RATE,
-            mode="vad" if td else "push_to_talk",
-            respond=td.create_response if td else False,
-            interrupt=td.interrupt_response if td else True,
-            speak=self.config.speak,
-            vad=proto.VadOptions(
-                threshold=td.threshold,
-                prefix_padding_ms=td.prefix_padding_ms,
-                silence_ms=td.silence_duration_ms,
-            )
-            if td
-            else None,
-        )
+                await self.sink.error(
+                    rt.RealtimeError(exc.code.value, exc.message, event_id=rt.event_id_of(event))
+                )
+            except ConnectionClosed:
+                raise
+            except Exception as exc:  # a bug: logged without the conversation; the session goes on
+                log_failure(log, "Realtime: handling a client event failed", exc)
+                await self.sink.error(
+                    rt.RealtimeError(
+                        "server_error",
+                        "the server failed to handle this event; details in its log",
+                        event_id=rt.event_id_of(event),
+                        kind="server_error",
+                    )
+                )
 
     async def _restart_audio(self) -> None:
         if self.audio_open:
-            await self.session.handle(proto.AudioStart(**self._audio_start().model_dump()))
+            await self.session.handle(self.config.audio_start())
 
     async def handle(self, event: dict[str, Any]) -> None:
         kind = event["type"]
-        eid = event.get("event_id")
+        eid = rt.event_id_of(event)
         session = self.session
         if kind == "session.update":
             self.config.apply(event)
@@ -138,7 +139,7 @@ class RealtimeConnection:
         elif kind == "input_audio_buffer.append":
             pcm = rt.decode_audio(event.get("audio"), event, "audio")
             if not self.audio_open:
-                await session.handle(self._audio_start())
+                await session.handle(self.config.audio_start())
                 self.audio_open = True
             self.appended = True
             await session.handle_audio(pcm)
@@ -161,13 +162,16 @@ class RealtimeConnection:
         elif kind == "conversation.item.truncate":
             item_id = rt.field_of(event, "item_id", str)
             audio_end_ms = rt.field_of(event, "audio_end_ms", int)
+            content_index = rt.field_of(event, "content_index", int, 0)
             if item_id is None or audio_end_ms is None:
                 raise rt.RealtimeError(
                     "missing_field",
                     "item_id and audio_end_ms are required",
-                    param="item_id",
+                    param="item_id" if item_id is None else "audio_end_ms",
                     event_id=eid,
                 )
+            if audio_end_ms < 0:
+                raise rt.invalid_value(event, "audio_end_ms", "audio_end_ms must be >= 0")
             try:
                 heard = session.truncate_reply(item_id, audio_end_ms)
             except ChinwagError as exc:
@@ -185,7 +189,7 @@ class RealtimeConnection:
                 {
                     "type": "conversation.item.truncated",
                     "item_id": item_id,
-                    "content_index": rt.field_of(event, "content_index", int, 0),
+                    "content_index": content_index,
                     "audio_end_ms": audio_end_ms,
                 }
             )
@@ -197,10 +201,12 @@ class RealtimeConnection:
                 )
             await self.sink.emit({"type": "conversation.item.deleted", "item_id": item_id})
         elif kind == "response.create":
-            response = rt.field_of(event, "response", dict, {})
-            modalities = rt.field_of(response, "output_modalities", list)
+            rt.field_of(event, "response", dict)
+            modalities = None
+            if rt.field_of(event, "response.output_modalities", list) is not None:
+                modalities = rt.check_modalities(event, "response.output_modalities")
             speak = self.config.speak if modalities is None else "audio" in modalities
-            instructions = rt.field_of(response, "instructions", str)
+            instructions = rt.field_of(event, "response.instructions", str)
             self.sink.events.next_speak = speak
             await session.respond(speak=speak, sample_rate=rt.RATE, instructions=instructions)
         elif kind == "response.cancel" and not await session.cancel_turn():
@@ -211,7 +217,7 @@ class RealtimeConnection:
             )
 
     async def _create_item(self, event: dict[str, Any]) -> None:
-        eid = event.get("event_id")
+        eid = rt.event_id_of(event)
         item = rt.field_of(event, "item", dict)
         if item is None or item.get("type", "message") != "message":
             raise rt.RealtimeError(
@@ -233,7 +239,7 @@ class RealtimeConnection:
         )
         texts: list[str] = []
         audio: bytes | None = None
-        for index, part in enumerate(rt.field_of(item, "content", list, [])):
+        for index, part in enumerate(rt.field_of(event, "item.content", list, [])):
             kind = part.get("type") if isinstance(part, dict) else None
             if kind in ("input_text", "text", "output_text") and isinstance(part.get("text"), str):
                 texts.append(part["text"])
@@ -242,7 +248,7 @@ class RealtimeConnection:
             else:
                 raise rt.RealtimeError(
                     "unsupported_content",
-                    f"content type {kind!r} is not supported here",
+                    f"content type {str(kind)[:64]!r} is not supported here",
                     param=f"item.content[{index}]",
                     event_id=eid,
                 )
