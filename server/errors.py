@@ -38,6 +38,9 @@ class ErrorCode(StrEnum):
     HOST_NOT_ALLOWED = "host_not_allowed"  # a Host header not among the server's names
     METHOD_NOT_ALLOWED = "method_not_allowed"  # HTTP methods other than GET and HEAD
     NOT_FOUND = "not_found"  # an HTTP path the server does not serve
+    BAD_REQUEST = "bad_request"  # an HTTP request target with control characters
+    URI_TOO_LONG = "uri_too_long"  # an HTTP request target over security.MAX_TARGET_CHARS
+    HEADERS_TOO_LARGE = "headers_too_large"  # a header line or too many (websockets' limits)
     INTERNAL_ERROR = "internal_error"
 
 

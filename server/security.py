@@ -208,6 +208,50 @@ def _host_refusal(message: str) -> Refusal:
     return Refusal(HTTPStatus.FORBIDDEN, ErrorCode.HOST_NOT_ALLOWED, message)
 
 
+# --- request target -------------------------------------------------------------------------
+
+# Longest request target (path and query) answered; websockets refuses lines over 8 kB itself.
+MAX_TARGET_CHARS = 2048
+_HTTP_ERROR_CODES = {
+    HTTPStatus.BAD_REQUEST: ErrorCode.BAD_REQUEST,
+    HTTPStatus.REQUEST_URI_TOO_LONG: ErrorCode.URI_TOO_LONG,
+    HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE: ErrorCode.HEADERS_TOO_LARGE,
+    HTTPStatus.NOT_FOUND: ErrorCode.NOT_FOUND,
+    HTTPStatus.INTERNAL_SERVER_ERROR: ErrorCode.INTERNAL_ERROR,
+}
+
+
+def check_target(target: str) -> Refusal | None:
+    """The request target (path and query) as received: no control characters (a NUL cannot
+    name a file), at most MAX_TARGET_CHARS."""
+    if len(target) > MAX_TARGET_CHARS:
+        return Refusal(
+            HTTPStatus.REQUEST_URI_TOO_LONG,
+            ErrorCode.URI_TOO_LONG,
+            f"the request target is {len(target)} characters; the limit is {MAX_TARGET_CHARS}",
+        )
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in target):
+        return Refusal(
+            HTTPStatus.BAD_REQUEST,
+            ErrorCode.BAD_REQUEST,
+            "the request target holds a control character; percent-encode it",
+        )
+    return None
+
+
+def http_error_code(status: int) -> str:
+    """The `code` of a JSON error body for an HTTP status (for websockets' own refusals:
+    a request line or headers too long, a malformed upgrade, shutting down)."""
+    try:
+        known = HTTPStatus(status)
+    except ValueError:
+        return "http_error"
+    code = _HTTP_ERROR_CODES.get(known)
+    if code is not None:
+        return code.value
+    return known.phrase.lower().replace(" ", "_").replace("-", "_")
+
+
 # --- method ---------------------------------------------------------------------------------
 
 

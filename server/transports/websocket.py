@@ -25,15 +25,19 @@ import logging
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
+from websockets.server import ServerProtocol
+from websockets.typing import StatusLike
 
 from server import WEB_DIR, security
 from server.app import App
 from server.errors import ErrorCode
+from server.logs import log_failure
 from server.transports import native, realtime
 
 log = logging.getLogger(__name__)
@@ -111,8 +115,11 @@ def static_file(path: str) -> Path | None:
     relative = "index.html" if path in ("", "/") else path.lstrip("/")
     if relative.endswith("/"):
         relative += "index.html"
-    candidate = (STATIC_DIR / relative).resolve()
-    if not candidate.is_relative_to(STATIC_DIR.resolve()) or not candidate.is_file():
+    try:
+        candidate = (STATIC_DIR / relative).resolve()
+        if not candidate.is_relative_to(STATIC_DIR.resolve()) or not candidate.is_file():
+            return None
+    except (OSError, ValueError):  # a name too long for the OS, a NUL byte: no such file
         return None
     return candidate if candidate.suffix in CONTENT_TYPES else None
 
@@ -192,6 +199,27 @@ def static_response(path: Path, headers: Headers) -> Response:
     )
 
 
+class JsonErrorConnection(ServerConnection):
+    """websockets answers some requests itself before any route runs (a request line over
+    8 kB: 414, headers too large: 431, a malformed upgrade: 400, shutting down: 503) with a
+    plain-text body; here those are JSON errors like every other."""
+
+    def __init__(self, protocol: ServerProtocol, *args: Any, **kwargs: Any) -> None:
+        super().__init__(protocol, *args, **kwargs)
+        protocol.reject = json_reject  # type: ignore[method-assign]
+
+
+def json_reject(status: StatusLike, text: str) -> Response:
+    """websockets' ServerProtocol.reject, with a JSON body."""
+    status = HTTPStatus(status)
+    message = text.strip().removeprefix("Failed to open a WebSocket connection")
+    message = message.lstrip(":.\n ").rstrip(".") or status.phrase
+    body = {"error": {"code": security.http_error_code(status), "message": message}}
+    return http_response(
+        status, json.dumps(body).encode(), "application/json", [("Connection", "close")]
+    )
+
+
 class WebSocketServer:
     def __init__(self, app: App) -> None:
         self.app = app
@@ -216,6 +244,7 @@ class WebSocketServer:
             max_queue=16,
             write_limit=256 * 1024,
             server_header="chinwag",
+            create_connection=JsonErrorConnection,
         )
 
     async def close(self) -> None:
@@ -224,6 +253,22 @@ class WebSocketServer:
             await self._server.wait_closed()
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Every request's answer: checked target, then the routes. An exception is a bug,
+        answered with a JSON 500 and logged without the request's text (never websockets'
+        plain-text 500)."""
+        if refusal := security.check_target(request.path):
+            return refusal_response(refusal)  # a NUL or other control character, too long
+        try:
+            return self._route(request)
+        except Exception as exc:
+            log_failure(log, "HTTP: answering a request failed", exc)
+            return error_response(
+                HTTPStatus.INTERNAL_SERVER_ERROR,
+                ErrorCode.INTERNAL_ERROR,
+                "the server failed to answer; details in its log",
+            )
+
+    def _route(self, request: Request) -> Response | None:
         path = urlsplit(request.path).path
         upgrade = "websocket" in request.headers.get("Upgrade", "").lower()
         server = self.app.settings.server
@@ -269,7 +314,8 @@ class WebSocketServer:
             return None
         if not upgrade and (found := static_file(path)):
             return static_response(found, request.headers)
-        return error_response(HTTPStatus.NOT_FOUND, ErrorCode.NOT_FOUND, f"no route {path}")
+        shown = path if len(path) <= 200 else path[:200] + "..."
+        return error_response(HTTPStatus.NOT_FOUND, ErrorCode.NOT_FOUND, f"no route {shown}")
 
     async def _handle(self, connection: ServerConnection) -> None:
         # Each endpoint registers its session with app.hub (admission, counting, metrics).
