@@ -301,3 +301,46 @@ async def test_close_mid_reply_ends_every_task(make: Callable[..., Any]) -> None
     (done,) = h.sink.of(proto.ReplyDone)
     assert done.status == "cancelled"
     assert len(asyncio.all_tasks()) < before
+
+
+class StateLog:
+    """A hub observer that records the session's published states."""
+
+    def __init__(self) -> None:
+        self.states: list[SessionState] = []
+
+    def on_event(self, session: Session, event: proto.ServerEvent) -> None:
+        pass
+
+    def on_state(self, session: Session, previous: SessionState, state: SessionState) -> None:
+        assert previous is not state
+        self.states.append(state)
+
+
+async def test_the_session_publishes_its_state_through_a_barge_in(
+    make: Callable[..., Any],
+) -> None:
+    h: Harness = await make(
+        reply="This is a long answer. It goes on and on for quite a while.",
+        seconds_per_char=0.1,
+        speculate=False,
+    )
+    log = StateLog()
+    h.session.app.hub.add_observer(log)
+    await h.session.handle(proto.AudioStart(sample_rate=RATE))
+    await h.speak(tone(0.6))
+    await h.speak(silence(0.6))
+    await h.until(lambda: SessionState.SPEAKING in log.states)
+    await h.speak(tone(0.4))  # talking over the reply: listening, never idle in between
+    await h.until(lambda: "output_audio.clear" in h.sink.types())
+    await h.speak(silence(0.6))
+    await h.reply_done(2)
+    await h.until(lambda: log.states[-1] is SessionState.IDLE)
+    first_speaking = log.states.index(SessionState.SPEAKING)
+    assert log.states[: first_speaking + 2] == [
+        SessionState.LISTENING,
+        SessionState.THINKING,
+        SessionState.SPEAKING,
+        SessionState.LISTENING,
+    ]
+    assert h.session.state is SessionState.IDLE
