@@ -105,3 +105,23 @@ class Widget:
 
     async def update_session(self, **generation: Any) -> None:
         await self.page.evaluate(f"g => {WIDGET}.updateSession(g)", generation)
+
+
+AXE_JS = Path(__file__).parent / "vendor" / "axe.min.js"
+
+
+async def axe_violations(page: Any, context: str = "document") -> list[dict[str, Any]]:
+    """axe-core's violations on the page (its default rule set, shadow roots included), each as
+    {id, impact, help, nodes: [target, ...]}. axe is injected from tests/vendor on first use."""
+    if not await page.evaluate("!!window.axe"):
+        await page.add_script_tag(path=str(AXE_JS))
+    result: list[dict[str, Any]] = await page.evaluate(
+        f"""async () => {{
+            const r = await axe.run({context}, {{resultTypes: ['violations']}});
+            return r.violations.map(v => ({{
+                id: v.id, impact: v.impact, help: v.help,
+                nodes: v.nodes.map(n => [n.target.join(' '), n.failureSummary]),
+            }}));
+        }}"""
+    )
+    return result
