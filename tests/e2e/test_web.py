@@ -28,6 +28,7 @@ from tests.browser import (
     CHROMIUM_ARGS,
     WIDGET,
     Widget,
+    axe_violations,
     fake_microphone_args,
     padded_wav,
 )
@@ -239,16 +240,22 @@ async def test_page_reconnects_after_the_server_restarts(page: Any, tmp_path: Pa
         await playwright_api.expect(status).to_contain_text("Reconnecting")
         await asyncio.sleep(2.0)  # a few failed attempts while the server is down
         assert await widget.state("state") == "reconnecting"
+        await widget.type_and_send("Are you back?")  # waits for the new session
+        assert (await widget.messages())[-1]["status"] == "queued"
 
         await served.start()
         await widget.connected(timeout_s=120)
         await playwright_api.expect(status).to_have_text("Connected")
+        await widget.replies_done(2)
         messages = await widget.messages()
-        assert [m["role"] for m in messages] == ["user", "assistant", "note"], messages
-        assert "does not remember" in messages[-1]["text"]
+        # The note between the two sessions: above the message typed during the outage.
+        assert [m["role"] for m in messages] == ["user", "assistant", "note", "user", "assistant"]
+        assert "does not remember" in messages[2]["text"]
+        assert messages[3] == {"role": "user", "text": "Are you back?", "status": ""}
         # The generation override was sent again, and the new session answers.
         await widget.type_and_send("What is two plus two?")
-        assert (await widget.replies_done(2))[-1]["text"].strip()
+        assert (await widget.replies_done(3))[-1]["text"].strip()
+        assert [m["role"] for m in await widget.messages()].count("note") == 1
     finally:
         await served.stop()
 
@@ -629,3 +636,613 @@ async def test_layouts_themes_and_labels(page: Any, web_server: RunningServer) -
             "getComputedStyle(root.querySelector('.panel')).backgroundColor"
         )
     assert backgrounds == {"light": "rgb(255, 255, 255)", "dark": "rgb(21, 23, 28)"}
+
+
+# --- issue 19: reflow, accessibility, failed messages, stable controls, the view, markdown ---
+
+LONG_STORY = "Write a very long story about a dragon who learns to bake bread, with many details."
+CODE_REPLY = (
+    "Here is **bold**, *italic* and `inline code`.\n\n"
+    "1. first\n2. second\n\n"
+    "```python\nprint('hello')\n```\n\n"
+    "See [the docs](https://example.com/docs) or mail [us](mailto:team@example.com)."
+)
+
+
+def storage_key(server: RunningServer, persona: str = "assistant") -> str:
+    return f"chinwag-widget:v1:ws://127.0.0.1:{server.web.port}/#{persona}"
+
+
+async def seed_conversation(
+    page: Any, server: RunningServer, messages: list[dict[str, str]], open_: bool = True
+) -> None:
+    """A conversation in the tab's sessionStorage before the page loads, as if shown before a
+    reload (a reload keeps what the widget itself saved since)."""
+    stored = json.dumps({"messages": messages, "open": open_})
+    await page.add_init_script(
+        f"""if (!sessionStorage.getItem({json.dumps(storage_key(server))}))
+            sessionStorage.setItem({json.dumps(storage_key(server))}, {json.dumps(stored)});"""
+    )
+
+
+def exchange(count: int) -> list[dict[str, str]]:
+    out = []
+    for i in range(count):
+        out.append({"role": "user", "text": f"Question number {i}?", "status": ""})
+        out.append(
+            {"role": "assistant", "text": f"Answer number {i}.\n\nA second line.", "status": ""}
+        )
+    return out
+
+
+# Every visible control of the panel: brought into view, is it whole, on screen and on top?
+CLIPPED_CONTROLS = """(() => {
+  const root = document.querySelector('chinwag-widget').shadowRoot;
+  const W = innerWidth, H = innerHeight, bad = [];
+  const controls = [...root.querySelectorAll(
+    '.panel button, .panel textarea, .panel select, .panel [tabindex="0"]',
+  )].filter(e => e.getClientRects().length);
+  for (const e of controls) {
+    if (e.classList.contains('log')) continue;  // the conversation itself, taller than the screen
+    e.scrollIntoView({block: 'nearest', inline: 'nearest'});
+    const r = e.getBoundingClientRect();
+    const name = e.getAttribute('aria-label') || e.className;
+    if (r.left < -0.5 || r.top < -0.5 || r.right > W + 0.5 || r.bottom > H + 0.5) {
+      bad.push([name, 'off screen', ...[r.left, r.top, r.right, r.bottom].map(Math.round)]);
+      continue;
+    }
+    const x = r.left + Math.min(r.width / 2, 10), y = r.top + r.height / 2;
+    const hit = root.elementFromPoint(x, y);
+    if (!hit || !(hit === e || e.contains(hit)))
+      bad.push([name, 'covered by', hit && hit.className]);
+  }
+  // The latest message can be read whole too (not a sliver of conversation).
+  const last = [...root.querySelectorAll('li.msg')].pop();
+  if (last) {
+    last.scrollIntoView({block: 'nearest'});
+    const r = last.getBoundingClientRect();
+    const hit = root.elementFromPoint(r.left + 5, r.top + r.height / 2);
+    if (r.top < -0.5 || r.bottom > H + 0.5 || !hit || !last.contains(hit))
+      bad.push(['latest message', Math.round(r.top), Math.round(r.bottom), hit && hit.className]);
+  }
+  const panel = root.querySelector('.panel');
+  if (panel.scrollWidth > panel.clientWidth + 1)
+    bad.push(['panel', 'scrolls sideways', panel.scrollWidth, panel.clientWidth]);
+  return {bad, count: controls.length, log: root.querySelector('.log').clientHeight};
+})()"""
+
+
+@pytest.mark.parametrize(
+    ("device", "width", "height"),
+    [
+        ("desktop 200 %", 640, 400),
+        ("desktop 400 %", 320, 200),
+        ("phone 200 %", 180, 370),
+        ("phone on its side 200 %", 370, 180),
+    ],
+)
+async def test_no_control_is_clipped_at_200_and_400_percent_zoom(
+    browser: Any, web_server: RunningServer, device: str, width: int, height: int
+) -> None:
+    """Zoom is a smaller viewport in CSS pixels (1280x800 at 200 % is 640x400): the panel goes
+    fullscreen, and every control, with a conversation and the microphone notice showing,
+    can be brought into view whole and is not covered by another."""
+    phone = device.startswith("phone")
+    context = await browser.new_context(
+        viewport={"width": width, "height": height}, has_touch=phone, is_mobile=phone
+    )
+    page = await context.new_page()
+    try:
+        await page.add_init_script(
+            "navigator.mediaDevices.getUserMedia = () => "
+            "Promise.reject(new DOMException('refused by the test', 'NotAllowedError'));"
+        )
+        await seed_conversation(page, web_server, exchange(4))
+        widget = await open_widget(page, web_server.http + "/")
+        box = await widget.host.locator(".panel").bounding_box()
+        assert box == {"x": 0, "y": 0, "width": width, "height": height}, "fullscreen"
+        first = await page.evaluate(CLIPPED_CONTROLS)
+        assert first["bad"] == [] and first["count"] >= 6, (device, first)
+        if (width, height) == (640, 400):
+            assert first["log"] >= 150, f"the conversation gets {first['log']} px"
+        await widget.button("Start talking").click()
+        await playwright_api.expect(widget.host.get_by_role("alert")).to_contain_text("refused")
+        second = await page.evaluate(CLIPPED_CONTROLS)
+        assert second["bad"] == [], (device, second)
+        if (width, height) == (640, 400):
+            assert second["log"] >= 100, (
+                f"with the notice, the conversation gets {second['log']} px"
+            )
+    finally:
+        await context.close()
+
+
+def contrast_js(fg: str, bg: str) -> str:
+    """JS: the WCAG contrast ratio of two computed colours (rgb()/rgba() strings)."""
+    return f"""(() => {{
+      const lum = (c) => {{
+        const [r, g, b] = c.match(/[\\d.]+/g).slice(0, 3).map(Number).map(v => {{
+          v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; }});
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+      }};
+      const a = lum({fg}), b = lum({bg});
+      return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    }})()"""
+
+
+async def test_axe_finds_nothing_idle_and_in_error_states_light_and_dark(
+    page: Any, web_server: RunningServer
+) -> None:
+    """axe-core (tests/vendor) on the demo page: a conversation with markdown, then the
+    error states (a refused microphone, a failed message, an error note); the focus ring is
+    at least 3:1 against the panel in both themes."""
+    await page.add_init_script(
+        "navigator.mediaDevices.getUserMedia = () => "
+        "Promise.reject(new DOMException('refused by the test', 'NotAllowedError'));"
+    )
+    await seed_conversation(
+        page,
+        web_server,
+        [
+            {"role": "user", "text": "Show me some code.", "status": ""},
+            {"role": "assistant", "text": CODE_REPLY, "status": ""},
+            {"role": "user", "text": "Stop there.", "status": ""},
+            {"role": "assistant", "text": "Stopped half", "status": "stopped"},
+            {"role": "user", "text": "x" * 50, "status": "failed", "reason": "too long"},
+            {"role": "note", "text": "Error: something went wrong", "status": ""},
+        ],
+    )
+    widget = await open_widget(page, web_server.http + "/")
+    for state in ("idle", "error"):
+        if state == "error":
+            await widget.button("Start talking").click()
+            await playwright_api.expect(widget.host.get_by_role("alert")).to_be_visible()
+        for scheme in ("light", "dark"):
+            await page.emulate_media(color_scheme=scheme)
+            assert await axe_violations(page) == [], (state, scheme)
+            await widget.textbox.focus()
+            await page.keyboard.press("Tab")  # keyboard focus: the ring shows
+            ring = await widget.shadow(
+                "(() => { const s = getComputedStyle(root.activeElement);"
+                " return [s.outlineStyle, parseFloat(s.outlineWidth), s.outlineColor,"
+                " getComputedStyle(root.querySelector('.composer')).backgroundColor"
+                " === 'rgba(0, 0, 0, 0)' ? getComputedStyle(root.querySelector('.panel'))"
+                ".backgroundColor : getComputedStyle(root.querySelector('.composer'))"
+                ".backgroundColor]; })()"
+            )
+            assert ring[0] == "solid" and ring[1] >= 2, ring
+            ratio = await page.evaluate(contrast_js(json.dumps(ring[2]), json.dumps(ring[3])))
+            assert ratio >= 3.0, (scheme, ring, ratio)
+
+
+async def test_axe_finds_nothing_while_streaming_and_listening(
+    page: Any, web_server: RunningServer
+) -> None:
+    """A reply streaming, then the microphone listening with the person's words coming in,
+    in light and dark. The live regions announce states and the final transcript, never a
+    partial one."""
+    await page.add_init_script(
+        """window.__announced = [];
+        addEventListener('DOMContentLoaded', () => {
+          const w = document.querySelector('chinwag-widget');
+          const watch = () => {
+            const root = w && w.shadowRoot;
+            if (!root || !root.querySelector('.announce')) return setTimeout(watch, 20);
+            new MutationObserver(() => {
+              for (const e of root.querySelectorAll('[aria-live], [role=status], [role=alert]'))
+                if (e.textContent.trim()) window.__announced.push(e.textContent.trim());
+            }).observe(root, {subtree: true, childList: true, characterData: true});
+          };
+          watch();
+        });"""
+    )
+    sockets = SocketLog(page)
+    widget = await open_widget(page, web_server.http + "/")
+    await widget.update_session(max_tokens=1000)
+    await widget.type_and_send(LONG_STORY)
+    await widget.wait("w.messages.some(m => m.status === 'streaming' && m.text.length > 20)")
+    for scheme in ("light", "dark"):
+        await page.emulate_media(color_scheme=scheme)
+        assert await axe_violations(page) == [], ("streaming", scheme)
+    assert await widget.state("busy") == "true"
+    await widget.button("Stop the reply").click()
+    await widget.replies_done(1)
+
+    await widget.button("Start talking (hands-free)").click()
+    await widget.wait("w.messages.some(m => m.role === 'user' && m.status === 'listening')", 30)
+    for scheme in ("light", "dark"):
+        await page.emulate_media(color_scheme=scheme)
+        assert await axe_violations(page) == [], ("listening", scheme)
+    await widget.wait(
+        "w.messages.some(m => m.role === 'user' && /child/i.test(m.text) && !m.status)"
+    )
+    await widget.button("Stop listening").click()
+    partials = [e["text"].strip() for _, e in sockets.received if e["type"] == "transcript.partial"]
+    final = next(e["text"].strip() for _, e in sockets.received if e["type"] == "transcript")
+    announced = await page.evaluate("window.__announced")
+    assert partials, "the server sent partial transcripts"
+    assert f"You said: {final}" in announced, announced
+    assert "Listening." in announced, announced
+    leaked = [p for p in partials if p != final and any(a.endswith(p) for a in announced)]
+    assert leaked == [], f"partials announced: {leaked}"
+    assert await widget.shadow("root.querySelector('.live').hasAttribute('aria-live')") is False
+
+
+async def test_phone_panel_is_a_modal_dialog_that_keeps_the_focus(
+    browser: Any, web_server: RunningServer
+) -> None:
+    context = await browser.new_context(
+        viewport={"width": 360, "height": 740}, has_touch=True, is_mobile=True
+    )
+    page = await context.new_page()
+    try:
+        widget = await open_widget(page, web_server.http + "/")
+        dialog = widget.host.get_by_role("dialog", name="Chat with chinwag")
+        assert await dialog.get_attribute("aria-modal") == "true"
+        inside = f"document.activeElement === {WIDGET}"
+        for key in ["Tab"] * 14 + ["Shift+Tab"] * 14:
+            await page.keyboard.press(key)
+            assert await page.evaluate(inside), f"{key} left the dialog"
+        # The page cannot pull the focus out either.
+        await page.evaluate("document.querySelector('a, #events, main').focus?.()")
+        await page.evaluate("document.body.tabIndex = -1; document.body.focus()")
+        assert await page.evaluate(inside)
+        # The hint about keys is not shown on a touch screen; text is at least 16 px (iOS).
+        assert await widget.host.locator(".hint").is_hidden()
+        sizes = await widget.shadow(
+            "['.input', '.mode']"
+            ".map(s => parseFloat(getComputedStyle(root.querySelector(s)).fontSize))"
+        )
+        assert min(sizes) >= 16, sizes
+        mode = await widget.host.get_by_role("combobox", name="Microphone").bounding_box()
+        assert mode is not None and mode["height"] >= 44 and mode["width"] >= 44, mode
+        # Closed: not modal any more.
+        await widget.host.locator("button.close").click()
+        assert await widget.state("modal") == "false"
+        # On a desktop the floating panel is a dialog, not modal; the hint shows.
+        await page.set_viewport_size({"width": 1280, "height": 800})
+        await widget.button("Open the chat").click()
+        assert await dialog.get_attribute("aria-modal") == "false"
+    finally:
+        await context.close()
+    desktop = await browser.new_context(viewport={"width": 1280, "height": 800})
+    page = await desktop.new_page()
+    try:
+        widget = await open_widget(page, web_server.http + "/")
+        await playwright_api.expect(widget.host.locator(".hint")).to_be_visible()
+    finally:
+        await desktop.close()
+
+
+async def test_a_message_over_the_limit_keeps_its_text_and_says_so(
+    page: Any, web_server: RunningServer
+) -> None:
+    """The limit (max_text_chars: 1000 in the tests) shows as a counter; an over-long message
+    is not sent and stays in the text box."""
+    sockets = SocketLog(page)
+    widget = await open_widget(page, web_server.http + "/")
+    await widget.wait("!w.shadowRoot.querySelector('.count').hidden || w._limits", 10)
+    await widget.textbox.fill("a" * 850)
+    count = widget.host.locator(".count")
+    await playwright_api.expect(count).to_have_text("850 / 1,000 characters")
+    text = "word " * 300
+    await widget.textbox.fill(text)
+    await playwright_api.expect(count).to_contain_text("1,499 / 1,000 characters: too long")
+    await widget.textbox.press("Enter")
+    alert = widget.host.get_by_role("alert")
+    await playwright_api.expect(alert).to_contain_text("the limit is 1,000")
+    assert await widget.textbox.input_value() == text, "the text is kept"
+    assert await widget.textbox.get_attribute("aria-invalid") == "true"
+    await asyncio.sleep(0.5)
+    assert "user.message" not in sockets.sent_types() and await widget.messages() == []
+    # Shortened: it goes.
+    await widget.update_session(max_tokens=20)
+    await widget.textbox.fill("Hello!")
+    await playwright_api.expect(alert).to_be_hidden()
+    await widget.textbox.press("Enter")
+    assert (await widget.replies_done(1))[0]["text"].strip()
+
+
+async def test_a_message_the_server_refuses_is_marked_failed_with_retry(
+    page: Any, web_server: RunningServer
+) -> None:
+    """When the widget cannot know the limit (here /widget/check is blocked), the server's
+    text_too_long marks that bubble failed, its text kept; Edit puts it back in the box."""
+    await page.route("**/widget/check*", lambda route: route.abort())
+    widget = await open_widget(page, web_server.http + "/")
+    text = "word " * 300
+    await widget.type_and_send(text)
+    await widget.wait("w.messages.some(m => m.status === 'failed')", 10)
+    assert await widget.messages() == [{"role": "user", "text": text.strip(), "status": "failed"}]
+    bubble = widget.host.locator("li.msg.user")
+    await playwright_api.expect(bubble).to_contain_text("Not sent: too long")
+    await playwright_api.expect(bubble).to_contain_text("the limit is 1000")
+    await widget.button("Retry sending this message").is_visible()
+    await widget.button("Edit this message").click()
+    assert await widget.textbox.input_value() == text.strip()
+    assert await widget.messages() == []
+    await widget.update_session(max_tokens=20)
+    await widget.textbox.fill("Hello there!")
+    await widget.textbox.press("Enter")
+    assert (await widget.replies_done(1))[0]["text"].strip()
+
+
+FORBIDDEN_PAGE = """<!doctype html><html lang="en"><head><title>elsewhere</title></head><body>
+<main><h1>Another site</h1></main>
+<script src="SERVER/chinwag-widget.js" data-open="on" TOKEN defer></script></body></html>"""
+
+
+@pytest.fixture
+def forbidden_site(web_server: RunningServer) -> Iterator[str]:
+    """A page on another origin that embeds the widget without being allowed to."""
+    body = FORBIDDEN_PAGE.replace("SERVER", web_server.http).replace("TOKEN", "").encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=site.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{site.server_address[1]}/"
+    site.shutdown()
+    site.server_close()
+
+
+async def test_a_forbidden_origin_says_what_is_wrong_and_stops_retrying(
+    page: Any, forbidden_site: str
+) -> None:
+    attempts: list[str] = []
+    page.on("websocket", lambda ws: attempts.append(ws.url))
+    await page.goto(forbidden_site)
+    widget = Widget(page)
+    await widget.wait("w.dataset.state === 'failed'", 20)
+    status = widget.host.get_by_role("status")
+    await playwright_api.expect(status).to_have_text("Not available on this site")
+    alert = widget.host.get_by_role("alert")
+    await playwright_api.expect(alert).to_contain_text("not available on this site")
+    await playwright_api.expect(alert).to_contain_text(forbidden_site.rstrip("/"))
+    await playwright_api.expect(alert).to_contain_text("allowed_origins")
+    await asyncio.sleep(3.0)  # a retrying widget would have tried again by now (0.5 s, 1 s)
+    assert len(attempts) == 1, attempts
+    assert await widget.state("state") == "failed"
+    # A message typed now waits, visibly; the page is still accessible.
+    await widget.type_and_send("Anyone there?")
+    await playwright_api.expect(widget.host.locator("li.msg.user")).to_contain_text(
+        "waiting to send"
+    )
+    for scheme in ("light", "dark"):
+        await page.emulate_media(color_scheme=scheme)
+        assert await axe_violations(page) == [], scheme
+
+
+async def test_a_missing_token_says_so_and_stops_retrying(page: Any, engines: Engines) -> None:
+    guarded = await start_server(make_settings(server={"token": "a-secret"}), engines)
+    try:
+        attempts: list[str] = []
+        page.on("websocket", lambda ws: attempts.append(ws.url))
+        await page.goto(guarded.http + "/")
+        widget = Widget(page)
+        await widget.wait("w.dataset.state === 'failed'", 20)
+        await playwright_api.expect(widget.host.get_by_role("alert")).to_contain_text(
+            "access token (data-token) is missing or wrong"
+        )
+        await asyncio.sleep(2.0)
+        assert len(attempts) == 1, attempts
+    finally:
+        await guarded.web.close()
+
+
+async def test_controls_keep_their_places_while_a_reply_streams(
+    page: Any, web_server: RunningServer
+) -> None:
+    """Stop takes Send's place, never the microphone's; typing brings Send back there."""
+    widget = await open_widget(page, web_server.http + "/")
+    places = (
+        "(() => Object.fromEntries(['.mic', '.send', '.stop', '.input', '.mode'].map(s => {"
+        " const e = root.querySelector(s); const r = e.getBoundingClientRect();"
+        " return [s, e.hidden ? null : [r.x, r.y, r.width, r.height].map(Math.round)]; })))()"
+    )
+    idle = await widget.shadow(places)
+    assert idle[".stop"] is None and idle[".send"] is not None
+    await widget.update_session(max_tokens=1000)
+    await widget.type_and_send(LONG_STORY)
+    await widget.wait("w.messages.some(m => m.status === 'streaming' && m.text)")
+    streaming = await widget.shadow(places)
+    assert streaming[".stop"] == idle[".send"] and streaming[".send"] is None, streaming
+    assert {k: streaming[k] for k in (".mic", ".input", ".mode")} == {
+        k: idle[k] for k in (".mic", ".input", ".mode")
+    }, (idle, streaming)
+    await widget.textbox.fill("And then?")
+    typing = await widget.shadow(places)
+    assert typing[".send"] == idle[".send"] and typing[".stop"] is None
+    assert typing[".mic"] == idle[".mic"]
+    await widget.textbox.fill("")
+    await widget.button("Stop the reply").click()
+    await widget.replies_done(1)
+    assert (await widget.shadow(places)) == idle
+
+
+async def test_reload_opens_at_the_latest_message_with_one_session_note(
+    page: Any, web_server: RunningServer
+) -> None:
+    """A long conversation reopens scrolled to its end; the "New session" note comes once,
+    not again on the next reload; scrolled up, "Jump to latest" brings the end back."""
+    await seed_conversation(page, web_server, exchange(20))
+    widget = await open_widget(page, web_server.http + "/")
+    at_end = (
+        "(() => { const l = root.querySelector('.log');"
+        " return l.scrollHeight > l.clientHeight * 2"
+        " && l.scrollHeight - l.scrollTop - l.clientHeight < 2; })()"
+    )
+    notes = "w.messages.filter(m => m.role === 'note').length"
+    await widget.wait(f"{notes} === 1")
+    assert await widget.shadow(at_end), "opens at the latest message"
+    assert (await widget.messages())[-1]["role"] == "note"
+    for _ in range(2):
+        await page.reload()
+        await widget.connected()
+        await asyncio.sleep(0.3)
+        assert await widget.wait(f"{notes}") == 1, "no second note: nothing was said since"
+        await widget.wait("w.shadowRoot.querySelector('.root.styled')")
+        assert await widget.shadow(at_end)
+    # Scrolled up: the jump button; pressed: back at the end.
+    jump = widget.button("Jump to latest")
+    await playwright_api.expect(jump).to_be_hidden()
+    await widget.shadow("root.querySelector('.log').scrollTop = 0")
+    await playwright_api.expect(jump).to_be_visible()
+    await jump.click()
+    await playwright_api.expect(jump).to_be_hidden()
+    assert await widget.shadow(at_end)
+
+
+async def test_unread_badge_undo_for_new_conversation_and_dismissible_notice(
+    page: Any, web_server: RunningServer
+) -> None:
+    await page.add_init_script(
+        "navigator.mediaDevices.getUserMedia = () => "
+        "Promise.reject(new DOMException('refused by the test', 'NotAllowedError'));"
+    )
+    sockets = SocketLog(page)
+    widget = await open_widget(page, web_server.http + "/")
+    await widget.update_session(max_tokens=20)
+    # A reply that arrives while the panel is closed: a badge on the launcher.
+    await widget.host.locator("button.close").click()
+    await page.evaluate(f"{WIDGET}.send('Hello!')")
+    await widget.replies_done(1)
+    launcher = widget.button("Open the chat (1 new reply)")
+    await playwright_api.expect(launcher).to_be_visible()
+    await playwright_api.expect(widget.host.locator(".unread")).to_have_text("1")
+    await launcher.click()
+    await playwright_api.expect(widget.host.locator(".unread")).to_be_hidden()
+    assert await widget.state("unread") == "0"
+
+    # "+" clears at once, and can be undone: the server is told only when it is final.
+    before = await widget.messages()
+    starts = sockets.sent_types().count("session.start")  # the demo page's persona
+    await widget.button("Start a new conversation").click()
+    assert await widget.messages() == []
+    await playwright_api.expect(widget.host.locator(".notice")).to_contain_text(
+        "Conversation cleared."
+    )
+    await widget.host.get_by_role("button", name="Undo").click()
+    assert await widget.messages() == before
+    assert sockets.sent_types().count("session.start") == starts
+    await widget.button("Start a new conversation").click()
+    await widget.type_and_send("Hi again!")  # going on makes it final
+    await widget.replies_done(1)
+    types = sockets.sent_types()
+    assert types.count("session.start") == starts + 1
+    assert types[-2:] == ["session.start", "user.message"], types
+    assert [m["role"] for m in await widget.messages()] == ["user", "assistant"]
+    await playwright_api.expect(widget.host.locator(".notice")).to_be_hidden()
+
+    # The microphone's notice can be dismissed.
+    await widget.button("Start talking").click()
+    alert = widget.host.get_by_role("alert")
+    await playwright_api.expect(alert).to_contain_text("refused")
+    await widget.button("Dismiss this message").click()
+    await playwright_api.expect(widget.host.locator(".notice")).to_be_hidden()
+
+
+XSS_REPLY = "\n".join(
+    [
+        '**bold <img src=x onerror="window.__pwned=true">** and *em*',
+        "[click](javascript:window.__pwned=true) [data](data:text/html,<script>alert(1)</script>)",
+        '[ok](https://example.com/a_b "title") <a href="javascript:alert(1)">raw</a>',
+        "![image](https://example.com/x.png) <script>window.__pwned=true</script>",
+        "[vb](vbscript:msgbox) [js2]( javascript:alert(1)) [js3](JaVaScRiPt:alert(1))",
+        "",
+        "```html",
+        '<script>window.__pwned=true</script><img src=x onerror="window.__pwned=true">',
+        "```",
+        "",
+        "- item with `<b>code</b>`",
+        "- see https://example.org/path.",
+        "",
+        "snake_case_name and 2 * 3 * 4",
+    ]
+)
+
+
+async def test_markdown_replies_render_safely(browser: Any, web_server: RunningServer) -> None:
+    """Replies render a markdown subset as DOM nodes: bold, italic, code, lists, code blocks
+    with a copy button, links only to http(s) and mailto (rel=noopener). Markup and script
+    URLs stay text."""
+    context = await browser.new_context(viewport={"width": 1280, "height": 800})
+    await context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        await page.add_init_script("window.__pwned = false;")
+        await seed_conversation(
+            page,
+            web_server,
+            [
+                {"role": "user", "text": "**not markdown** for the person", "status": ""},
+                {"role": "assistant", "text": CODE_REPLY, "status": ""},
+                {"role": "assistant", "text": XSS_REPLY, "status": ""},
+            ],
+        )
+        widget = await open_widget(page, web_server.http + "/")
+        replies = widget.host.locator("li.msg.assistant .text")
+        good = replies.nth(0)
+        assert await good.locator("strong").inner_text() == "bold"
+        assert await good.locator("em").inner_text() == "italic"
+        assert await good.locator("p code").inner_text() == "inline code"
+        assert await good.locator("ol > li").all_inner_texts() == ["first", "second"]
+        assert await good.locator("pre code").inner_text() == "print('hello')"
+        links = await good.locator("a").evaluate_all(
+            "as => as.map(a => [a.textContent, a.getAttribute('href'), a.rel, a.target])"
+        )
+        assert links == [
+            ["the docs", "https://example.com/docs", "noopener noreferrer nofollow", "_blank"],
+            ["us", "mailto:team@example.com", "noopener noreferrer nofollow", "_blank"],
+        ]
+        user_text = await widget.host.locator("li.msg.user .text").inner_text()
+        assert user_text == "**not markdown** for the person"
+        # Copy the code block.
+        await widget.host.get_by_role("button", name="Copy the code").first.click()
+        await playwright_api.expect(widget.host.locator(".copy").first).to_have_text("Copied")
+        assert await page.evaluate("navigator.clipboard.readText()") == "print('hello')"
+
+        bad = replies.nth(1)
+        hrefs = await bad.locator("a").evaluate_all("as => as.map(a => a.getAttribute('href'))")
+        # An image is a link to it, never loaded.
+        assert hrefs == [
+            "https://example.com/a_b",
+            "https://example.com/x.png",
+            "https://example.org/path",
+        ], hrefs
+        shown = await bad.inner_text()
+        for literal in ("<img src=x onerror=", "[click](javascript:", "<script>", "<a href="):
+            assert literal in shown, literal
+        elements = await widget.shadow(
+            "[...root.querySelectorAll('li.msg .text *')].map(e => e.localName)"
+            ".filter(n => !['p', 'strong', 'em', 'code', 'pre', 'ul', 'ol', 'li', 'a', 'div',"
+            " 'span', 'button', 'blockquote', 'hr'].includes(n))"
+        )
+        assert elements == [], elements
+        handlers = await widget.shadow(
+            "[...root.querySelectorAll('li.msg *')].flatMap(e => [...e.attributes]"
+            ".map(a => a.name)).filter(n => n.startsWith('on') || n === 'src' || n === 'style')"
+        )
+        assert handlers == [], handlers
+        assert await bad.locator("strong").count() == 1
+        assert await bad.locator("pre code").inner_text() == (
+            '<script>window.__pwned=true</script><img src=x onerror="window.__pwned=true">'
+        )
+        await asyncio.sleep(1.0)
+        assert await page.evaluate("window.__pwned") is False
+        assert await page.evaluate("document.querySelectorAll('img, script[src*=x]').length") == 0
+    finally:
+        await context.close()
+    assert not errors, errors
