@@ -5,14 +5,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import logging
+import os
 import signal
+import socket
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from server import logs
 from server.config import ConfigError, Settings, load_settings, settings_as_toml
+from server.config_errors import settings_problem
+from server.errors import ChinwagException
+
+if TYPE_CHECKING:
+    from server.prompts import PersonaLibrary
 
 log = logging.getLogger("chinwag")
 
@@ -46,9 +55,83 @@ def _models_dir_override(args: argparse.Namespace) -> dict[str, Any]:
     return {"models": {"directory": str(args.models_dir.resolve())}}
 
 
+class StartupError(ChinwagException):
+    """Why the server cannot start: one line for the person who started it, naming the
+    setting to change."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _load_personas(settings: Settings) -> PersonaLibrary:
+    """The persona library, or a StartupError naming the [prompts] setting that is wrong."""
+    from server.prompts import PersonaFileError, PersonaLibrary
+
+    prompts = settings.prompts
+    try:
+        return PersonaLibrary.load(prompts.directory, prompts.default_persona)
+    except PersonaFileError as exc:
+        files = sorted(prompts.directory.glob("*.toml")) if prompts.directory.is_dir() else []
+        if not prompts.directory.is_dir():
+            problem = f"[prompts] directory {prompts.directory}: no such folder"
+        elif not files:
+            problem = f"[prompts] directory {prompts.directory}: no persona files (*.toml) in it"
+        elif not (prompts.directory / f"{prompts.default_persona}.toml").is_file():
+            names = ", ".join(f.stem for f in files)
+            problem = (
+                f"[prompts] default_persona {prompts.default_persona!r}: no such persona in "
+                f"{prompts.directory} (there are: {names})"
+            )
+        else:
+            problem = f"[prompts] directory {prompts.directory}: {_one_line(exc)}"
+        raise StartupError(problem, exit_code=2) from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line; a pydantic error as 'field: problem; ...'."""
+    from pydantic import ValidationError
+
+    text = str(exc)
+    cause = exc.__cause__
+    if isinstance(cause, ValidationError):
+        head = text.split(": ", 1)[0]
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in cause.errors(include_url=False)
+        )
+        return f"{head}: {problems}"
+    return " ".join(text.split())
+
+
+async def _listen(
+    settings: tuple[str, str], host: str, port: int, start: Callable[[str, int], Awaitable[None]]
+) -> None:
+    """Start a listener; a StartupError naming the setting (of the host, of the port) to
+    change when the address cannot be used."""
+    host_setting, port_setting = settings
+    try:
+        await start(host, port)
+    except socket.gaierror as exc:
+        raise StartupError(
+            f"{host_setting} {host!r}: the name does not resolve to an address ({exc.strerror})"
+        ) from exc
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        setting, hint = {
+            errno.EADDRINUSE: (
+                port_setting,
+                "another program (or another chinwag) is listening there; choose another port",
+            ),
+            errno.EADDRNOTAVAIL: (host_setting, "that address is not one of this machine's"),
+            errno.EACCES: (port_setting, "ports below 1024 need privileges"),
+        }.get(exc.errno or 0, (f"{host_setting}, {port_setting}", ""))
+        more = f"; {hint}" if hint else ""
+        raise StartupError(f"{setting}: cannot listen on {host}:{port}: {reason}{more}") from exc
+
+
 async def serve(settings: Settings, ready_file: Path | None = None) -> None:
     from server.app import App, load_into
-    from server.prompts import PersonaLibrary
     from server.transports.websocket import WebSocketServer
 
     # The model's worker thread holds the GIL between tokens; with Python's default 5 ms switch
@@ -56,10 +139,11 @@ async def serve(settings: Settings, ready_file: Path | None = None) -> None:
     # time to first token from 1.08-1.17 to 1.02-1.09 times the direct call (docs/performance.md).
     sys.setswitchinterval(0.001)
     asyncio.get_running_loop().set_exception_handler(logs.loop_exception_handler)
-    personas = PersonaLibrary.load(settings.prompts.directory, settings.prompts.default_persona)
+    personas = _load_personas(settings)
     app = App(settings=settings, personas=personas)
     web = WebSocketServer(app)
-    await web.start(settings.server.host, settings.server.port)
+    addresses = ("[server] host", "[server] port")
+    await _listen(addresses, settings.server.host, settings.server.port, web.start)
     log.info("chinwag listening on http://%s:%d (models loading)", settings.server.host, web.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -80,7 +164,12 @@ async def serve(settings: Settings, ready_file: Path | None = None) -> None:
         # Home Assistant's speech services and conversation agent; `describe` is answered
         # while the models load.
         wyoming = WyomingServer(app, settings.wyoming)
-        await wyoming.start(*parse_tcp_uri(settings.wyoming.uri))
+        try:
+            uri = ("[wyoming] uri", "[wyoming] uri")
+            await _listen(uri, *parse_tcp_uri(settings.wyoming.uri), wyoming.start)
+        except StartupError:
+            await web.close()
+            raise
     try:
         loading = asyncio.create_task(load_into(app))
         done, _ = await asyncio.wait(
@@ -152,16 +241,21 @@ def main(argv: list[str] | None = None) -> int:
     logs.redact_handlers()
 
     if args.command == "serve":
+        overrides = _serve_overrides(args)
         try:
-            settings = load_settings(args.config, _serve_overrides(args))
+            settings = load_settings(args.config, overrides)
         except ConfigError as exc:
-            print(f"chinwag: {exc}", file=sys.stderr)
+            print(f"chinwag: {settings_problem(exc, args.config, overrides)}", file=sys.stderr)
             return 2
         if args.print_config:
             print(settings_as_toml(settings))
             return 0
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve(settings, args.ready_file))
+        try:
+            with contextlib.suppress(KeyboardInterrupt):
+                asyncio.run(serve(settings, args.ready_file))
+        except StartupError as exc:
+            print(f"chinwag: {exc}", file=sys.stderr)
+            return exc.exit_code
         return 0
     if args.command == "chat":
         from clients.cli import run_chat
@@ -176,10 +270,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "models":
         from server.models import ModelError, fetch_all, list_models
 
+        overrides = _models_dir_override(args)
         try:
-            directory = load_settings(args.config, _models_dir_override(args)).models.directory
+            directory = load_settings(args.config, overrides).models.directory
         except ConfigError as exc:
-            print(f"chinwag: {exc}", file=sys.stderr)
+            print(f"chinwag: {settings_problem(exc, args.config, overrides)}", file=sys.stderr)
             return 2
         if args.action == "list":
             print(list_models(directory))
