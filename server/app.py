@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from server.audio.vad import SileroVad, VadModel
 from server.config import Settings
 from server.engines.base import ChatModel, Synthesizer, Transcriber
+from server.intents.recognizer import IntentRecognizer
 from server.metrics import Metrics
 from server.pipeline.chat import ChatRunner
+from server.pipeline.intents import load_recognizer
 from server.pipeline.priority import CpuPriority
 from server.pipeline.speech import SpeechRunner
 from server.prompts import PersonaLibrary
@@ -40,6 +42,8 @@ class App:
     load_error: str | None = None
     started_at: float = field(default_factory=time.time)
     load_seconds: float | None = None
+    # The intent stage's recognizer (docs/intents.md); None when [intents] is off.
+    intents: IntentRecognizer | None = None
     # Every transport's sessions: admission, counting, lookup by id, observers.
     hub: SessionHub = field(init=False)
 
@@ -52,6 +56,8 @@ class App:
         self.speech = SpeechRunner(
             engines.transcriber, engines.synthesizer, engines.vad, priority=priority
         )
+        # Loaded (and cached) by load_engines on its worker thread; here it is looked up.
+        self.intents = load_recognizer(self.settings.intents)
         self.ready.set()
 
     def close(self) -> None:
@@ -112,6 +118,7 @@ def load_engines(settings: Settings) -> Engines:
     )
     transcriber.warm_up()
     synthesizer = PiperSynthesizer(settings.tts.voice_path)
+    load_recognizer(settings.intents)  # the intent templates, cached for App.attach
     synthesizer.warm_up()
     return Engines(
         chat=chat, transcriber=transcriber, synthesizer=synthesizer, vad=SileroVad.load()

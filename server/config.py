@@ -160,6 +160,9 @@ class MqttSettings(_Group):
     client_id: str = "chinwag"
     topic_prefix: str = "chinwag"
     hermes: bool = True  # also answer Rhasspy Hermes topics
+    # The persona of site sessions (prompts/); smart_home recognises commands (docs/intents.md).
+    # none: [prompts] default_persona.
+    persona: str | None = "smart_home"
     reconnect_max_s: float = Field(30.0, gt=0.0)
 
     @field_validator("url")
@@ -207,6 +210,22 @@ class WyomingSettings(_Group):
         return uri
 
 
+class IntentsSettings(_Group):
+    """The local intent stage (docs/intents.md): commands recognised from Home Assistant's
+    templates and answered without the chat model, for personas with `intents = true`."""
+
+    enabled: bool = True
+    # The home's areas and devices (TOML); none: no devices (time, date and timers still work).
+    # The default is the demo home shipped in prompts/devices.example.toml.
+    devices: Path | None = PROMPTS_DIR / "devices.example.toml"
+    language: str = "en"
+    # The site named in published intents of a session that has none (Hermes' default).
+    default_site: str = Field("default", min_length=1, max_length=128)
+    # Timers one session keeps at once, and the longest one.
+    max_timers: int = Field(8, ge=1, le=100)
+    max_timer_s: float = Field(24 * 3600.0, gt=0.0, le=7 * 24 * 3600.0)
+
+
 class ModelsSettings(_Group):
     # Where `chinwag models fetch` puts the default weights and where the default model paths
     # point; an explicit [llm] model_path, [asr] model_path or [tts] voice_path wins.
@@ -235,6 +254,7 @@ class Settings(_Group):
     vad: VadSettings = VadSettings()
     mqtt: MqttSettings = MqttSettings()
     wyoming: WyomingSettings = WyomingSettings()
+    intents: IntentsSettings = IntentsSettings()
     prompts: PromptSettings = PromptSettings()
 
     @model_validator(mode="after")
@@ -309,6 +329,7 @@ _PATH_FIELDS = {
     ("prompts", "directory"),
     ("models", "directory"),
     ("mqtt", "ca_file"),
+    ("intents", "devices"),
 }
 
 

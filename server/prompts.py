@@ -33,10 +33,19 @@ class Persona:
     description: str
     system_prompt: str
     generation: GenerationSettings = field(default_factory=GenerationSettings)
+    # The local intent stage answers commands first (docs/intents.md).
+    intents: bool = False
 
 
 class PersonaFileError(ChinwagException):
     """A persona file is malformed (a deployment error, reported at start-up)."""
+
+
+def _flag(data: dict[str, object], key: str, path: Path) -> bool:
+    value = data.get(key, False)
+    if not isinstance(value, bool):
+        raise PersonaFileError(f"{path}: {key} must be true or false")
+    return value
 
 
 def load_persona_file(path: Path) -> Persona:
@@ -50,6 +59,7 @@ def load_persona_file(path: Path) -> Persona:
             description=str(data.get("description", "")),
             system_prompt=system_prompt.strip(),
             generation=GenerationSettings.model_validate(data.get("generation", {})),
+            intents=_flag(data, "intents", path),
         )
     except (tomllib.TOMLDecodeError, ValidationError) as exc:
         raise PersonaFileError(f"{path}: {exc}") from exc

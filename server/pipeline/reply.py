@@ -39,6 +39,20 @@ class ReplySettings(Protocol):
     def system_prompt(self, instructions: str | None = None) -> str: ...
 
 
+class CommandStage(Protocol):
+    """Answers commands without the model (pipeline/intents.py); False: not a command."""
+
+    async def respond(
+        self,
+        ctx: TurnContext,
+        text: str,
+        message_id: str | None,
+        *,
+        speak: bool,
+        sample_rate: int | None,
+    ) -> bool: ...
+
+
 class Responder:
     def __init__(
         self,
@@ -52,6 +66,7 @@ class Responder:
         first_phrase_max_words: int | None,
         next_id: Callable[[str], str],
         log: logging.LoggerAdapter[logging.Logger],
+        commands: CommandStage | None = None,
     ) -> None:
         self._chat = chat
         self._speech = speech
@@ -62,6 +77,7 @@ class Responder:
         self._first_phrase_max_words = first_phrase_max_words
         self._next_id = next_id
         self._log = log
+        self._commands = commands
 
     async def send_error(self, out: TurnOutput, exc: ChinwagError, source: str | None) -> None:
         self._metrics.errors.labels(exc.code.value).inc()
@@ -152,6 +168,14 @@ class Responder:
     ) -> None:
         """Stream the model's answer (and, when speaking, its audio) to a new user message,
         or (text None) to the conversation as it stands."""
+        commands = self._commands
+        # A command is answered in milliseconds without the model (pipeline/intents.py).
+        if (
+            text is not None
+            and commands is not None
+            and await commands.respond(ctx, text, message_id, speak=speak, sample_rate=sample_rate)
+        ):
+            return
         chat = self._chat()
         out = ctx.out
         reply_id = self._next_id("r")

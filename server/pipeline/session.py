@@ -37,6 +37,7 @@ from server.pipeline.audio_input import AudioInput
 from server.pipeline.chat import ChatRunner
 from server.pipeline.conversation import Conversation
 from server.pipeline.endpointing import looks_complete
+from server.pipeline.intents import SessionIntents
 from server.pipeline.listener import Listener
 from server.pipeline.playback import heard_text
 from server.pipeline.reply import Responder
@@ -89,6 +90,20 @@ class Session:
             log=self.log,
             name=self.id,
         )
+        # Commands answered without the model, timers (pipeline/intents.py).
+        self.intents = SessionIntents(
+            recognizer=lambda: app.intents,
+            settings=app.settings.intents,
+            persona=lambda: self.persona,
+            site=lambda: self.site,
+            conversation=self.conversation,
+            speaker=self.speaker,
+            metrics=app.metrics,
+            next_id=self._next_id,
+            emit=self.emit,
+            announce=self._announce,
+            log=self.log,
+        )
         self.responder = Responder(
             chat=lambda: self.chat,
             speech=lambda: self.speech,
@@ -99,6 +114,7 @@ class Session:
             first_phrase_max_words=app.settings.tts.first_phrase_max_words or None,
             next_id=self._next_id,
             log=self.log,
+            commands=self.intents,
         )
         self.listener = Listener(
             speech=lambda: self.speech,
@@ -129,6 +145,7 @@ class Session:
         Idempotent: cancelled part-way, call it again."""
         # The microphone first: it is what starts speculations and turns.
         await self.listener.close()
+        await self.intents.close()  # no timer fires from here on
         await self.turns.discard_speculation()
         tasks = list(self._pending_input)
         for task in tasks:
@@ -158,6 +175,17 @@ class Session:
 
     def system_prompt(self, instructions: str | None = None) -> str:
         return instructions or self.instructions or self.persona.system_prompt
+
+    async def _announce(self, text: str) -> None:
+        """Say `text` now (a timer that finished), aloud when an audio stream that speaks is
+        open; it interrupts a reply in progress, as a kitchen timer would."""
+        audio = self.listener.input
+        start = audio.start if audio is not None else None
+        speak = start is not None and start.speak and start.task == "converse"
+        rate = start.output_sample_rate if start is not None else None
+        await self.turns.start(
+            lambda ctx: self.intents.announce(ctx, text, speak=speak, sample_rate=rate)
+        )
 
     def _next_id(self, prefix: str) -> str:
         return f"{prefix}{next(self._ids)}-{self.id}"

@@ -28,6 +28,7 @@ HERMES_SAY_FINISHED = "hermes/tts/sayFinished"
 HERMES_TTS_ERROR = "hermes/error/tts"
 HERMES_TEXT_CAPTURED = "hermes/asr/textCaptured"
 HERMES_DEFAULT_SITE = "default"
+HERMES_INTENT = "hermes/intent"  # /<intentName>
 
 
 # --- broker addresses ------------------------------------------------------------------------
@@ -257,6 +258,76 @@ def text_captured_payload(transcript: proto.Transcript, site: str, session_id: s
             "siteId": site,
             "sessionId": session_id,
             "wakewordId": None,
+        }
+    )
+
+
+def hermes_intent_topic(intent: proto.Intent) -> str:
+    return f"{HERMES_INTENT}/{intent.name}"
+
+
+def _slot_entity(name: str) -> str:
+    """Hermes names each slot's entity (its list of values): ours are the template's lists."""
+    return {"name": "device", "area": "area", "floor": "floor", "domain": "domain"}.get(name, name)
+
+
+def hermes_intent_payload(intent: proto.Intent, session_id: str) -> bytes:
+    """Rhasspy Hermes' NLU intent message (hermes/intent/<intentName>)."""
+    slots = []
+    for slot in intent.slots:
+        number = isinstance(slot.value, int | float) and not isinstance(slot.value, bool)
+        slots.append(
+            {
+                "entity": _slot_entity(slot.name),
+                "slotName": slot.name,
+                "rawValue": slot.text or str(slot.value),
+                "value": {"kind": "Number" if number else "Custom", "value": slot.value},
+                "confidence": 1.0,
+            }
+        )
+    # The devices the command is for, as slots automations can read (`entity_id`).
+    for target in intent.targets:
+        slots.append(
+            {
+                "entity": target.domain,
+                "slotName": "entity_id",
+                "rawValue": target.name,
+                "value": {"kind": "Custom", "value": target.entity_id},
+                "confidence": 1.0,
+            }
+        )
+    return dumps(
+        {
+            "input": intent.text.strip(),
+            "rawInput": intent.text.strip(),
+            "intent": {"intentName": intent.name, "confidenceScore": intent.confidence},
+            "slots": slots,
+            "siteId": intent.site,
+            "sessionId": session_id,
+            "customData": None,
+            "asrTokens": [],
+            "asrConfidence": None,
+            "wakewordId": None,
+            "lang": "en",
+        }
+    )
+
+
+def intent_payload(intent: proto.Intent, session_id: str) -> bytes:
+    """chinwag/<site>/intent: the intent with its devices resolved, one object."""
+    return dumps(
+        {
+            "intent": intent.name,
+            "text": intent.text.strip(),
+            "site": intent.site,
+            "session_id": session_id,
+            "reply_id": intent.reply_id,
+            "slots": {slot.name: slot.value for slot in intent.slots},
+            "targets": [target.model_dump() for target in intent.targets],
+            "area": intent.area,
+            "handled_by": intent.handled_by,
+            "speech": intent.speech,
+            "confidence": intent.confidence,
         }
     )
 

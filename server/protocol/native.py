@@ -402,6 +402,52 @@ class OutputAudioClear(ServerEvent):
     stream_id: str
 
 
+class IntentSlot(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    name: str  # the template's slot: name, area, domain, brightness, minutes...
+    value: str | int | float
+    text: str  # the words said for it ("" when it came from the site's area)
+
+
+class IntentTarget(BaseModel):
+    """A configured device the command is for (the devices file, docs/intents.md)."""
+
+    model_config = ConfigDict(frozen=True)
+    entity_id: str
+    name: str
+    domain: str
+    area: str | None = None
+
+
+class Intent(ServerEvent):
+    """A command recognised by the intent stage (docs/intents.md): answered by the reply
+    `reply_id` without the model. `handled_by` "home": for the home's automations to carry
+    out (the MQTT bridge publishes it); "chinwag": the clock and timers, done here."""
+
+    type: ClassVar[str] = "intent"
+    reply_id: str
+    name: str  # Home Assistant's intent name: HassTurnOff, HassStartTimer...
+    text: str  # what was said or typed
+    site: str
+    confidence: float
+    slots: list[IntentSlot]
+    targets: list[IntentTarget]
+    area: str | None = None
+    handled_by: Literal["home", "chinwag"]
+    speech: str  # the confirmation said
+    match_ms: float
+
+
+class TimerFinished(ServerEvent):
+    """A timer set in this session is done; its announcement follows as a reply."""
+
+    type: ClassVar[str] = "timer.finished"
+    timer_id: str
+    name: str | None = None
+    seconds: float
+    site: str
+
+
 class Error(ServerEvent):
     type: ClassVar[str] = "error"
     code: str

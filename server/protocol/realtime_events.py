@@ -201,6 +201,11 @@ class RealtimeEvents:
                 out += self._response_done(event)
             case proto.Error():
                 out += self.error(rt.RealtimeError(event.code, event.message))
+            case proto.Intent() | proto.TimerFinished():
+                # chinwag's extensions (docs/realtime.md): `chinwag.intent`, a command the
+                # intent stage answered; `chinwag.timer.finished`. Clients ignore unknown types.
+                body = event.model_dump(mode="json", exclude_none=True)
+                emit(self.stamp({"type": f"chinwag.{event.type}", **body}))
             case _:
                 pass  # output_audio.start/clear, reply.truncated, partials: no Realtime event
         return out

@@ -403,6 +403,14 @@ class MqttBridge:
         sink = MqttSink(self, site)
         session = Session(self.app, sink, transport="mqtt")
         session.site = site
+        if self.settings.persona is not None:
+            try:
+                session.persona = self.app.personas.get(self.settings.persona)
+                session.generation = session.persona.generation
+            except ChinwagError:
+                log.warning(
+                    "MQTT: no persona %r; site %s uses the default", self.settings.persona, site
+                )
         self.app.hub.open(session)
         entry = self._sites[site] = _Site(session, sink)
         session.log.info("MQTT site %s", site)
@@ -435,6 +443,13 @@ class MqttBridge:
     # SessionObserver: called on the loop for every session; queue only, never wait.
 
     def on_event(self, session: Session, event: proto.ServerEvent) -> None:
+        if isinstance(event, proto.Intent) and self._connected and valid_level(event.site):
+            # Every session's commands, with a site or not: this is how the home acts.
+            intent_topic = self.topics.site(event.site, "intent")
+            self._events.put(Outgoing(intent_topic, wire.intent_payload(event, session.id)))
+            if self.settings.hermes:
+                hermes = wire.hermes_intent_payload(event, session.id)
+                self._events.put(Outgoing(wire.hermes_intent_topic(event), hermes))
         site = self._site_of(session)
         if site is None or not self._connected:
             return  # stale by the time the broker is back

@@ -1,0 +1,482 @@
+"""Commands recognised with hassil and Home Assistant's English templates. Blocking, no asyncio.
+
+The sentence templates and response templates come from the installed `home-assistant-intents`
+package (nothing is downloaded); the names of devices and areas from the site's devices file
+(`server/intents/home.py`). `IntentRecognizer.understand(text, site)` answers in a few
+milliseconds with:
+
+- `Recognized`: an intent with its slots and the devices it targets (resolved against the
+  home), and for commands to the home the spoken confirmation, rendered from the packaged
+  response template ("Turned off the kitchen light");
+- `Refused`: a command chinwag will not carry out, with what to say ("I don't know a device
+  called toaster."); it is published nowhere;
+- None: not a command; the chat model answers.
+
+Only whole-sentence matches of the templates count: a sentence that merely mentions a device
+is not a command. Names a template leaves open (a device nobody configured) are accepted only
+to refuse them, and only after a command verb at the start ("turn off the toaster").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from server.intents.home import Device, Home, spoken
+
+log = logging.getLogger(__name__)
+
+# Intents chinwag answers itself (the clock, its timers).
+LOCAL_INTENTS = frozenset(
+    {
+        "HassGetCurrentTime",
+        "HassGetCurrentDate",
+        "HassStartTimer",
+        "HassCancelTimer",
+        "HassCancelAllTimers",
+        "HassTimerStatus",
+        "HassPauseTimer",
+        "HassUnpauseTimer",
+        "HassIncreaseTimer",
+        "HassDecreaseTimer",
+        "HassNevermind",
+    }
+)
+# Commands for the home: published (MQTT) for the home's automations to carry out.
+HOME_INTENTS = frozenset(
+    {
+        "HassTurnOn",
+        "HassTurnOff",
+        "HassLightSet",
+        "HassClimateSetTemperature",
+        "HassSetPosition",
+        "HassFanSetSpeed",
+        "HassMediaPause",
+        "HassMediaUnpause",
+        "HassMediaNext",
+        "HassMediaPrevious",
+        "HassSetVolume",
+        "HassMediaPlayerMute",
+        "HassMediaPlayerUnmute",
+        "HassVacuumStart",
+        "HassVacuumReturnToBase",
+        "HassLawnMowerStartMowing",
+        "HassLawnMowerDock",
+        "HassShoppingListAddItem",
+    }
+)
+# Questions the templates recognise but chinwag cannot answer: it sees no device states and
+# no weather service. An honest answer beats the chat model's guess.
+UNAVAILABLE = {
+    "HassGetWeather": "Sorry, I have no weather information here.",
+    "HassGetState": "Sorry, I can't see the state of devices from here.",
+    "HassClimateGetTemperature": "Sorry, I can't read the temperature from here.",
+}
+SUPPORTED = LOCAL_INTENTS | HOME_INTENTS | frozenset(UNAVAILABLE)
+
+# Intents whose templates may capture free text (a wildcard): others never accept one.
+WILDCARD_OK = frozenset(
+    {
+        "HassStartTimer",
+        "HassCancelTimer",
+        "HassTimerStatus",
+        "HassPauseTimer",
+        "HassUnpauseTimer",
+        "HassIncreaseTimer",
+        "HassDecreaseTimer",
+        "HassShoppingListAddItem",
+    }
+)
+# Commands whose unknown device name is refused rather than passed to the chat model.
+REFUSABLE = frozenset({"HassTurnOn", "HassTurnOff", "HassLightSet", "HassSetPosition"})
+COMMAND_VERBS = ("turn", "switch", "open", "close", "shut", "lock", "unlock", "dim", "brighten")
+MAX_UNKNOWN_NAME_WORDS = 4
+
+# Said before or after a command; removed before matching ("please turn off the light").
+_POLITE_PREFIX = re.compile(
+    r"^(?:(?:hey|ok|okay) (?:chinwag|computer)[, ]*)?"
+    r"(?:(?:please|kindly|now|and|so|okay|ok|alright|hey)[, ]+)*"
+    r"(?:(?:can|could|would|will) you(?: please)? |i(?:'d| would) like you to |i want you to "
+    r"|i(?:'d| would) like to |i want to |i need you to |go ahead and |let's )?",
+)
+_POLITE_SUFFIX = re.compile(r"(?:[, ]+(?:please|thanks|thank you|now|for me))+$")
+
+
+def normalise(text: str) -> str:
+    """Lower case, no end punctuation or filler, single spaces: what the templates expect."""
+    text = text.lower().replace("\u2019", "'")
+    text = re.sub(r"[\"“”!?¿¡;:()\[\]]", " ", text)
+    text = re.sub(r"(?<!\d)[.,](?!\d)", " ", text)  # 21.5 and 1,000 keep theirs
+    text = " ".join(text.split())
+    text = _POLITE_PREFIX.sub("", text, count=1)
+    text = _POLITE_SUFFIX.sub("", text)
+    return text.strip()
+
+
+# --- results -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One filled slot: `name` is the template's slot, `value` the resolved value, `text`
+    the words said for it ('' when it came from the site's context, such as its area)."""
+
+    name: str
+    value: str | int | float
+    text: str
+
+
+@dataclass(frozen=True)
+class Target:
+    entity_id: str
+    name: str
+    domain: str
+    area: str | None
+
+    @classmethod
+    def of(cls, device: Device) -> Target:
+        return cls(device.entity_id, device.name, device.domain, device.area)
+
+
+@dataclass(frozen=True)
+class Recognized:
+    intent: str
+    text: str  # the input as given
+    slots: tuple[Slot, ...]
+    response: str  # the response template's key
+    targets: tuple[Target, ...] = ()
+    area: str | None = None  # the area the command is about, if any
+    speech: str = ""  # the confirmation (commands for the home); local intents render later
+
+    @property
+    def local(self) -> bool:
+        return self.intent in LOCAL_INTENTS
+
+    def slot(self, name: str) -> Slot | None:
+        return next((s for s in self.slots if s.name == name), None)
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Recognised but not carried out (published nowhere): what to say, and why."""
+
+    intent: str | None
+    text: str
+    speech: str
+    reason: str  # unknown_device, unknown_area, ambiguous, not_available
+
+
+Understanding = Recognized | Refused | None
+
+
+# --- response templates ------------------------------------------------------------------------
+
+
+@dataclass
+class Responses:
+    """Home Assistant's packaged response templates (Jinja2), rendered in a sandbox."""
+
+    templates: Mapping[str, Mapping[str, str]]
+    errors: Mapping[str, str]
+    _compiled: dict[tuple[str, str], Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        self._env = ImmutableSandboxedEnvironment(autoescape=False)
+
+    def _template(self, group: str, key: str, source: str) -> Any:
+        found = self._compiled.get((group, key))
+        if found is None:
+            found = self._compiled[(group, key)] = self._env.from_string(source)
+        return found
+
+    def render(self, intent: str, key: str, variables: Mapping[str, Any]) -> str:
+        source = self.templates.get(intent, {}).get(key)
+        if source is None:
+            return ""
+        return " ".join(self._template(intent, key, source).render(**variables).split())
+
+    def error(self, key: str, **variables: Any) -> str:
+        source = self.errors.get(key)
+        if source is None:
+            return "Sorry, I can't do that."
+        return " ".join(self._template("errors", key, source).render(**variables).split())
+
+
+# Responses that only say what happens ("Opening"): the device's name is added.
+_BARE_RESPONSES = {"Opening", "Closing", "Locking", "Unlocking", "Activated", "Started", "Pressed"}
+
+
+def name_the_device(speech: str, intent: str, targets: tuple[Target, ...]) -> str:
+    """ "Turned off the light" -> "Turned off the kitchen light" when one device was named:
+    the packaged templates name the domain only, and a speaker should say which device."""
+    if len(targets) != 1 or intent not in ("HassTurnOn", "HassTurnOff"):
+        return speech
+    name = targets[0].name
+    the_name = name if spoken(name).startswith("the ") else f"the {name}"
+    if speech in _BARE_RESPONSES:
+        return f"{speech} {the_name}"
+    head, sep, _ = speech.rpartition(" the ")
+    if sep and head in ("Turned on", "Turned off"):
+        return f"{head} {the_name}"
+    return speech
+
+
+@dataclass(frozen=True)
+class _State:
+    """What a response template reads of a device (`state.domain`, `state.name`)."""
+
+    domain: str
+    name: str
+    state: str = ""
+    state_with_unit: str = ""
+
+
+# --- the recognizer ----------------------------------------------------------------------------
+
+
+class IntentRecognizer:
+    """hassil on the packaged English templates, narrowed to the intents chinwag supports and
+    the domains the home has. Load once; `understand` is thread-safe (no shared state
+    changes after warm_up)."""
+
+    def __init__(self, home: Home, language: str = "en") -> None:
+        import home_assistant_intents
+        from hassil import Intents, SlotList, TextSlotList, filter_intents
+
+        data = home_assistant_intents.get_intents(language)
+        if data is None:
+            raise ValueError(f"home-assistant-intents has no templates for {language!r}")
+        self.home = home
+        self.language = language
+        everything = Intents.from_dict(data)
+        # Timers, the clock and the shopping list need no device; device commands need their
+        # domain in the home.
+        self.intents = filter_intents(
+            everything,
+            intent_names=SUPPORTED,
+            domains=home.domains or None,
+            keep_domainless=True,
+        )
+        responses = data.get("responses", {})
+        self.responses = Responses(responses.get("intents", {}), responses.get("errors", {}))
+        names = [
+            (alias, device.name, {"domain": device.domain})
+            for device in home.devices
+            for alias in (device.name, *device.aliases)
+        ]
+        areas = [(alias, area.name) for area in home.areas for alias in (area.name, *area.aliases)]
+        floors = sorted({(a.floor, a.floor) for a in home.areas if a.floor})
+        self.slot_lists: dict[str, SlotList] = {
+            "name": TextSlotList.from_tuples(names, allow_template=False),
+            "area": TextSlotList.from_tuples(areas, allow_template=False),
+            "floor": TextSlotList.from_tuples(floors, allow_template=False),
+        }
+
+    def warm_up(self) -> None:
+        """hassil builds its matchers on first use (about 0.7 s): do it at load time."""
+        for text in ("turn off the light", "what time is it", "set a timer for 1 minute", "hi"):
+            self.understand(text, None)
+
+    # --- matching -----------------------------------------------------------------------------
+
+    def _match(self, text: str, area: str | None, *, unmatched: bool) -> Any:
+        from hassil import recognize_best
+
+        context = {"area": area} if area else None
+        return recognize_best(
+            text,
+            self.intents,
+            slot_lists=self.slot_lists,
+            intent_context=context,
+            language=self.language,
+            allow_unmatched_entities=unmatched,
+            best_slot_name="name",
+        )
+
+    def understand(self, text: str, site: str | None) -> Understanding:
+        said = normalise(text)
+        if not said or len(said) > 200:
+            return None
+        area = self.home.area_of_site(site)
+        area_name = area.name if area is not None else None
+        result = self._match(said, area_name, unmatched=False)
+        if result is None:
+            return self._unmatched(text, said, area_name)
+        intent = result.intent.name
+        if any(e.is_wildcard for e in result.entities_list) and intent not in WILDCARD_OK:
+            return None
+        if intent in UNAVAILABLE:
+            return Refused(intent, text, UNAVAILABLE[intent], "not_available")
+        slots = tuple(_slot(e) for e in result.entities_list)
+        recognized = Recognized(intent, text, slots, result.response or "default")
+        if recognized.local:
+            return recognized
+        return self._resolve(recognized)
+
+    def _unmatched(self, text: str, said: str, area: str | None) -> Understanding:
+        """A template matched but for a name nobody configured, or a room it needs."""
+        result = self._match(said, area, unmatched=True)
+        if result is None:
+            return None
+        intent = result.intent.name
+        unknown = {
+            name: e.text.strip()
+            for name, e in result.unmatched_entities.items()
+            if getattr(e, "text", "").strip() and e.text.strip() != "<missing>"
+        }
+        missing = {name for name, e in result.unmatched_entities.items() if name not in unknown}
+        if any(e.is_wildcard for e in result.entities_list) and intent not in WILDCARD_OK:
+            return None
+        if intent in REFUSABLE and set(unknown) == {"name"} and missing <= {"domain", "area"}:
+            name = unknown["name"]
+            words = name.split()
+            if (
+                said.split()[0] in COMMAND_VERBS
+                and result.text_chunks_matched > 0
+                and words[0] not in COMMAND_VERBS
+                and len(words) <= MAX_UNKNOWN_NAME_WORDS
+            ):
+                return Refused(
+                    intent, text, f"I don't know a device called {name}.", "unknown_device"
+                )
+            return None
+        if not unknown and missing == {"area"} and intent in HOME_INTENTS:
+            # "Turn on the lights" where the site has no room: the one device of its kind,
+            # or ask which room.
+            slots = tuple(_slot(e) for e in result.entities_list)
+            return self._resolve(Recognized(intent, text, slots, result.response or "default"))
+        return None
+
+    # --- targets ------------------------------------------------------------------------------
+
+    def _resolve(self, recognized: Recognized) -> Understanding:
+        home, intent = self.home, recognized.intent
+        if intent == "HassShoppingListAddItem":
+            return self._confirm(recognized, ())
+        name = recognized.slot("name")
+        area_slot = recognized.slot("area")
+        domain_slot = recognized.slot("domain")
+        area = home.area(str(area_slot.value)) if area_slot is not None else None
+        domains = _domains_of(intent, domain_slot)
+        if name is not None:
+            found = [d for d in home.named(str(name.value)) if area is None or _in(d, area.name)]
+            if not found:
+                said = name.text or str(name.value)
+                speech = f"I don't know a device called {said}."
+                return Refused(intent, recognized.text, speech, "unknown_device")
+        else:
+            found = [
+                d
+                for d in home.devices
+                if (not domains or d.domain in domains) and (area is None or _in(d, area.name))
+            ]
+            if not found:
+                what = (domains[0] if domains else "device").replace("_", " ")
+                if area is not None:
+                    speech = self.responses.error("no_domain_in_area", domain=what, area=area.name)
+                else:
+                    speech = self.responses.error("no_domain", domain=what)
+                return Refused(intent, recognized.text, speech, "unknown_device")
+            if area is None and len(found) > 1 and not recognized.response.endswith("_all"):
+                rooms = sorted({d.area for d in found if d.area})
+                speech = "Which room do you mean" + (
+                    f": the {_or_list(rooms)}?" if 1 < len(rooms) <= 4 else "?"
+                )
+                return Refused(intent, recognized.text, speech, "ambiguous")
+        targets = tuple(Target.of(d) for d in found)
+        if area is None and len({t.area for t in targets}) == 1:
+            area = home.area(targets[0].area)
+        resolved = Recognized(
+            intent,
+            recognized.text,
+            recognized.slots,
+            recognized.response,
+            targets,
+            area.name if area is not None else None,
+        )
+        return self._confirm(resolved, targets)
+
+    def _confirm(self, recognized: Recognized, targets: tuple[Target, ...]) -> Recognized:
+        variables: dict[str, Any] = {"slots": slot_variables(recognized.slots)}
+        if targets:
+            first = targets[0]
+            variables["state"] = _State(first.domain, first.name)
+            variables["query"] = {"matched": [_State(t.domain, t.name) for t in targets]}
+        try:
+            speech = self.responses.render(recognized.intent, recognized.response, variables)
+        except Exception as exc:  # a template that needs state chinwag does not have
+            log.debug("response %s/%s: %s", recognized.intent, recognized.response, exc)
+            speech = ""
+        speech = name_the_device(speech, recognized.intent, targets) or "Done."
+        return Recognized(
+            recognized.intent,
+            recognized.text,
+            recognized.slots,
+            recognized.response,
+            targets,
+            recognized.area,
+            speech,
+        )
+
+    def render_local(self, recognized: Recognized, extra: Mapping[str, Any]) -> str:
+        """A local intent's answer from its packaged template, with chinwag's own values
+        (the time, the date, the timers) as slots."""
+        slots = {**slot_variables(recognized.slots), **extra}
+        return self.responses.render(recognized.intent, recognized.response, {"slots": slots})
+
+
+def slot_variables(slots: tuple[Slot, ...]) -> dict[str, Any]:
+    """Slots as Home Assistant's templates read them: the words said, else the value."""
+    return {s.name: s.text.strip() or s.value for s in slots}
+
+
+def _slot(entity: Any) -> Slot:
+    value = entity.value
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, str | int | float):
+        value = str(value)
+    return Slot(entity.name, value, (entity.text or "").strip())
+
+
+def _domains_of(intent: str, domain: Slot | None) -> list[str]:
+    if domain is not None:
+        return [str(domain.value)]
+    return {
+        "HassClimateSetTemperature": ["climate"],
+        "HassLightSet": ["light"],
+        "HassFanSetSpeed": ["fan"],
+        "HassMediaPause": ["media_player"],
+        "HassMediaUnpause": ["media_player"],
+        "HassMediaNext": ["media_player"],
+        "HassMediaPrevious": ["media_player"],
+        "HassSetVolume": ["media_player"],
+        "HassMediaPlayerMute": ["media_player"],
+        "HassMediaPlayerUnmute": ["media_player"],
+        "HassVacuumStart": ["vacuum"],
+        "HassVacuumReturnToBase": ["vacuum"],
+        "HassLawnMowerStartMowing": ["lawn_mower"],
+        "HassLawnMowerDock": ["lawn_mower"],
+        "HassSetPosition": ["cover", "valve"],
+    }.get(intent, [])
+
+
+def _in(device: Device, area: str) -> bool:
+    return device.area is not None and spoken(device.area) == spoken(area)
+
+
+def _or_list(items: list[str]) -> str:
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " or " + items[-1]
+
+
+def now_slots(now: dt.datetime) -> dict[str, Any]:
+    """The clock as the time and date templates read it."""
+    return {"time": now.time(), "date": now.date()}

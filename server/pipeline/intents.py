@@ -1,0 +1,419 @@
+"""A session's intent stage: commands answered in milliseconds, without the chat model.
+
+`Responder.reply` asks `SessionIntents.respond` first (for personas with `intents = true`).
+The recognizer (server/intents/recognizer.py) runs on a worker thread; when it recognises a
+command the turn is answered here, through the same events as a model's reply:
+
+    reply.started, intent, reply.delta (the confirmation), output audio, reply.done
+
+The `intent` event is what the home acts on: the MQTT bridge publishes it as Hermes
+`hermes/intent/<name>` and `chinwag/<site>/intent`. A refusal ("I don't know a device called
+toaster.") is said the same way, with no `intent` event. The clock and timers are answered
+here; timers fire on this session (`timer.finished`, then a spoken announcement).
+
+A speculative turn (pipeline/turn_output.py) holds its events until it is confirmed: so is the
+intent (the bridge sees it only once it is sent), and a timer starts only then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from server.intents.home import load_home
+from server.intents.recognizer import (
+    IntentRecognizer,
+    Recognized,
+    Refused,
+    Understanding,
+    now_slots,
+    slot_variables,
+)
+from server.intents.timers import Timer, TimerBook, TimerLimit, finished_speech, seconds_of
+from server.pipeline.text_split import PhraseSplitter, speakable
+from server.protocol import native as proto
+
+if TYPE_CHECKING:
+    from server.config import IntentsSettings
+    from server.metrics import Metrics
+    from server.pipeline.conversation import Conversation
+    from server.pipeline.speaker import Speaker, Status
+    from server.pipeline.turn import TurnContext
+    from server.prompts import Persona
+
+log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=4)
+def _load(devices: Path | None, mtime: float, language: str) -> IntentRecognizer:
+    recognizer = IntentRecognizer(load_home(devices), language)
+    recognizer.warm_up()
+    return recognizer
+
+
+def load_recognizer(settings: IntentsSettings) -> IntentRecognizer | None:
+    """The recognizer for these settings (cached: the templates load once per devices file).
+    Blocking, about a second the first time: call it from a worker thread at start-up."""
+    if not settings.enabled:
+        return None
+    devices = settings.devices
+    mtime = devices.stat().st_mtime if devices is not None and devices.exists() else 0.0
+    return _load(devices, mtime, settings.language)
+
+
+def _phrases(text: str) -> list[str]:
+    splitter = PhraseSplitter()  # whole sentences: the text is all there
+    return [p for p in [*splitter.feed(text), *splitter.flush()] if speakable(p).strip()]
+
+
+@dataclass(frozen=True)
+class Handled:
+    """What the stage answers: the words, the `intent` event (none for a refusal), and what
+    to do once the answer is really sent (start a timer)."""
+
+    speech: str
+    intent: Recognized | None = None
+    handled_by: Literal["home", "chinwag"] = "home"
+    then: Callable[[], None] | None = None
+    match_ms: float = 0.0
+
+
+class SessionIntents:
+    def __init__(
+        self,
+        *,
+        recognizer: Callable[[], IntentRecognizer | None],
+        settings: IntentsSettings,
+        persona: Callable[[], Persona],
+        site: Callable[[], str | None],
+        conversation: Conversation,
+        speaker: Speaker,
+        metrics: Metrics,
+        next_id: Callable[[str], str],
+        emit: Callable[[proto.ServerEvent], Awaitable[None]],
+        announce: Callable[[str], Awaitable[None]],
+        log: logging.LoggerAdapter[logging.Logger],
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], dt.datetime] = dt.datetime.now,
+    ) -> None:
+        self._recognizer = recognizer
+        self._settings = settings
+        self._persona = persona
+        self._site = site
+        self._conversation = conversation
+        self._speaker = speaker
+        self._metrics = metrics
+        self._next_id = next_id
+        self._emit = emit
+        self._announce = announce
+        self._log = log
+        self._clock = clock
+        self._now = now
+        self.timers = TimerBook(settings.max_timers, settings.max_timer_s)
+        self._alarm: asyncio.Task[None] | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self._persona().intents and self._recognizer() is not None
+
+    # --- recognising --------------------------------------------------------------------------
+
+    async def understand(self, text: str) -> tuple[Understanding, float]:
+        recognizer = self._recognizer()
+        if recognizer is None:
+            return None, 0.0
+        began = time.perf_counter()
+        found = await asyncio.to_thread(recognizer.understand, text, self._site())
+        return found, (time.perf_counter() - began) * 1000
+
+    async def handle(self, text: str) -> Handled | None:
+        """What to answer to `text`, or None: not a command, the model answers."""
+        if not self.enabled:
+            return None
+        found, match_ms = await self.understand(text)
+        self._log.debug("intent stage: %.1f ms, %s", match_ms, type(found).__name__)
+        if found is None:
+            return None
+        if isinstance(found, Refused):
+            return Handled(found.speech, match_ms=match_ms)
+        handled = self._local(found) if found.local else Handled(found.speech, found)
+        return Handled(handled.speech, handled.intent, handled.handled_by, handled.then, match_ms)
+
+    # --- answering -----------------------------------------------------------------------------
+
+    async def respond(
+        self,
+        ctx: TurnContext,
+        text: str,
+        message_id: str | None,
+        *,
+        speak: bool,
+        sample_rate: int | None,
+    ) -> bool:
+        """Answer `text` if it is a command (True); False: the model answers it."""
+        handled = await self.handle(text)
+        if handled is None:
+            return False
+        await self._answer(ctx, text, message_id, handled, speak=speak, sample_rate=sample_rate)
+        return True
+
+    async def _answer(
+        self,
+        ctx: TurnContext,
+        text: str,
+        message_id: str | None,
+        handled: Handled,
+        *,
+        speak: bool,
+        sample_rate: int | None,
+    ) -> None:
+        """The reply events of a model's answer, with the stage's words; whole exchanges go
+        into the history as `Responder.reply` commits them."""
+        out, conversation = ctx.out, self._conversation
+        reply_id = self._next_id("r")
+        start = time.perf_counter()
+        asked = conversation.add("user", text, message_id)
+        status: Status = "failed"
+        cancelled: asyncio.CancelledError | None = None
+        first_ms: float | None = None
+        spoken = None
+        try:
+            await out.emit(proto.ReplyStarted(reply_id=reply_id, message_id=message_id))
+            if handled.intent is not None:
+                await out.emit(self._intent_event(reply_id, handled))
+            if handled.then is not None:
+                out.when_sent(handled.then)
+            if handled.speech:
+                first_ms = (time.perf_counter() - start) * 1000
+                await out.emit(proto.ReplyDelta(reply_id=reply_id, text=handled.speech))
+            phrases = _phrases(handled.speech) if speak else []
+            if phrases:
+                spoken = ctx.spoken = self._speaker.new_reply(reply_id)
+                queue: asyncio.Queue[str | None] = asyncio.Queue()
+                for phrase in [*phrases, None]:
+                    queue.put_nowait(phrase)
+                await self._speaker.speak(spoken, queue, sample_rate, out)
+            status = "completed"
+        except asyncio.CancelledError as exc:
+            status, cancelled = "cancelled", exc
+        finally:
+            if out.discarded:
+                conversation.withdraw(asked)
+            else:
+                heard = spoken.heard() if spoken is not None and status != "completed" else None
+                kept = handled.speech if heard is None else heard
+
+                def commit() -> None:
+                    conversation.commit_reply(asked, kept, reply_id)
+                    self._metrics.turns.labels(status).inc()
+
+                out.when_sent(commit)
+                out.when_discarded(lambda: conversation.withdraw(asked))
+                total_ms = round((time.perf_counter() - start) * 1000, 1)
+                timings = proto.ReplyTimings(
+                    queued_ms=0.0,
+                    first_token_ms=round(first_ms, 1) if first_ms is not None else None,
+                    total_ms=total_ms,
+                    tokens_per_second=None,
+                )
+                await out.emit(
+                    proto.ReplyDone(
+                        reply_id=reply_id,
+                        status=status,
+                        text=handled.speech,
+                        heard_text=heard,
+                        finish_reason="intent" if status == "completed" else status,
+                        timings=timings,
+                    )
+                )
+        if cancelled is not None:
+            raise cancelled
+
+    def _intent_event(self, reply_id: str, handled: Handled) -> proto.Intent:
+        found = handled.intent
+        assert found is not None
+        return proto.Intent(
+            reply_id=reply_id,
+            name=found.intent,
+            text=found.text,
+            site=self._site() or self._settings.default_site,
+            confidence=1.0,
+            slots=[proto.IntentSlot(name=s.name, value=s.value, text=s.text) for s in found.slots],
+            targets=[
+                proto.IntentTarget(entity_id=t.entity_id, name=t.name, domain=t.domain, area=t.area)
+                for t in found.targets
+            ],
+            area=found.area,
+            handled_by=handled.handled_by,
+            speech=handled.speech,
+            match_ms=round(handled.match_ms, 2),
+        )
+
+    # --- what chinwag answers itself -----------------------------------------------------------
+
+    def _render(self, found: Recognized, **extra: Any) -> str:
+        recognizer = self._recognizer()
+        if recognizer is None:
+            return ""
+        try:
+            return recognizer.render_local(found, extra)
+        except Exception as exc:  # a packaged template that wants something we lack
+            self._log.debug("response of %s: %s", found.intent, exc)
+            return ""
+
+    def _local(self, found: Recognized) -> Handled:
+        intent = found.intent
+        values = {s.name: s.value for s in found.slots}
+        now = self._clock()
+        if intent in ("HassGetCurrentTime", "HassGetCurrentDate"):
+            speech = self._render(found, **now_slots(self._now()))
+            return Handled(speech or "Sorry, I can't tell.", found, "chinwag")
+        if intent == "HassNevermind":
+            return Handled("", found, "chinwag")
+        if intent == "HassStartTimer":
+            seconds = seconds_of(values)
+            name = str(values["name"]).strip() if values.get("name") else None
+            try:
+                self.timers.check_room(seconds)
+            except TimerLimit as exc:
+                return Handled(str(exc))
+            speech = self._render(found) or f"Timer set for {seconds:g} seconds"
+            return Handled(speech, found, "chinwag", lambda: self._start_timer(seconds, name))
+        if intent == "HassTimerStatus":
+            timers = [t.status(now) for t in self._matching(values)]
+            return Handled(self._render(found, timers=timers) or "No timers.", found, "chinwag")
+        if intent == "HassCancelAllTimers":
+            count = len(self.timers.timers)
+            speech = self._render(found, canceled=count)
+            return Handled(speech, found, "chinwag", self._cancel_all)
+        matching = self._matching(values)
+        if not matching:
+            return Handled(self._error("timer_not_found"))
+        if len(matching) > 1:
+            return Handled(self._error("multiple_timers_matched"))
+        timer = matching[0]
+        action: Callable[[], None]
+        if intent == "HassCancelTimer":
+            action = functools.partial(self._cancel, timer)
+        elif intent == "HassPauseTimer":
+            action = functools.partial(self._change, TimerBook.pause, timer)
+        elif intent == "HassUnpauseTimer":
+            action = functools.partial(self._change, TimerBook.resume, timer)
+        else:  # HassIncreaseTimer, HassDecreaseTimer
+            delta = seconds_of(values) * (1 if intent == "HassIncreaseTimer" else -1)
+            action = functools.partial(self._add, timer, delta)
+        return Handled(self._render(found) or "Done.", found, "chinwag", action)
+
+    def _error(self, key: str) -> str:
+        recognizer = self._recognizer()
+        return recognizer.responses.error(key) if recognizer is not None else "Sorry."
+
+    def _matching(self, values: dict[str, Any]) -> list[Timer]:
+        name = values.get("name")
+        started = seconds_of(values, prefix="start_")
+        return self.timers.find(str(name) if name else None, started or None)
+
+    # --- timers --------------------------------------------------------------------------------
+
+    def _start_timer(self, seconds: float, name: str | None) -> None:
+        try:
+            timer = self.timers.start(seconds, name, self._clock())
+        except TimerLimit as exc:  # filled up since the answer was prepared
+            self._log.info("timer not started: %s", exc)
+            return
+        self._log.debug("timer %s: %.0f s", timer.id, seconds)
+        self._rearm()
+
+    def _cancel(self, timer: Timer) -> None:
+        self.timers.remove(timer)
+        self._rearm()
+
+    def _cancel_all(self) -> None:
+        self.timers.timers.clear()
+        self._rearm()
+
+    def _change(self, change: Callable[[Timer, float], None], timer: Timer) -> None:
+        change(timer, self._clock())
+        self._rearm()
+
+    def _add(self, timer: Timer, seconds: float) -> None:
+        self.timers.add(timer, seconds, self._clock())
+        self._rearm()
+
+    def _rearm(self) -> None:
+        """One task per session sleeps until the next timer is due."""
+        if self._alarm is not None and not self._alarm.done():
+            self._alarm.cancel()
+        self._alarm = None
+        deadline = self.timers.next_deadline()
+        if deadline is not None:
+            self._alarm = asyncio.create_task(self._ring(deadline), name="timers")
+
+    async def _ring(self, deadline: float) -> None:
+        await asyncio.sleep(max(0.0, deadline - self._clock()))
+        done = self.timers.finished(self._clock())
+        self._alarm = None
+        self._rearm()
+        for timer in done:
+            try:
+                await self._emit(
+                    proto.TimerFinished(
+                        timer_id=timer.id,
+                        name=timer.name,
+                        seconds=round(timer.seconds, 1),
+                        site=self._site() or self._settings.default_site,
+                    )
+                )
+                await self._announce(finished_speech(timer))
+            except Exception as exc:  # the client went away meanwhile
+                self._log.info("timer %s: announcement failed: %s", timer.id, type(exc).__name__)
+
+    async def announce(
+        self, ctx: TurnContext, text: str, *, speak: bool, sample_rate: int | None
+    ) -> None:
+        """Say `text` as a reply of its own (a timer that finished); not kept in history."""
+        out = ctx.out
+        reply_id = self._next_id("r")
+        status: Status = "failed"
+        spoken = None
+        try:
+            await out.emit(proto.ReplyStarted(reply_id=reply_id))
+            await out.emit(proto.ReplyDelta(reply_id=reply_id, text=text))
+            if speak:
+                spoken = ctx.spoken = self._speaker.new_reply(reply_id)
+                queue: asyncio.Queue[str | None] = asyncio.Queue()
+                for phrase in [*_phrases(text), None]:
+                    queue.put_nowait(phrase)
+                await self._speaker.speak(spoken, queue, sample_rate, out)
+            status = "completed"
+        except asyncio.CancelledError:
+            status = "cancelled"
+            raise
+        finally:
+            heard = spoken.heard() if spoken is not None and status != "completed" else None
+            await out.emit(
+                proto.ReplyDone(
+                    reply_id=reply_id,
+                    status=status,
+                    text=text,
+                    heard_text=heard,
+                    finish_reason="timer",
+                )
+            )
+
+    async def close(self) -> None:
+        self.timers.timers.clear()
+        alarm, self._alarm = self._alarm, None
+        if alarm is not None:
+            alarm.cancel()
+            await asyncio.gather(alarm, return_exceptions=True)
+
+
+__all__ = ["Handled", "SessionIntents", "load_recognizer", "slot_variables"]

@@ -1,0 +1,340 @@
+"""The intent stage without models: the recognizer on the demo home, timers, payloads, and a
+whole session on fakes (typed commands answered without the model, a timer that fires)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server import PROJECT_ROOT
+from server.config import ConfigError, load_settings
+from server.intents.home import Home, load_home
+from server.intents.recognizer import IntentRecognizer, Recognized, Refused, normalise
+from server.intents.timers import TimerBook, TimerLimit, finished_speech, seconds_of
+from server.pipeline.intents import load_recognizer
+from server.protocol import mqtt as wire
+from server.protocol import native as proto
+from server.protocol.realtime import RealtimeConfig
+from server.protocol.realtime_events import RealtimeEvents
+
+DEMO = PROJECT_ROOT / "prompts" / "devices.example.toml"
+
+
+@pytest.fixture(scope="module")
+def recognizer() -> IntentRecognizer:
+    loaded = load_recognizer(load_settings(overrides={"intents": {"devices": str(DEMO)}}).intents)
+    assert loaded is not None
+    return loaded
+
+
+def understood(recognizer: IntentRecognizer, text: str, site: str | None = None) -> Recognized:
+    found = recognizer.understand(text, site)
+    assert isinstance(found, Recognized), f"{text!r}: {found}"
+    return found
+
+
+# --- the recognizer ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "intent", "entity_id", "speech"),
+    [
+        (
+            "Turn off the kitchen light.",
+            "HassTurnOff",
+            "light.kitchen",
+            "Turned off the kitchen light",
+        ),
+        (
+            "switch on the floor lamp",
+            "HassTurnOn",
+            "light.living_room_floor_lamp",
+            "Turned on the floor lamp",
+        ),
+        (
+            "Please switch off the coffee maker, thanks.",
+            "HassTurnOff",
+            "switch.coffee_machine",
+            "Turned off the coffee machine",
+        ),
+        (
+            "could you turn the bedroom light on",
+            "HassTurnOn",
+            "light.bedroom",
+            "Turned on the bedroom light",
+        ),
+        ("lock the front door", "HassTurnOn", "lock.front_door", "Locking the front door"),
+        ("open the garage door", "HassTurnOn", "cover.garage_door", "Opening the garage door"),
+        ("set the bedroom light to 50 percent", "HassLightSet", "light.bedroom", "Brightness set"),
+        (
+            "set the temperature to 21 degrees",
+            "HassClimateSetTemperature",
+            "climate.thermostat",
+            "Temperature set to 21 degrees",
+        ),
+        ("pause the tv", "HassMediaPause", "media_player.living_room_tv", "Paused"),
+    ],
+)
+def test_commands_for_the_home(
+    recognizer: IntentRecognizer, text: str, intent: str, entity_id: str, speech: str
+) -> None:
+    found = understood(recognizer, text)
+    assert found.intent == intent
+    assert [t.entity_id for t in found.targets] == [entity_id]
+    assert found.speech == speech
+    assert not found.local
+
+
+def test_an_area_command_targets_the_rooms_devices(recognizer: IntentRecognizer) -> None:
+    found = understood(recognizer, "turn off the lights in the living room")
+    assert found.intent == "HassTurnOff"
+    assert {t.entity_id for t in found.targets} == {
+        "light.living_room_ceiling",
+        "light.living_room_floor_lamp",
+    }
+    assert found.area == "living room"
+    assert found.speech == "Turned off the lights"
+    assert found.slot("area") is not None
+
+
+def test_the_site_gives_the_room(recognizer: IntentRecognizer) -> None:
+    here = understood(recognizer, "turn on the light", site="kitchen")
+    assert [t.entity_id for t in here.targets] == ["light.kitchen"]
+    nowhere = recognizer.understand("turn on the light", None)
+    assert isinstance(nowhere, Refused) and nowhere.reason == "ambiguous"
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("turn off the toaster", "unknown_device"),
+        ("switch on the hot tub", "unknown_device"),
+        ("turn on the garage light", "unknown_device"),
+        ("what's the weather like", "not_available"),
+    ],
+)
+def test_refusals_are_said_not_published(
+    recognizer: IntentRecognizer, text: str, reason: str
+) -> None:
+    found = recognizer.understand(text, None)
+    assert isinstance(found, Refused), found
+    assert found.reason == reason
+    if reason == "unknown_device" and "garage" not in text:
+        assert found.speech.startswith("I don't know a device called ")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "What is a rainbow?",
+        "who was the first president",
+        "tell me a joke about lights",
+        "how are you",
+        "what is 2 plus 2",
+        "turn the music up",
+        "I like the kitchen light",
+        "Why do lights flicker?",
+        "Can you explain how a thermostat works?",
+        "What should I cook tonight?",
+        "Tell me a story about a door.",
+        "Good morning!",
+    ],
+)
+def test_chit_chat_is_not_a_command(recognizer: IntentRecognizer, text: str) -> None:
+    found = recognizer.understand(text, None)
+    assert not isinstance(found, Recognized), found
+
+
+def test_clock_and_timers_are_local(recognizer: IntentRecognizer) -> None:
+    assert understood(recognizer, "What time is it?").intent == "HassGetCurrentTime"
+    assert understood(recognizer, "what's the date today").intent == "HassGetCurrentDate"
+    timer = understood(recognizer, "set a timer for 5 minutes")
+    assert timer.local and timer.intent == "HassStartTimer"
+    assert seconds_of({s.name: s.value for s in timer.slots}) == 300
+    assert understood(recognizer, "cancel the timer").intent == "HassCancelTimer"
+
+
+def test_normalise() -> None:
+    assert normalise("Hey chinwag, please turn OFF the light, thanks!") == "turn off the light"
+    assert normalise("Set it to 21.5 degrees.") == "set it to 21.5 degrees"
+    assert normalise("I want to turn off the kitchen light") == "turn off the kitchen light"
+
+
+# --- the devices file --------------------------------------------------------------------------
+
+
+def test_the_demo_home_loads() -> None:
+    home = load_home(DEMO)
+    assert home.named("Kitchen Light")[0].entity_id == "light.kitchen"
+    assert home.area_of_site("living-room") is not None
+    assert "light" in home.domains
+
+
+def test_a_bad_devices_file_is_a_config_error(tmp_path: Path) -> None:
+    bad = tmp_path / "devices.toml"
+    bad.write_text('[[devices]]\nname = "lamp"\ndomain = "toaster"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="devices"):
+        load_home(bad)
+    bad.write_text('[[devices]]\nname = "lamp"\ndomain = "light"\narea = "attic"\n')
+    with pytest.raises(ConfigError, match="no area called"):
+        load_home(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_home(tmp_path / "missing.toml")
+
+
+def test_an_empty_home_still_knows_the_time() -> None:
+    recognizer = IntentRecognizer(Home())
+    found = recognizer.understand("what time is it", None)
+    assert isinstance(found, Recognized) and found.intent == "HassGetCurrentTime"
+    # Nothing configured: nothing is switched (the model's turn says it cannot).
+    assert not isinstance(recognizer.understand("turn off the kitchen light", None), Recognized)
+
+
+# --- timers ------------------------------------------------------------------------------------
+
+
+def test_timers_are_bounded_and_found() -> None:
+    book = TimerBook(max_timers=2, max_seconds=3600)
+    pasta = book.start(600, "pasta", now=0.0)
+    eggs = book.start(300, None, now=0.0)
+    with pytest.raises(TimerLimit, match="2 timers"):
+        book.start(60, None, now=0.0)
+    with pytest.raises(TimerLimit, match="at most"):
+        TimerBook().start(10**7, None, now=0.0)
+    assert book.find("Pasta", None) == [pasta]
+    assert book.find(None, 300) == [eggs]
+    assert book.next_deadline() == 300
+    book.pause(eggs, now=100.0)
+    assert book.next_deadline() == 600
+    assert eggs.remaining(1000.0) == 200
+    book.resume(eggs, now=1000.0)
+    assert book.finished(now=1200.0) == [pasta, eggs]
+    assert finished_speech(eggs) == "Your 5 minute timer is done."
+    assert finished_speech(pasta) == "Your pasta timer is done."
+    assert pasta.status(300.0)["rounded_minutes_left"] == 5
+
+
+# --- payloads ----------------------------------------------------------------------------------
+
+
+def intent_event() -> proto.Intent:
+    return proto.Intent(
+        reply_id="r1-abc",
+        name="HassTurnOff",
+        text=" Turn off the kitchen light.",
+        site="kitchen",
+        confidence=1.0,
+        slots=[proto.IntentSlot(name="name", value="kitchen light", text="kitchen light")],
+        targets=[
+            proto.IntentTarget(
+                entity_id="light.kitchen", name="kitchen light", domain="light", area="kitchen"
+            )
+        ],
+        area="kitchen",
+        handled_by="home",
+        speech="Turned off the kitchen light",
+        match_ms=4.2,
+    )
+
+
+def test_hermes_intent_payload() -> None:
+    event = intent_event()
+    assert wire.hermes_intent_topic(event) == "hermes/intent/HassTurnOff"
+    body: dict[str, Any] = json.loads(wire.hermes_intent_payload(event, "sess1"))
+    assert body["input"] == "Turn off the kitchen light."
+    assert body["intent"] == {"intentName": "HassTurnOff", "confidenceScore": 1.0}
+    assert body["siteId"] == "kitchen" and body["sessionId"] == "sess1"
+    name = body["slots"][0]
+    assert name["slotName"] == "name" and name["entity"] == "device"
+    assert name["value"] == {"kind": "Custom", "value": "kitchen light"}
+    assert name["rawValue"] == "kitchen light"
+    entity = body["slots"][1]
+    assert entity["slotName"] == "entity_id" and entity["value"]["value"] == "light.kitchen"
+
+
+def test_chinwag_intent_payload_and_event() -> None:
+    event = intent_event()
+    body: dict[str, Any] = json.loads(wire.intent_payload(event, "sess1"))
+    assert body["intent"] == "HassTurnOff"
+    assert body["slots"] == {"name": "kitchen light"}
+    assert body["targets"][0]["entity_id"] == "light.kitchen"
+    native = json.loads(proto.encode_event(event))
+    assert native["type"] == "intent" and native["name"] == "HassTurnOff"
+    realtime = RealtimeEvents(RealtimeConfig(model="m", instructions="Be brief.")).event(event)
+    assert [e["type"] for e in realtime] == ["chinwag.intent"]
+    assert realtime[0]["targets"][0]["entity_id"] == "light.kitchen"
+
+
+# --- a session on fakes ------------------------------------------------------------------------
+
+
+async def test_typed_commands_skip_the_model_and_timers_fire() -> None:
+    from server.app import App, Engines
+    from server.engines.fakes import FakeChatModel, FakeSynthesizer, FakeTranscriber, FakeVad
+    from server.pipeline.session import Session
+    from server.prompts import PersonaLibrary
+
+    settings = load_settings(overrides={"intents": {"devices": str(DEMO)}}, environ={})
+    personas = PersonaLibrary.load(settings.prompts.directory, settings.prompts.default_persona)
+    app = App(settings=settings, personas=personas)
+    app.attach(
+        Engines(
+            chat=FakeChatModel("A rainbow is light."),
+            transcriber=FakeTranscriber("hello"),
+            synthesizer=FakeSynthesizer(),
+            vad=FakeVad(),
+        )
+    )
+    events: list[proto.ServerEvent] = []
+    arrived = asyncio.Event()
+
+    class Sink:
+        async def send(self, event: proto.ServerEvent) -> None:
+            events.append(event)
+            arrived.set()
+
+        async def send_audio(self, pcm: bytes) -> None:
+            pass
+
+    session = Session(app, Sink())
+    await session.start()
+    await session.handle(proto.SessionStart(persona="smart_home"))
+
+    async def until(done: Callable[[], bool]) -> None:
+        async with asyncio.timeout(10):
+            while not done():
+                arrived.clear()
+                await arrived.wait()
+
+    async def ask(text: str) -> list[proto.ServerEvent]:
+        mark = len(events)
+        await session.handle(proto.UserMessage(text=text))
+        await until(lambda: any(isinstance(e, proto.ReplyDone) for e in events[mark:]))
+        return events[mark:]
+
+    turned = await ask("turn off the kitchen light")
+    intents = [e for e in turned if isinstance(e, proto.Intent)]
+    assert [i.name for i in intents] == ["HassTurnOff"]
+    done = next(e for e in turned if isinstance(e, proto.ReplyDone))
+    assert done.text == "Turned off the kitchen light" and done.finish_reason == "intent"
+    assert session.history[-1].content == "Turned off the kitchen light"
+
+    refused = await ask("turn off the toaster")
+    assert not any(isinstance(e, proto.Intent) for e in refused)
+
+    chat = await ask("what is a rainbow")
+    done = next(e for e in chat if isinstance(e, proto.ReplyDone))
+    assert done.finish_reason != "intent"  # the (fake) model answered
+
+    timer = await ask("set a timer for 1 second")
+    assert any(isinstance(e, proto.Intent) and e.handled_by == "chinwag" for e in timer)
+    await until(lambda: any(isinstance(e, proto.TimerFinished) for e in events))
+    await until(lambda: events[-1].type == "reply.done")
+    assert isinstance(events[-1], proto.ReplyDone)
+    assert events[-1].text == "Your 1 second timer is done."
+    await session.close()
