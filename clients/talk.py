@@ -1,4 +1,5 @@
-"""`chinwag talk`: stream a WAV file to the server as a live microphone would, then silence.
+"""`chinwag talk`: stream an audio file (WAV, FLAC, MP3, Ogg...) to the server as a live
+microphone would, then silence.
 
 Also the library the tests and the benchmark use to hold a spoken conversation turn.
 The clock starts at the end of the last voiced 20 ms frame (the last frame whose RMS is above
@@ -27,16 +28,76 @@ FRAME_S = 0.02
 Pcm = npt.NDArray[np.int16]
 
 
-def read_wav(path: Path) -> tuple[Pcm, int]:
-    """Mono (stereo is mixed down) 16-bit PCM samples and the sample rate."""
+class AudioFileError(ValueError):
+    """A file that cannot be read as audio; the message says which file and why, in one line."""
+
+
+# The rates the server takes (8-48 kHz); a file outside them is resampled to the nearest.
+MIN_RATE, MAX_RATE = 8000, 48000
+
+
+def read_audio(path: Path) -> tuple[Pcm, int]:
+    """Mono 16-bit samples and their rate, from any audio file PyAV (FFmpeg) decodes: WAV of
+    any sample format, FLAC, MP3, Ogg Vorbis or Opus, AAC/M4A... Several channels are mixed
+    down; a rate outside 8-48 kHz is resampled into it. A 16-bit PCM WAV is read as it is,
+    with the standard library. Raises AudioFileError (a ValueError) for anything else."""
+    try:
+        return _read_pcm16_wav(path)
+    except (wave.Error, EOFError, _NotPcm16):
+        pass  # another WAV format, or not a WAV: FFmpeg knows
+    return _decode(path)
+
+
+read_wav = read_audio  # the name the tests and benchmarks know
+
+
+class _NotPcm16(Exception):
+    pass
+
+
+def _read_pcm16_wav(path: Path) -> tuple[Pcm, int]:
     with wave.open(str(path), "rb") as wav:
         if wav.getsampwidth() != 2:
-            raise ValueError(f"{path}: 16-bit PCM WAV expected, got {8 * wav.getsampwidth()}-bit")
+            raise _NotPcm16
         rate, channels = wav.getframerate(), wav.getnchannels()
         data = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+    if not MIN_RATE <= rate <= MAX_RATE or len(data) % channels:
+        raise _NotPcm16
     if channels > 1:
         data = data.reshape(-1, channels).mean(axis=1).astype(np.int16)
     return data.astype(np.int16), rate
+
+
+def _decode(path: Path) -> tuple[Pcm, int]:
+    import av  # PyAV comes with faster-whisper; imported only for files that need it
+
+    try:
+        container = av.open(str(path))
+    except av.FFmpegError as exc:
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise AudioFileError(f"{path}: not an audio file chinwag can read ({reason})") from exc
+    chunks: list[Pcm] = []
+    with container:
+        if not container.streams.audio:
+            raise AudioFileError(f"{path}: the file has no audio stream")
+        stream = container.streams.audio[0]
+        rate = min(max(stream.codec_context.sample_rate or 16000, MIN_RATE), MAX_RATE)
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
+        try:
+            for frame in container.decode(stream):
+                chunks.extend(_samples(f) for f in resampler.resample(frame))
+            chunks.extend(_samples(f) for f in resampler.resample(None))
+        except av.FFmpegError as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise AudioFileError(f"{path}: the audio cannot be decoded ({reason})") from exc
+    if not chunks or not sum(len(c) for c in chunks):
+        raise AudioFileError(f"{path}: the file holds no audio samples")
+    return np.concatenate(chunks).astype(np.int16), rate
+
+
+def _samples(frame: Any) -> Pcm:
+    """A resampled (s16, mono) frame's samples."""
+    return np.asarray(frame.to_ndarray(), dtype=np.int16).reshape(-1)
 
 
 def write_wav(path: Path, pcm: bytes, rate: int) -> None:
@@ -185,8 +246,11 @@ async def run_talk(
     url: str, wav: Path, *, out: Path | None, as_json: bool, token: str | None = None
 ) -> int:
     try:
-        pcm, rate = read_wav(wav)
-    except (OSError, ValueError, wave.Error) as exc:
+        pcm, rate = read_audio(wav)
+    except OSError as exc:
+        print(f"chinwag: {wav}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # AudioFileError
         print(f"chinwag: {exc}", file=sys.stderr)
         return 2
     headers = {"Authorization": f"Bearer {token}"} if token else None

@@ -217,12 +217,14 @@ def main(argv: list[str] | None = None) -> int:
     p_chat.add_argument("--token", help="token, if the server requires one")
     p_chat.add_argument("text", nargs="?", help="ask this once and exit; omit for a chat")
 
-    p_talk = sub.add_parser("talk", help="speak a WAV file to a running server, hear the reply")
+    p_talk = sub.add_parser("talk", help="speak an audio file to a running server, hear the reply")
     p_talk.add_argument("--url", default="ws://127.0.0.1:8765/", help="server WebSocket URL")
     p_talk.add_argument("--out", type=Path, help="write the reply audio to this WAV file")
     p_talk.add_argument("--json", action="store_true", help="print one JSON object")
     p_talk.add_argument("--token", help="token, if the server requires one")
-    p_talk.add_argument("wav", type=Path, help="16-bit PCM WAV, 8 to 48 kHz")
+    p_talk.add_argument(
+        "wav", type=Path, help="an audio file: WAV, FLAC, MP3, Ogg Vorbis or Opus, M4A..."
+    )
 
     p_models = sub.add_parser("models", help="list or fetch the default model weights")
     p_models.add_argument("action", choices=["list", "fetch"])
