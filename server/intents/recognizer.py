@@ -346,6 +346,16 @@ class IntentRecognizer:
                     intent, text, f"I don't know a device called {name}.", "unknown_device"
                 )
             return None
+        area_said = unknown.get("area", "").removeprefix("the ").strip()
+        if (
+            intent in REFUSABLE
+            and set(unknown) == {"area"}
+            and said.split()[0] in COMMAND_VERBS
+            and area_said not in ("", "the", "all", "a", "my", "every")
+            and len(area_said.split()) <= MAX_UNKNOWN_NAME_WORDS
+        ):
+            speech = self.responses.error("no_area", area=area_said)
+            return Refused(intent, text, speech, "unknown_area")
         if not unknown and missing == {"area"} and intent in HOME_INTENTS:
             # "Turn on the lights" where the site has no room: the one device of its kind,
             # or ask which room.
@@ -364,6 +374,16 @@ class IntentRecognizer:
         domain_slot = recognized.slot("domain")
         area = home.area(str(area_slot.value)) if area_slot is not None else None
         domains = _domains_of(intent, domain_slot)
+        if area is not None and area_slot is not None and not area_slot.text:
+            # The room came from the site, not from what was said: "set the temperature to
+            # 21 degrees" in the kitchen means the home's thermostat when the kitchen has none.
+            here = [
+                d
+                for d in home.devices
+                if _in(d, area.name) and (not domains or d.domain in domains)
+            ]
+            if name is None and not here:
+                area = None
         if name is not None:
             found = [d for d in home.named(str(name.value)) if area is None or _in(d, area.name)]
             if not found:

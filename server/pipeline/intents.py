@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+RECENT = 8  # understandings kept per session
+
 
 @functools.lru_cache(maxsize=4)
 def _load(devices: Path | None, mtime: float, language: str) -> IntentRecognizer:
@@ -118,6 +120,7 @@ class SessionIntents:
         self._now = now
         self.timers = TimerBook(settings.max_timers, settings.max_timer_s)
         self._alarm: asyncio.Task[None] | None = None
+        self._recent: dict[tuple[str, str | None], tuple[Understanding, float]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -126,12 +129,28 @@ class SessionIntents:
     # --- recognising --------------------------------------------------------------------------
 
     async def understand(self, text: str) -> tuple[Understanding, float]:
+        """The recognizer's answer, on a worker thread; the last few are kept, so the turn
+        that follows a pause's speculative check does not match the same words again."""
         recognizer = self._recognizer()
         if recognizer is None:
             return None, 0.0
+        key = (text, self._site())
+        found = self._recent.get(key)
+        if found is not None:
+            return found
         began = time.perf_counter()
-        found = await asyncio.to_thread(recognizer.understand, text, self._site())
-        return found, (time.perf_counter() - began) * 1000
+        understood = await asyncio.to_thread(recognizer.understand, text, self._site())
+        found = self._recent[key] = (understood, (time.perf_counter() - began) * 1000)
+        while len(self._recent) > RECENT:
+            del self._recent[next(iter(self._recent))]
+        return found
+
+    async def is_command(self, text: str) -> bool:
+        """Whether these words are a whole command (recognised or refused) for this session."""
+        if not self.enabled:
+            return False
+        found, _ = await self.understand(text)
+        return found is not None
 
     async def handle(self, text: str) -> Handled | None:
         """What to answer to `text`, or None: not a command, the model answers."""

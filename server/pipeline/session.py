@@ -379,8 +379,11 @@ class Session:
         complete_ms = self.app.settings.vad.complete_silence_ms
 
         async def end_sooner_if_complete(text: str) -> None:
-            if looks_complete(text):
-                shorten = functools.partial(detector.shorten_pause, event.pause_id, complete_ms)
+            silence_ms = complete_ms
+            if await self.intents.is_command(text):  # a whole command: shorter still
+                silence_ms = min(complete_ms, self.app.settings.intents.command_silence_ms)
+            if silence_ms < complete_ms or looks_complete(text):
+                shorten = functools.partial(detector.shorten_pause, event.pause_id, silence_ms)
                 await self.speech.on_vad_thread(shorten)
 
         self.log.debug("paused: speculating on %.2f s of audio", len(samples) / 16000)

@@ -1,0 +1,266 @@
+"""The intent stage: accuracy on typed and spoken commands, false actions on chit-chat, and end
+of speech -> first audio for commands (`make bench-intents`; docs/performance.md).
+
+Typed: every item of bench/intent_set.py through the recognizer in this process (what the
+server runs on its worker thread), timed. Spoken: every item synthesized with Piper (the voice
+in models/) and espeak-ng, streamed at real-time pace in 20 ms frames through a real
+`chinwag serve` (its own process) on a fresh session at site "kitchen" with the smart_home
+persona, then silence; what counts is what the server did: the `intent` event (name, slots,
+devices), a refusal (answered without the model, no event) or the model's reply.
+
+A false action is an `intent` event (or a recognised intent, typed) for chit-chat: something
+published for the home that nobody asked for. Writes bench/results-intents.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import subprocess
+import time
+import wave
+from collections import Counter
+from typing import Any
+
+import numpy as np
+from websockets.asyncio.client import connect
+
+from bench.common import BENCH_DIR, hardware, median, percentile, server_process
+from bench.intent_set import ITEMS, REFUSED, SITE, Item
+from clients.talk import talk_turn
+from server.config import load_settings
+from server.intents.recognizer import IntentRecognizer, Recognized, Refused
+from server.pipeline.intents import load_recognizer
+
+Pcm = np.ndarray
+SESSION = {
+    "type": "session.start",
+    "persona": "smart_home",
+    "site": SITE,
+    "generation": {"max_tokens": 24, "temperature": 0.0},
+}
+
+
+# --- voices ------------------------------------------------------------------------------------
+
+
+def espeak(text: str, voice: str = "en-us") -> tuple[Pcm, int]:
+    """espeak-ng (Debian package) speaking `text`, as 16-bit PCM."""
+    wav = subprocess.run(
+        ["espeak-ng", "-v", voice, "-s", "165", "--stdout", text],
+        check=True,
+        capture_output=True,
+    ).stdout
+    with wave.open(io.BytesIO(wav)) as f:
+        rate = f.getframerate()
+        pcm = np.frombuffer(f.readframes(f.getnframes()), dtype="<i2").copy()
+    return pcm, rate
+
+
+class Voices:
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        self._piper: Any = None
+
+    def say(self, voice: str, text: str) -> tuple[Pcm, int]:
+        if voice == "piper":
+            if self._piper is None:
+                from server.engines.piper import PiperSynthesizer
+
+                self._piper = PiperSynthesizer(load_settings(environ={}).tts.voice_path)
+            chunks = list(self._piper.synthesize(text))
+            pcm = np.concatenate([np.asarray(c, dtype=np.int16) for c in chunks])
+            return pcm, int(self._piper.sample_rate)
+        return espeak(text, voice.removeprefix("espeak:"))
+
+
+# --- scoring -----------------------------------------------------------------------------------
+
+
+def _same(expected: Any, got: Any) -> bool:
+    if isinstance(expected, int | float):
+        try:
+            return float(got) == float(expected)
+        except (TypeError, ValueError):
+            return False
+    return str(got).strip().lower() == str(expected).strip().lower()
+
+
+def score(
+    item: Item, intent: str | None, slots: dict[str, Any], targets: set[str]
+) -> dict[str, Any]:
+    """intent_ok: the right intent (or refusal, or none for chit-chat); slots_ok: the expected
+    slot values and devices (None when the intent was wrong or nothing is expected)."""
+    intent_ok = intent == item.intent
+    slots_ok = None
+    if intent_ok and item.intent not in (None, REFUSED) and (item.slots or item.targets):
+        slots_ok = all(_same(v, slots.get(k)) for k, v in item.slots.items()) and (
+            not item.targets or targets == set(item.targets)
+        )
+    false_action = item.intent is None and intent not in (None, REFUSED)
+    return {"intent_ok": intent_ok, "slots_ok": slots_ok, "false_action": false_action}
+
+
+def typed(recognizer: IntentRecognizer) -> list[dict[str, Any]]:
+    rows = []
+    for item in ITEMS:
+        began = time.perf_counter()
+        found = recognizer.understand(item.text, SITE)
+        match_ms = (time.perf_counter() - began) * 1000
+        intent: str | None = None
+        slots: dict[str, Any] = {}
+        targets: set[str] = set()
+        if isinstance(found, Recognized):
+            intent = found.intent
+            slots = {s.name: s.value for s in found.slots}
+            targets = {t.entity_id for t in found.targets}
+        elif isinstance(found, Refused) and found.reason in ("unknown_device", "unknown_area"):
+            intent = REFUSED
+        rows.append(
+            {
+                "text": item.text,
+                "kind": item.kind,
+                "expected": item.intent,
+                "got": intent,
+                "match_ms": round(match_ms, 2),
+                **score(item, intent, slots, targets),
+            }
+        )
+    return rows
+
+
+async def spoken_one(port: int, item: Item, pcm: Pcm, rate: int) -> dict[str, Any]:
+    async with connect(f"ws://127.0.0.1:{port}/", max_size=None) as ws:
+        json.loads(await ws.recv())  # session.started
+        await ws.send(json.dumps(SESSION))
+        while json.loads(await ws.recv())["type"] != "session.started":
+            pass
+        if item.setup is not None:
+            await ws.send(json.dumps({"type": "user.message", "text": item.setup}))
+            while True:
+                frame = await ws.recv()
+                if isinstance(frame, str) and json.loads(frame)["type"] == "reply.done":
+                    break
+        result = await talk_turn(ws, pcm, rate, timeout=120)
+    intents = [e for e in result.events if e["type"] == "intent"]
+    done = [e for e in result.events if e["type"] == "reply.done"]
+    by_stage = bool(done) and done[-1].get("finish_reason") == "intent"
+    intent: str | None = None
+    slots: dict[str, Any] = {}
+    targets: set[str] = set()
+    if intents:
+        last = intents[-1]
+        intent = last["name"]
+        slots = {s["name"]: s["value"] for s in last["slots"]}
+        targets = {t["entity_id"] for t in last["targets"]}
+    elif by_stage and item.intent == REFUSED:
+        intent = REFUSED
+    return {
+        "text": item.text,
+        "kind": item.kind,
+        "expected": item.intent,
+        "got": intent,
+        "transcript": result.transcript,
+        "reply": result.reply,
+        "answered_by": "intent stage" if by_stage else "model",
+        "first_audio_ms": result.timings_ms.get("speech_end_to_first_audio"),
+        **score(item, intent, slots, targets),
+    }
+
+
+def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    by_kind: dict[str, Any] = {}
+    for kind in ("command", "refusal", "paraphrase", "chit-chat"):
+        chosen = [r for r in rows if r["kind"] == kind]
+        if not chosen:
+            continue
+        slotted = [r for r in chosen if r["slots_ok"] is not None]
+        entry: dict[str, Any] = {
+            "n": len(chosen),
+            "intent_accuracy": round(sum(r["intent_ok"] for r in chosen) / len(chosen), 3),
+        }
+        if slotted:
+            entry["slot_accuracy"] = round(sum(r["slots_ok"] for r in slotted) / len(slotted), 3)
+            entry["slot_n"] = len(slotted)
+        if kind == "chit-chat":
+            entry["false_actions"] = sum(r["false_action"] for r in chosen)
+        latencies = [r["first_audio_ms"] for r in chosen if r.get("first_audio_ms") is not None]
+        if latencies:
+            entry["first_audio_ms_p50"] = round(median(latencies), 1)
+            entry["first_audio_ms_p90"] = round(percentile(latencies, 90), 1)
+        matches = [r["match_ms"] for r in chosen if "match_ms" in r]
+        if matches:
+            entry["match_ms_p50"] = round(median(matches), 2)
+            entry["match_ms_p90"] = round(percentile(matches, 90), 2)
+        by_kind[kind] = entry
+    return by_kind
+
+
+def table(title: str, summaries: dict[str, Any]) -> str:
+    lines = [f"{title}", "| set | n | intent acc. | slot acc. | false actions | p50 ms | p90 ms |"]
+    lines.append("| --- | --- | --- | --- | --- | --- | --- |")
+    for kind, s in summaries.items():
+        p50 = s.get("first_audio_ms_p50", s.get("match_ms_p50", ""))
+        p90 = s.get("first_audio_ms_p90", s.get("match_ms_p90", ""))
+        lines.append(
+            f"| {kind} | {s['n']} | {s['intent_accuracy']:.1%} | "
+            f"{s.get('slot_accuracy', float('nan')):.1%} | {s.get('false_actions', '')} | "
+            f"{p50} | {p90} |"
+        )
+    return "\n".join(lines)
+
+
+async def spoken(voices: Voices, limit: int | None, kinds: set[str]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    items = [i for i in ITEMS if i.kind in kinds][:limit]
+    with server_process() as port:
+        for voice in voices.names:
+            for item in items:
+                pcm, rate = await asyncio.to_thread(voices.say, voice, item.text)
+                row = await spoken_one(port, item, pcm, rate)
+                row["voice"] = voice
+                mark = "ok" if row["intent_ok"] else "XX"
+                print(f"{mark} {voice:14} {item.text!r} -> {row['got']} / {row['transcript']!r}")
+                rows.append(row)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--voices", default="piper,espeak:en-us", help="comma-separated")
+    parser.add_argument("--limit", type=int, help="spoken: at most this many items per voice")
+    parser.add_argument(
+        "--kinds", default="command,refusal,paraphrase,chit-chat", help="spoken: which sets"
+    )
+    parser.add_argument("--typed-only", action="store_true")
+    args = parser.parse_args()
+
+    recognizer = load_recognizer(load_settings(environ={}).intents)
+    assert recognizer is not None
+    typed_rows = typed(recognizer)
+    typed_rows += typed(recognizer)  # twice: the second pass is the warm one that counts
+    typed_rows = typed_rows[len(ITEMS) :]
+    results: dict[str, Any] = {
+        "hardware": hardware(),
+        "items": Counter(i.kind for i in ITEMS),
+        "typed": {"summary": summary(typed_rows), "rows": typed_rows},
+    }
+    print(table("typed (match time, ms)", results["typed"]["summary"]))
+    if not args.typed_only:
+        voices = Voices(args.voices.split(","))
+        rows = asyncio.run(spoken(voices, args.limit, set(args.kinds.split(","))))
+        results["spoken"] = {"voices": voices.names, "summary": summary(rows), "rows": rows}
+        for voice in voices.names:
+            mine = [r for r in rows if r["voice"] == voice]
+            results["spoken"][f"summary_{voice}"] = summary(mine)
+        print(table("spoken, all voices (end of speech -> first audio, ms)", summary(rows)))
+    results["hardware_after"] = {"load_average": hardware()["load_average"]}
+    out = BENCH_DIR / "results-intents.json"
+    out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    print(f"written {out}")
+
+
+if __name__ == "__main__":
+    main()
