@@ -41,7 +41,7 @@ from wyoming.tts import SynthesizeStopped
 
 from server import __version__
 from server.audio.pcm import StreamResampler, decode_pcm16, int16_to_float32
-from server.errors import ChinwagError, ErrorCode
+from server.errors import ChinwagError, ChinwagException, ErrorCode
 from server.logs import log_failure
 from server.pipeline.session import Session
 from server.pipeline.transcripts import is_probably_not_speech
@@ -66,7 +66,7 @@ ONE_AT_A_TIME = "one request at a time on a connection; this one is still runnin
 # --- one connection ----------------------------------------------------------------------------
 
 
-class Gone(Exception):
+class Gone(ChinwagException):
     """The peer went away (or stopped reading); the connection ends."""
 
 
