@@ -36,5 +36,8 @@ PRIVACY_ENVIRONMENT = {
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "DO_NOT_TRACK": "1",
 }
+# The names chinwag set itself (not the user): `chinwag models fetch NAME` lifts its own
+# HF_HUB_OFFLINE for that download only, and still honours a user's.
+PRIVACY_DEFAULTS = frozenset(name for name in PRIVACY_ENVIRONMENT if name not in os.environ)
 for _name, _value in PRIVACY_ENVIRONMENT.items():
     os.environ.setdefault(_name, _value)

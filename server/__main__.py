@@ -226,8 +226,17 @@ def main(argv: list[str] | None = None) -> int:
         "wav", type=Path, help="an audio file: WAV, FLAC, MP3, Ogg Vorbis or Opus, M4A..."
     )
 
-    p_models = sub.add_parser("models", help="list or fetch the default model weights")
+    p_models = sub.add_parser(
+        "models", help="list or fetch the default model weights, or a bigger chat model preset"
+    )
     p_models.add_argument("action", choices=["list", "fetch"])
+    p_models.add_argument(
+        "name", nargs="?", help="fetch: a preset from `models list --available` (default: all "
+        "default weights)"
+    )  # fmt: skip
+    p_models.add_argument(
+        "--available", action="store_true", help="list: the presets `models fetch NAME` gets"
+    )
     p_models.add_argument("--force", action="store_true", help="fetch even if present")
     p_models.add_argument("--config", type=Path, help="TOML config file (for [models] directory)")
     p_models.add_argument("--models-dir", type=Path, help=MODELS_DIR_HELP)
@@ -270,7 +279,15 @@ def main(argv: list[str] | None = None) -> int:
             run_talk(args.url, args.wav, out=args.out, as_json=args.json, token=args.token)
         )
     if args.command == "models":
-        from server.models import ModelError, fetch_all, list_models
+        from server.models import (
+            ModelError,
+            fetch_all,
+            fetch_preset,
+            find_preset,
+            list_models,
+            list_presets,
+            point_config_at,
+        )
 
         overrides = _models_dir_override(args)
         try:
@@ -279,10 +296,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"chinwag: {settings_problem(exc, args.config, overrides)}", file=sys.stderr)
             return 2
         if args.action == "list":
-            print(list_models(directory))
+            print(list_presets(directory) if args.available else list_models(directory))
             return 0
         try:
-            fetch_all(directory, force=args.force)
+            if args.name is not None:
+                # The one command that downloads from a model hub, because it was asked to.
+                path = fetch_preset(find_preset(args.name), directory)
+                config = args.config or (
+                    Path(c) if (c := os.environ.get("CHINWAG_CONFIG")) else None
+                )
+                print(point_config_at(path, config))
+            else:
+                fetch_all(directory, force=args.force)
         except ModelError as exc:
             print(f"chinwag: {exc}", file=sys.stderr)
             return 1

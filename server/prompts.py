@@ -6,10 +6,14 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from server.errors import ChinwagError, ChinwagException, ErrorCode
+
+if TYPE_CHECKING:
+    from server.pipeline.knowledge import KnowledgeBase
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
@@ -27,6 +31,24 @@ class GenerationSettings(BaseModel):
     seed: int | None = None
 
 
+class KnowledgeSettings(BaseModel):
+    """A persona's site knowledge (`[knowledge]` in its file; docs/personas.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # A Markdown or TOML file, or a folder of them; relative to the persona file's folder.
+    path: Path | None = None
+    # "extract": a question the facts answer is answered with the facts' own words;
+    # "model": the model answers with the matching passages in its prompt.
+    answer: Literal["extract", "model"] = "extract"
+    passages: int = Field(3, ge=1, le=10)  # passages searched (and given to the model)
+    # Share of the question's words a passage must hold to count as answering it.
+    min_coverage: float = Field(0.5, gt=0.0, le=1.0)
+    # Said when a question about the site is not in the facts; default: "Sorry, I don't
+    # know that." and the facts' contact section.
+    unknown: str | None = None
+
+
 @dataclass(frozen=True)
 class Persona:
     name: str
@@ -35,6 +57,10 @@ class Persona:
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     # The local intent stage answers commands first (docs/intents.md).
     intents: bool = False
+    knowledge_settings: KnowledgeSettings = field(default_factory=KnowledgeSettings)
+    knowledge: KnowledgeBase | None = None
+    # Commands nothing acted on are refused, and a reply claiming an action says it was not.
+    honest_actions: bool = True
 
 
 class PersonaFileError(ChinwagException):
@@ -54,12 +80,27 @@ def load_persona_file(path: Path) -> Persona:
         system_prompt = data.get("system_prompt")
         if not isinstance(system_prompt, str) or not system_prompt.strip():
             raise PersonaFileError(f"{path}: system_prompt must be a non-empty string")
+        knowledge_settings = KnowledgeSettings.model_validate(data.get("knowledge", {}))
+        honest_actions = data.get("honest_actions", True)
+        if not isinstance(honest_actions, bool):
+            raise PersonaFileError(f"{path}: honest_actions must be true or false")
+        knowledge = None
+        if knowledge_settings.path is not None:
+            from server.pipeline.knowledge import KnowledgeFileError, load_knowledge
+
+            try:
+                knowledge = load_knowledge(path.parent / knowledge_settings.path)
+            except KnowledgeFileError as exc:
+                raise PersonaFileError(f"{path}: {exc}") from exc
         return Persona(
             name=path.stem,
             description=str(data.get("description", "")),
             system_prompt=system_prompt.strip(),
             generation=GenerationSettings.model_validate(data.get("generation", {})),
             intents=_flag(data, "intents", path),
+            knowledge_settings=knowledge_settings,
+            knowledge=knowledge,
+            honest_actions=honest_actions,
         )
     except (tomllib.TOMLDecodeError, ValidationError) as exc:
         raise PersonaFileError(f"{path}: {exc}") from exc

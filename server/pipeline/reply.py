@@ -19,6 +19,7 @@ from server.logs import log_failure
 from server.metrics import Metrics
 from server.pipeline.chat import ChatOutcome, ChatRunner
 from server.pipeline.conversation import Conversation
+from server.pipeline.grounding import ReplyPlan, SaidAnswer
 from server.pipeline.speaker import Speaker, Status
 from server.pipeline.speech import SpeechRunner
 from server.pipeline.text_split import PhraseSplitter
@@ -37,6 +38,11 @@ class ReplySettings(Protocol):
     generation: GenerationSettings
 
     def system_prompt(self, instructions: str | None = None) -> str: ...
+
+    def plan_reply(self, question: str | None, instructions: str | None = None) -> ReplyPlan:
+        """The system prompt for a reply to `question` (None: to the conversation as it
+        stands), with the site's facts that match it, or an answer said without the model."""
+        ...
 
 
 class CommandStage(Protocol):
@@ -176,7 +182,7 @@ class Responder:
             and await commands.respond(ctx, text, message_id, speak=speak, sample_rate=sample_rate)
         ):
             return
-        chat = self._chat()
+        chat: ChatRunner | SaidAnswer = self._chat()
         out = ctx.out
         reply_id = self._next_id("r")
         start = time.perf_counter()
@@ -195,7 +201,11 @@ class Responder:
             )
         conversation = self._conversation
         asked = conversation.add("user", text, message_id) if text is not None else None
-        system_prompt = self._persona.system_prompt(instructions)
+        plan = self._persona.plan_reply(text, instructions)
+        system_prompt = plan.system_prompt
+        if plan.answer is not None:
+            # The site's facts, an honest "I don't know" or a refusal: said, not generated.
+            chat = SaidAnswer(plan.answer)
         generation = self._persona.generation
 
         async def on_delta(delta: str) -> None:
@@ -212,6 +222,8 @@ class Responder:
         try:
             await out.emit(proto.ReplyStarted(reply_id=reply_id, message_id=message_id))
             await chat.reply(system_prompt, conversation.messages, generation, on_delta, outcome)
+            if (note := plan.correction("".join(parts))) is not None:
+                await on_delta(note)  # the reply claimed an action nothing took
             if speaking is not None:
                 for phrase in splitter.flush():
                     phrases.put_nowait(phrase)

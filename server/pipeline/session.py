@@ -37,6 +37,7 @@ from server.pipeline.audio_input import AudioInput
 from server.pipeline.chat import ChatRunner
 from server.pipeline.conversation import Conversation
 from server.pipeline.endpointing import looks_complete
+from server.pipeline.grounding import ReplyPlan, plan_reply
 from server.pipeline.intents import SessionIntents
 from server.pipeline.listener import Listener
 from server.pipeline.playback import heard_text
@@ -175,6 +176,21 @@ class Session:
 
     def system_prompt(self, instructions: str | None = None) -> str:
         return instructions or self.instructions or self.persona.system_prompt
+
+    def plan_reply(self, question: str | None, instructions: str | None = None) -> ReplyPlan:
+        """The persona's prompt with the site's facts for `question` (None: the last user
+        message), or an answer said as it is (pipeline/grounding.py)."""
+        if question is None:
+            last = self.conversation.messages[-1] if self.conversation.messages else None
+            question = last.content if last is not None and last.role == "user" else None
+        persona = self.persona
+        return plan_reply(
+            self.system_prompt(instructions),
+            question,
+            persona.knowledge,
+            persona.knowledge_settings,
+            guard=persona.honest_actions,
+        )
 
     async def _announce(self, text: str) -> None:
         """Say `text` now (a timer that finished), aloud when an audio stream that speaks is

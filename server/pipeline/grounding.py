@@ -1,0 +1,152 @@
+"""How a reply is asked for: the persona, the site's facts that match the question, and the
+honest answers that need no model.
+
+`plan_reply` runs once per reply, before the model is asked (docs/personas.md):
+
+1. A command ("turn off the lights", "book me a room") that nothing acted on is refused at once:
+   the persona cannot act, and saying so beats a model promising it did.
+2. For a persona with site knowledge, a question about the site is searched in the facts. When a
+   passage covers it, the answer is the passage's own words (`answer = "extract"`, the default)
+   or the model's, with the passages put in its prompt (`answer = "model"`). When nothing covers
+   it, the answer is an honest "I don't know" and where to ask.
+3. Anything else (small talk, general questions) goes to the model, with the best passages in
+   the system prompt when they match.
+
+After the model has answered, `correction` appends an honest line when the reply claims an
+action that was not taken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from server.pipeline.honesty import (
+    claims_action,
+    has_site_cue,
+    is_command,
+    is_question,
+    is_small_talk,
+)
+from server.pipeline.knowledge import KnowledgeBase, Search, extract_answer
+from server.prompts import GenerationSettings, KnowledgeSettings
+
+if TYPE_CHECKING:
+    from server.engines.base import ChatMessage
+    from server.pipeline.chat import ChatOutcome
+
+Route = Literal["model", "grounded", "fact", "unknown", "refused"]
+
+CANNOT_ACT = "Sorry, I can't do that: I'm not connected to any devices or services."
+CANNOT_ACT_SITE = "Sorry, I can't do that myself."
+CORRECTION = " (To be clear: I can't do that myself, and nothing was changed.)"
+DONT_KNOW = "Sorry, I don't know that."
+
+
+@dataclass(frozen=True)
+class ReplyPlan:
+    """What a reply is asked with, or said instead of asking the model."""
+
+    system_prompt: str
+    answer: str | None = None  # said as it is; the model is not asked
+    route: Route = "model"
+    search: Search | None = None
+    guard: bool = True  # check the model's reply for claimed actions
+
+    @property
+    def retrieval_ms(self) -> float | None:
+        return self.search.elapsed_ms if self.search is not None else None
+
+    def correction(self, reply: str) -> str | None:
+        """An honest line to add to the model's reply, if it claims an action not taken."""
+        if self.guard and claims_action(reply):
+            return CORRECTION
+        return None
+
+
+class SaidAnswer:
+    """Stands in for the ChatRunner when the plan has the answer: one delta, no model."""
+
+    def __init__(self, answer: str) -> None:
+        self.answer = answer
+
+    async def reply(
+        self,
+        system_prompt: str,
+        history: Sequence[ChatMessage],
+        settings: GenerationSettings,
+        on_delta: Callable[[str], Awaitable[None]],
+        outcome: ChatOutcome,
+        *,
+        urgent: bool = False,
+    ) -> None:
+        await on_delta(self.answer)
+
+
+def facts_prompt(system_prompt: str, knowledge: KnowledgeBase, search: Search, k: int) -> str:
+    """The persona's prompt with the passages that match, right at its end."""
+    passages = [hit.passage.render() for hit in search.hits[:k]]
+    if not passages:
+        return system_prompt
+    where = f" {knowledge.ask}" if knowledge.ask else ""
+    return (
+        f"{system_prompt}\n\nFacts about {knowledge.name}:\n"
+        + "\n".join(f"- {p}" for p in passages)
+        + "\n\nAnswer from these facts only, in one or two short sentences. If they do not "
+        f"answer the question, say you don't know.{where}"
+    )
+
+
+def unknown_reply(knowledge: KnowledgeBase, settings: KnowledgeSettings) -> str:
+    if settings.unknown:
+        return settings.unknown
+    return f"{DONT_KNOW} {knowledge.ask}" if knowledge.ask else DONT_KNOW
+
+
+def plan_reply(
+    system_prompt: str,
+    question: str | None,
+    knowledge: KnowledgeBase | None,
+    settings: KnowledgeSettings,
+    *,
+    guard: bool = True,
+) -> ReplyPlan:
+    """Decide how to answer `question` (None: the conversation as it stands, no question)."""
+    if question is None or not question.strip():
+        return ReplyPlan(system_prompt, guard=guard)
+    if guard and is_command(question) and not is_question_about_doing(question):
+        refusal = CANNOT_ACT
+        if knowledge is not None and knowledge.ask:
+            refusal = f"{CANNOT_ACT_SITE} {knowledge.ask}"
+        return ReplyPlan(system_prompt, refusal, "refused", guard=guard)
+    if knowledge is None:
+        return ReplyPlan(system_prompt, guard=guard)
+    search = knowledge.search(question, k=settings.passages)
+    best = search.best
+    covered = best is not None and best.coverage >= settings.min_coverage
+    small_talk = is_small_talk(question)
+    about_site = (
+        not small_talk
+        and is_question(question)
+        and (has_site_cue(question) or any(knowledge.known(t) for t in search.question_terms))
+    )
+    if about_site and best is not None and covered:
+        if settings.answer == "extract":
+            answer = extract_answer(question, best.passage)
+            return ReplyPlan(system_prompt, answer, "fact", search, guard)
+        prompt = facts_prompt(system_prompt, knowledge, search, settings.passages)
+        return ReplyPlan(prompt, None, "grounded", search, guard)
+    if about_site:
+        unknown = unknown_reply(knowledge, settings)
+        return ReplyPlan(system_prompt, unknown, "unknown", search, guard)
+    if covered and not small_talk:
+        prompt = facts_prompt(system_prompt, knowledge, search, settings.passages)
+        return ReplyPlan(prompt, None, "grounded", search, guard)
+    return ReplyPlan(system_prompt, None, "model", search, guard)
+
+
+def is_question_about_doing(text: str) -> bool:
+    """ "How do I set a timer?" asks about an action; it does not ask for one."""
+    lowered = text.strip().lower()
+    return lowered.startswith(("how ", "what ", "why ", "when ", "where ", "who "))

@@ -1,0 +1,410 @@
+"""Site knowledge: a persona's facts (Markdown or TOML), indexed once, searched every turn.
+
+A knowledge file holds a venue's own facts: opening hours, where things are, Wi-Fi, parking,
+contact, FAQs. It is cut into passages (one per section, one per FAQ) and indexed with BM25
+(`bm25s`, with the Snowball English stemmer) when the persona loads. Each turn, `search` ranks
+the passages against the user's words in well under a millisecond for a venue-sized file
+(docs/performance.md) and says how much of the question the best passage covers, which is what
+decides between answering from the facts and saying honestly that the facts do not say.
+
+Lexical retrieval misses paraphrases ("restroom" for "toilets"), so the question's words are
+expanded with a small list of venue synonyms before matching. Pure code: no I/O after loading,
+no asyncio.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import tomllib
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import bm25s
+import Stemmer
+
+from server.errors import ChinwagException
+
+
+class KnowledgeFileError(ChinwagException):
+    """A knowledge file is missing or malformed (a deployment error, reported at start-up)."""
+
+
+Kind = Literal["fact", "faq"]
+
+# Words that carry no topic. Question words matter to the caller (honesty.py), not here.
+STOPWORDS = frozenset(
+    """
+    a about above after again all also am an and any are as at be because been before being
+    below between both but by can could did do does doing down during each few for from
+    further had has have having he her here hers herself him himself his how i if in into is
+    it its itself just me more most my myself no nor not of off on once only or other our
+    ours ourselves out over own same she should so some such than that the their theirs them
+    themselves then there these they this those through to too under until up very was we
+    were what when where which while who whom why will with would you your yours yourself
+    yourselves please tell know need want like get got go going find let lets us thanks thank
+    hi hello hey ok okay today tonight now may might must shall much many way one anyone
+    someone something anything somewhere anywhere also still yes really actually kind sort
+    """.split()  # noqa: SIM905 (a list of 150 words reads better as text)
+)
+
+# Venue vocabulary people say in different words. Each group is one topic; a question word in
+# a group also matches the group's other words. Kept short and general on purpose.
+SYNONYM_GROUPS: tuple[tuple[str, ...], ...] = (
+    ("toilet", "toilets", "restroom", "restrooms", "bathroom", "bathrooms", "loo", "loos", "wc",
+     "lavatory", "washroom", "ladies", "gents"),
+    ("lift", "lifts", "elevator", "elevators"),
+    ("stairs", "staircase", "stairway", "steps"),
+    ("cafe", "coffee", "canteen", "restaurant", "food", "eat", "drink", "drinks", "snack",
+     "snacks", "lunch", "breakfast", "tea"),
+    ("wifi", "internet", "wireless", "network", "password", "online"),
+    ("parking", "park", "car", "cars", "carpark", "garage"),
+    ("bike", "bikes", "bicycle", "bicycles", "cycle", "cycles"),
+    ("open", "opens", "opening", "close", "closes", "closing", "closed", "hours", "time"),
+    ("contact", "phone", "call", "telephone", "number", "email", "ring", "reach"),
+    ("address", "located", "location", "postcode", "directions"),
+    ("accessible", "accessibility", "wheelchair", "wheelchairs", "disabled", "disability",
+     "step-free", "mobility"),
+    ("dog", "dogs", "pet", "pets", "animal", "animals"),
+    ("print", "printing", "printer", "photocopy", "photocopying", "copy", "copies", "scan"),
+    ("lost", "property", "found", "left", "lose", "lost-and-found"),
+    ("book", "booking", "reserve", "reservation", "hire", "rent"),
+    ("cash", "atm", "cashpoint", "money", "withdraw"),
+    ("first", "aid", "injury", "injured", "hurt", "medical"),
+    ("room", "rooms", "hall", "studio"),
+    ("saturday", "weekend", "weekends"),
+    ("sunday", "weekend", "weekends"),
+    ("monday", "weekday", "weekdays"),
+    ("tuesday", "weekday", "weekdays"),
+    ("wednesday", "weekday", "weekdays"),
+    ("thursday", "weekday", "weekdays"),
+    ("friday", "weekday", "weekdays"),
+)  # fmt: skip
+
+_WORD = re.compile(r"[a-z0-9]+")
+_JOINS = (
+    (re.compile(r"\bwi[\s-]?fi\b"), "wifi"),
+    (re.compile(r"\bcar[\s-]park\b"), "carpark"),
+    (re.compile(r"\be[\s-]?mail\b"), "email"),
+)
+
+
+@lru_cache(maxsize=1)
+def _stemmer() -> Any:
+    return Stemmer.Stemmer("english")
+
+
+def _fold(text: str) -> str:
+    """Lower case without accents ("Café" -> "cafe"), common compounds joined."""
+    decomposed = unicodedata.normalize("NFKD", text.lower())
+    folded = "".join(c for c in decomposed if not unicodedata.combining(c))
+    for pattern, joined in _JOINS:
+        folded = pattern.sub(joined, folded)
+    return folded
+
+
+def words(text: str) -> list[str]:
+    """Content words of a text, folded, before stemming."""
+    return [w for w in _WORD.findall(_fold(text)) if w not in STOPWORDS]
+
+
+def terms(text: str) -> list[str]:
+    """Stemmed content words: what the index holds."""
+    return list(_stemmer().stemWords(words(text)))
+
+
+@lru_cache(maxsize=1)
+def _synonyms() -> dict[str, frozenset[str]]:
+    table: dict[str, set[str]] = {}
+    stem = _stemmer().stemWord
+    for group in SYNONYM_GROUPS:
+        stems = {stem(w) for word in group for w in _WORD.findall(_fold(word))}
+        for s in stems:
+            table.setdefault(s, set()).update(stems)
+    return {k: frozenset(v) for k, v in table.items()}
+
+
+def expand(term: str) -> frozenset[str]:
+    """A stemmed term and its venue synonyms."""
+    return _synonyms().get(term, frozenset((term,)))
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One section, FAQ entry or fact of a knowledge file."""
+
+    title: str
+    text: str
+    kind: Kind = "fact"
+    keywords: tuple[str, ...] = ()
+
+    def render(self) -> str:
+        """How the passage is shown to the model."""
+        if self.kind == "faq":
+            return f"Q: {self.title}\nA: {self.text}"
+        return f"{self.title}: {self.text}" if self.title else self.text
+
+    def units(self) -> list[str]:
+        """The passage cut into sentences and list items, for extractive answers."""
+        out: list[str] = []
+        for line in self.text.splitlines():
+            line = line.strip().lstrip("-*• ").strip()
+            if not line:
+                continue
+            out.extend(s.strip() for s in re.split(r"(?<=[.!?])\s+(?=[A-Z0-9])", line) if s)
+        return out
+
+
+@dataclass(frozen=True)
+class Hit:
+    passage: Passage
+    score: float  # BM25
+    coverage: float  # share of the question's content terms (or synonyms) in the passage
+
+
+@dataclass(frozen=True)
+class Search:
+    question_terms: tuple[str, ...]
+    hits: tuple[Hit, ...]  # best first, only passages that share a term with the question
+    elapsed_ms: float
+
+    @property
+    def best(self) -> Hit | None:
+        return self.hits[0] if self.hits else None
+
+
+def _passage_terms(passage: Passage) -> list[str]:
+    # The title counts twice: it names the topic.
+    text = f"{passage.title} {passage.title} {' '.join(passage.keywords)} {passage.text}"
+    return terms(text)
+
+
+@dataclass
+class KnowledgeBase:
+    """A persona's facts, indexed once; `search` is pure and thread-safe after loading."""
+
+    name: str
+    passages: list[Passage]
+    source: str = ""
+    ask: str | None = None  # where to ask what the facts do not say
+    _index: Any = field(init=False, repr=False)
+    _terms: list[frozenset[str]] = field(init=False, repr=False)
+    vocabulary: frozenset[str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.passages:
+            raise KnowledgeFileError(f"{self.source or self.name}: no passages")
+        corpus = [_passage_terms(p) for p in self.passages]
+        self._terms = [frozenset(t) for t in corpus]
+        self.vocabulary = frozenset().union(*self._terms)
+        self._index = bm25s.BM25()
+        # An empty passage would break the index; it still gets a placeholder term.
+        self._index.index([t or ["_"] for t in corpus], show_progress=False)
+        if self.ask is None:
+            self.ask = _contact_line(self.passages)
+
+    def search(self, question: str, k: int = 3) -> Search:
+        began = time.perf_counter()
+        asked = terms(question)
+        unique = list(dict.fromkeys(asked))
+        hits: list[Hit] = []
+        if unique:
+            expanded = sorted({s for t in unique for s in expand(t)})
+            scores = self._index.get_scores(expanded)
+            for i, score in enumerate(scores):
+                if score > 0:
+                    covered = sum(1 for t in unique if expand(t) & self._terms[i])
+                    hits.append(Hit(self.passages[i], float(score), covered / len(unique)))
+            # Most of the question covered first; then a question word naming the passage's
+            # topic (its title); then BM25.
+            hits.sort(key=lambda h: (-h.coverage, -self._title_matches(h, unique), -h.score))
+            del hits[k:]
+        elapsed = (time.perf_counter() - began) * 1000
+        return Search(tuple(unique), tuple(hits), elapsed)
+
+    def _title_matches(self, hit: Hit, asked: Sequence[str]) -> int:
+        title = set(terms(hit.passage.title))
+        return sum(1 for t in asked if expand(t) & title)
+
+    def known(self, term: str) -> bool:
+        return bool(expand(term) & self.vocabulary)
+
+
+def extract_answer(question: str, passage: Passage, max_words: int = 40) -> str:
+    """The passage's own words that answer the question: an FAQ's answer, the sentences or
+    list items that share the most words with the question, or the whole (short) section."""
+    if passage.kind == "faq":
+        return passage.text.strip()
+    units = passage.units()
+    if not units:
+        return passage.render()
+    asked = [t for t in dict.fromkeys(terms(question))]
+    title_terms = set(terms(passage.title))
+    specific = [t for t in asked if not (expand(t) & title_terms)]
+
+    def overlap(unit: str) -> int:
+        unit_terms = set(terms(unit))
+        return sum(1 for t in specific if expand(t) & unit_terms)
+
+    scored = [overlap(u) for u in units]
+    best = max(scored) if scored else 0
+    if best == 0:
+        # The question names only the topic ("the opening hours?"): the section, if short.
+        chosen = units if len(" ".join(units).split()) <= max_words else units[:2]
+    else:
+        chosen = [u for u, s in zip(units, scored, strict=True) if s == best][:2]
+    text = " ".join(_sentence(u) for u in chosen)
+    if not (set(terms(text)) & title_terms) and passage.title:
+        text = f"{passage.title}: {text[0].lower() + text[1:] if _lower_ok(text) else text}"
+    return text
+
+
+def _lower_ok(text: str) -> bool:
+    first = text.split(" ", 1)[0]
+    return first[:1].isupper() and first[1:].islower() and first.lower() in {"the", "a", "an"}
+
+
+def _sentence(unit: str) -> str:
+    unit = unit.strip()
+    return unit if unit[-1:] in ".!?" else unit + "."
+
+
+_CONTACT_TITLES = re.compile(r"contact|reception|front desk|information|enquir|help|ask", re.I)
+
+
+def _contact_line(passages: Sequence[Passage]) -> str | None:
+    for passage in passages:
+        if passage.kind == "fact" and _CONTACT_TITLES.search(passage.title):
+            return " ".join(_sentence(u) for u in passage.units()[:2]) or None
+    return None
+
+
+# --- loading --------------------------------------------------------------------------------
+
+
+def load_knowledge(path: Path, name: str | None = None) -> KnowledgeBase:
+    """A knowledge file (.md, .markdown, .toml) or a folder of them, sorted by name."""
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in {".md", ".markdown", ".toml"})
+        if not files:
+            raise KnowledgeFileError(f"{path}: no .md or .toml knowledge files")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise KnowledgeFileError(f"knowledge file {path} not found")
+    passages: list[Passage] = []
+    title: str | None = None
+    ask: str | None = None
+    for file in files:
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise KnowledgeFileError(f"{file}: {exc}") from exc
+        if file.suffix == ".toml":
+            file_title, file_ask, found = parse_toml(text, str(file))
+        else:
+            file_title, found = parse_markdown(text)
+            file_ask = None
+        title = title or file_title
+        ask = ask or file_ask
+        passages.extend(found)
+    return KnowledgeBase(name or title or path.stem, passages, str(path), ask)
+
+
+def parse_markdown(text: str) -> tuple[str | None, list[Passage]]:
+    """`#` names the venue; each `##` section is a passage, and each `###` under it one more
+    (a question heading makes an FAQ entry). HTML comments are left out."""
+    text = re.sub(r"<!--.*?-->", "", text, flags=re.S)
+    title: str | None = None
+    passages: list[Passage] = []
+    section: str | None = None
+    heading: str | None = None
+    body: list[str] = []
+
+    def close() -> None:
+        content = "\n".join(body).strip()
+        if heading is not None and content:
+            is_faq = heading.endswith("?")
+            passages.append(Passage(heading, content, "faq" if is_faq else "fact"))
+        body.clear()
+
+    for line in text.splitlines():
+        match = re.match(r"^(#{1,6})\s+(.*?)\s*#*\s*$", line)
+        if match is None:
+            if heading is not None or section is not None:
+                body.append(line)
+            continue
+        level, name = len(match.group(1)), match.group(2).strip()
+        close()
+        if level == 1:
+            title, section, heading = name, None, None
+        elif level == 2:
+            section, heading = name, name
+        else:
+            heading = name if name.endswith("?") or section is None else f"{section}, {name}"
+    close()
+    return title, passages
+
+
+def parse_toml(text: str, source: str) -> tuple[str | None, str | None, list[Passage]]:
+    """`name` and `ask` at the top (or under [venue]); `[[facts]]` with title, text and
+    optional keywords; `[[faq]]` with question and answer; any other table of strings becomes
+    one passage per table (key: value lines)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise KnowledgeFileError(f"{source}: {exc}") from exc
+    venue = data.get("venue", {}) if isinstance(data.get("venue"), dict) else {}
+    title = _str(data.get("name") or venue.get("name"))
+    ask = _str(data.get("ask") or venue.get("ask"))
+    passages: list[Passage] = []
+    for entry in _tables(data.get("facts", []), source, "facts"):
+        passages.append(
+            Passage(
+                _required(entry, "title", source),
+                _required(entry, "text", source),
+                "fact",
+                tuple(str(k) for k in entry.get("keywords", [])),
+            )
+        )
+    for entry in _tables(data.get("faq", []), source, "faq"):
+        passages.append(
+            Passage(
+                _required(entry, "question", source),
+                _required(entry, "answer", source),
+                "faq",
+                tuple(str(k) for k in entry.get("keywords", [])),
+            )
+        )
+    for key, value in data.items():
+        if key in {"facts", "faq"} or not isinstance(value, dict):
+            continue
+        lines = [f"{k.replace('_', ' ')}: {v}" for k, v in value.items() if isinstance(v, str)]
+        if key == "venue":
+            lines = [
+                line for line in lines if not line.startswith(("name:", "ask:"))
+            ]  # fmt: skip
+        if lines:
+            passages.append(Passage(key.replace("_", " ").capitalize(), "\n".join(lines)))
+    return title, ask, passages
+
+
+def _str(value: object) -> str | None:
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def _tables(value: object, source: str, key: str) -> Iterable[dict[str, Any]]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise KnowledgeFileError(f"{source}: [[{key}]] must be an array of tables")
+    return value
+
+
+def _required(entry: dict[str, Any], key: str, source: str) -> str:
+    value = _str(entry.get(key))
+    if value is None:
+        raise KnowledgeFileError(f"{source}: every entry needs a non-empty {key!r}")
+    return value
