@@ -36,14 +36,9 @@
   const COUNT_FROM = 0.8; // the character counter shows from this share of the limit
   const SESSION_NOTE = 'New session: the assistant does not remember the messages above.';
   const STATUS_LABELS = { stopped: 'stopped', interrupted: 'interrupted', failed: 'failed', queued: 'waiting to send' };
-  // Errors that turn a typed message down before any reply: its bubble is marked failed.
-  const MESSAGE_ERRORS = {
-    text_too_long: 'too long',
-    frame_too_large: 'too long',
-    invalid_message: 'the assistant could not read it',
-    context_overflow: 'too long for the assistant',
-    internal_error: 'the assistant failed',
-  };
+  // Errors that turn a typed message down as it arrives, before any reply (and that nothing
+  // else the widget sends can cause): its bubble is marked failed.
+  const MESSAGE_ERRORS = { text_too_long: 'too long', frame_too_large: 'too long' };
   // The floating panel fills the screen on phones and short (zoomed) viewports: a modal dialog.
   const FULLSCREEN_QUERY = '(max-width: 520px), (max-height: 560px)';
 
@@ -846,10 +841,7 @@
       clearTimeout(undo.timer);
       this._undo = null;
       this._messages = undo.messages.concat(this._messages);
-      for (const m of this._messages) {
-        if (m.node) this._el.items.appendChild(m.node);
-        this._render(m);
-      }
+      this._renderAll(this._messages);
       this._save();
       this._pinned = true;
       this._scrollToEnd();
@@ -935,7 +927,7 @@
           return;
         }
         // The handshake failed: refused (403 origin, 401 token) or the server is not there.
-        this._connecting = this._check().then((answer) => {
+        this._check().then((answer) => {
           if (this._ws || !this._running) return;
           const error = answer && answer.body && answer.body.error;
           if (answer && (answer.status === 401 || answer.status === 403) && error && error.code) {
@@ -1291,9 +1283,22 @@
         item.appendChild(actions);
       }
       if (actions && !failed) actions.remove();
-      if (actions && failed) actions.firstChild.hidden = !!message.tooLong && !!this._limits;
+      if (actions && failed) actions.firstChild.hidden = !!message.tooLong; // Edit, then send
+      if (this._bulk) return; // many at once: one scroll at the end
       if (this._pinned) this._scrollToEnd();
       else this._updateJump();
+    }
+
+    _renderAll(messages) {
+      this._bulk = true;
+      try {
+        for (const m of messages) {
+          if (m.node) this._el.items.appendChild(m.node);
+          this._render(m);
+        }
+      } finally {
+        this._bulk = false;
+      }
     }
 
     _onItemClick(event) {
@@ -1364,7 +1369,7 @@
         const reason = typeof m.reason === 'string' ? m.reason : '';
         this._messages.push({ role: m.role, text: m.text, status, reason, tooLong: !!m.tooLong });
       }
-      for (const message of this._messages) this._render(message);
+      this._renderAll(this._messages); // scrolled to the end when the panel shows
       if (this._messages.some((m) => m.role !== 'note')) {
         this._needsNote = true;
         this._noteAt = this._messages.length;
