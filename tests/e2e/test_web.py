@@ -298,13 +298,14 @@ async def test_voice_turn_with_the_fake_microphone(
     assert await widget.state("playing") == "true", "the reply should still be playing"
     await widget.button("Start talking (hands-free)").click()
     await widget.wait("w.dataset.playing === 'false'", 60)
-    played, total = (
-        int(await widget.state("playedMs") or 0),
-        int(await widget.state("audioMs") or 0),
-    )
-    assert played < total - 500, f"stopped early: played {played} of {total} ms"
     cut = [m for m in await widget.messages() if m["role"] == "assistant"][1]
     assert cut["status"] in ("interrupted", "stopped"), cut
+    # Nothing more of it plays. (Not "played < received - 500 ms": on a busy machine the
+    # synthesis can fall behind, all that had arrived has played, and the cut comes in the gap.)
+    frames = await widget.state("audioFrames")
+    await asyncio.sleep(1.0)
+    assert await widget.state("audioFrames") == frames
+    assert await widget.state("playing") == "false"
     await widget.wait(f"{user_turns}.length >= 2", 120)
     await widget.button("Stop listening").click()
     await widget.wait("w.dataset.mic === 'off'", 10)
