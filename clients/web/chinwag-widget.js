@@ -644,7 +644,7 @@
       el.jump.addEventListener('click', () => {
         this._pinned = true;
         this._scrollToEnd();
-        el.log.focus();
+        el.log.focus({ preventScroll: true });
       });
       const onScroll = () => this._onScroll();
       el.log.addEventListener('scroll', onScroll, { passive: true });

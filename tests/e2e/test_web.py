@@ -1114,6 +1114,13 @@ async def test_reload_opens_at_the_latest_message_with_one_session_note(
     await jump.click()
     await playwright_api.expect(jump).to_be_hidden()
     assert await widget.shadow(at_end)
+    # At 400 % zoom the whole panel scrolls: the same, and the text box is in view after.
+    await page.set_viewport_size({"width": 320, "height": 200})
+    await widget.shadow("root.querySelector('.panel').scrollTop = 0")
+    await playwright_api.expect(jump).to_be_visible()
+    await jump.click()
+    await playwright_api.expect(jump).to_be_hidden()
+    await playwright_api.expect(widget.textbox).to_be_in_viewport()
 
 
 async def test_unread_badge_undo_for_new_conversation_and_dismissible_notice(
