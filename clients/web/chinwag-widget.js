@@ -871,12 +871,20 @@
     /** GET /widget/check: would this page be let in (Origin, token), and the text limits. A
      * refused WebSocket handshake looks like any network error to a page; this says why. */
     async _check() {
+      const abort = window.AbortController ? new AbortController() : null;
+      const timer = setTimeout(() => abort && abort.abort(), 5000); // a server that hangs
       try {
-        const response = await fetch(this._httpUrl('widget/check'), { cache: 'no-store', credentials: 'omit' });
+        const response = await fetch(this._httpUrl('widget/check'), {
+          cache: 'no-store',
+          credentials: 'omit',
+          signal: abort ? abort.signal : undefined,
+        });
         const body = await response.json().catch(() => null);
         return { status: response.status, body: body || {} };
       } catch (_) {
         return null; // the server is down, or the page's CSP forbids it
+      } finally {
+        clearTimeout(timer);
       }
     }
 
@@ -1588,6 +1596,8 @@
      * info line ("Conversation cleared"), with an optional action; always dismissible. */
     _setNotice(text, action = null, kind = 'error') {
       const el = this._el;
+      // Hiding the notice that has the focus (its Undo, its Dismiss): the focus goes on.
+      if (!text && el.notice.contains(this.shadowRoot.activeElement)) el.input.focus();
       el.noticeText.textContent = text;
       el.notice.hidden = !text;
       el.notice.dataset.kind = text ? kind : '';
