@@ -12,7 +12,7 @@ APT_PACKAGES := mosquitto mosquitto-clients chromium strace
 # runs on any x86-64 CPU of the last ten years (the flags are ignored on other architectures).
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: setup run test test-slow test-fast bench bench-levers lint system-deps models clean
+.PHONY: setup run test test-slow test-fast bench bench-levers bench-quality lint system-deps models clean
 
 setup: system-deps $(STAMP) models
 
@@ -59,6 +59,12 @@ bench: setup
 # (docs/performance.md, docs/home-assistant.md); writes bench/results-wyoming.json.
 bench-wyoming: setup
 	$(BIN)/python -m bench.wyoming_latency
+
+# Answer quality with the receptionist's example venue file: site facts, honest "I don't know",
+# no claimed actions, for every LLM preset present (docs/performance.md, "Answer quality");
+# writes bench/results-quality.json.
+bench-quality: setup
+	$(BIN)/python -m bench.quality
 
 # The voice benchmark once per latency lever (bench/levers/*.toml); see docs/performance.md.
 bench-levers: setup

@@ -43,7 +43,7 @@ class KnowledgeSettings(BaseModel):
     answer: Literal["extract", "model"] = "extract"
     passages: int = Field(3, ge=1, le=10)  # passages searched (and given to the model)
     # Share of the question's words a passage must hold to count as answering it.
-    min_coverage: float = Field(0.5, gt=0.0, le=1.0)
+    min_coverage: float = Field(0.6, gt=0.0, le=1.0)
     # Said when a question about the site is not in the facts; default: "Sorry, I don't
     # know that." and the facts' contact section.
     unknown: str | None = None

@@ -49,6 +49,7 @@ STOPWORDS = frozenset(
     yourselves please tell know need want like get got go going find let lets us thanks thank
     hi hello hey ok okay today tonight now may might must shall much many way one anyone
     someone something anything somewhere anywhere also still yes really actually kind sort
+    excuse sorry near nearby nearest around building place venue centre center leave
     """.split()  # noqa: SIM905 (a list of 150 words reads better as text)
 )
 
@@ -109,7 +110,7 @@ def _fold(text: str) -> str:
 
 def words(text: str) -> list[str]:
     """Content words of a text, folded, before stemming."""
-    return [w for w in _WORD.findall(_fold(text)) if w not in STOPWORDS]
+    return [w for w in _WORD.findall(_fold(text)) if len(w) > 1 and w not in STOPWORDS]
 
 
 def terms(text: str) -> list[str]:

@@ -144,7 +144,7 @@ def _run_fetch(
 def test_fetch_downloads_checks_and_points_the_config(tmp_path: Path, mirror: Mirror) -> None:
     expected = sha256_of(LLM_PATH)
     presets = _presets_file(tmp_path, expected)
-    (tmp_path / "chinwag.toml").write_text('[server]\nport = 9000\n\n[llm]\nthreads = 2\n')
+    (tmp_path / "chinwag.toml").write_text("[server]\nport = 9000\n\n[llm]\nthreads = 2\n")
 
     done = _run_fetch(tmp_path, mirror, presets)
 

@@ -89,7 +89,8 @@ def test_the_passage_that_answers_comes_first(venue, question: str, title: str) 
 
 
 @pytest.mark.parametrize(
-    "question", ["Is there a swimming pool?", "Who is the manager?", "Can I charge my electric car?"]
+    "question",
+    ["Is there a swimming pool?", "Who is the manager?", "Can I charge my electric car?"],
 )
 def test_questions_the_facts_do_not_cover(venue, question: str) -> None:  # type: ignore[no-untyped-def]
     best = venue.search(question).best
