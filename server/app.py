@@ -104,6 +104,8 @@ def load_engines(settings: Settings) -> Engines:
         threads=llm.threads,
         batch_size=llm.batch_size,
         seed=llm.seed,
+        parallel=llm.parallel,
+        kv_cache_tokens=llm.kv_cache_tokens,
     )
     chat.warm_up()
     transcriber = WhisperTranscriber(

@@ -105,6 +105,14 @@ class LlmSettings(_Group):
     threads: int = Field(0, ge=0, description="0: all cores")
     batch_size: int = Field(256, ge=8)
     seed: int = -1
+    # Replies generated at once, interleaved token by token in one batch (continuous
+    # batching): a new reply's first token never waits for another reply to finish. One
+    # place is kept for a reply someone waits to hear (docs/performance.md, "Several replies
+    # at once").
+    parallel: int = Field(8, ge=1, le=64)
+    # KV cache cells shared by those replies and the conversations cached between turns;
+    # 0: twice context_size (about 94 MB for the default model at 2048).
+    kv_cache_tokens: int = Field(0, ge=0)
     # The model pauses between tokens while a transcription or a reply's first phrase runs,
     # so they have both cores (Piper: 60 instead of 155 ms on 2 cores; docs/performance.md).
     pause_for_speech: bool = True

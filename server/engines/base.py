@@ -46,11 +46,40 @@ class GenerationStats:
     total_s: float
 
 
+class Generation(Protocol):
+    """One reply under way in a ChatModel (the handle `begin` returns)."""
+
+    @property
+    def done(self) -> bool: ...
+
+
 class ChatModel(Protocol):
-    """A chat LLM. Small on purpose, so an OpenAI-compatible HTTP backend can implement it."""
+    """A chat LLM. Small on purpose, so an OpenAI-compatible HTTP backend can implement it.
+
+    Replies run through `begin` / `step` / `end`, so that one worker can interleave several
+    (ChatRunner); `generate` runs one on its own."""
 
     name: str
     context_size: int
+    parallel: int  # replies that may be under way at once
+
+    def begin(
+        self,
+        messages: Sequence[ChatMessage],
+        settings: GenerationSettings,
+        on_delta: Callable[[str], None],
+    ) -> Generation:
+        """Start a reply (cheap: nothing is evaluated yet); raises PromptTooLong."""
+        ...
+
+    def step(self, generations: Sequence[Generation]) -> None:
+        """Advance each unfinished reply by about one token (or a chunk of its prompt),
+        calling its on_delta with any text."""
+        ...
+
+    def end(self, generation: Generation, *, cancelled: bool = False) -> GenerationStats:
+        """Release a reply, finished or not; `cancelled` when it was stopped early."""
+        ...
 
     def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
         """Tokens the prompt for these messages takes, chat template included."""

@@ -13,6 +13,7 @@ import numpy as np
 from server.engines.base import (
     ChatMessage,
     Float32Audio,
+    Generation,
     GenerationStats,
     Int16Audio,
     Transcript,
@@ -83,11 +84,32 @@ class FakeSynthesizer:
 Reply = str | Callable[[Sequence[ChatMessage]], str]
 
 
+class FakeGeneration:
+    """A FakeChatModel reply under way."""
+
+    def __init__(
+        self, tokens: list[str], max_tokens: int, on_delta: Callable[[str], None], prompt: int
+    ) -> None:
+        self.tokens = tokens
+        self.max_tokens = max_tokens
+        self.on_delta = on_delta
+        self.prompt_tokens = prompt
+        self.start = time.perf_counter()
+        self.sent = 0
+        self.first_token_s: float | None = None
+        self.finish: Literal["stop", "length", "cancelled"] | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.finish is not None
+
+
 class FakeChatModel:
     """Streams a fixed (or computed) reply word by word; honours cancel and max_tokens.
 
     Each word with its leading space is one token. `token_delay_s` waits before each token,
-    waking at once when cancel is set.
+    waking at once when cancel is set. Through begin/step, up to `parallel` replies advance
+    together, one token each per step of `token_delay_s` (like a batched decode).
     """
 
     def __init__(
@@ -97,13 +119,62 @@ class FakeChatModel:
         name: str = "fake",
         context_size: int = 2048,
         token_delay_s: float = 0.0,
+        parallel: int = 4,
     ) -> None:
         self.name = name
         self.context_size = context_size
         self.reply = reply
         self.token_delay_s = token_delay_s
+        self.parallel = parallel
         self.calls: list[list[ChatMessage]] = []
         self.prefills: list[list[ChatMessage]] = []
+        self.steps: list[int] = []  # replies advanced by each step
+
+    def begin(
+        self,
+        messages: Sequence[ChatMessage],
+        settings: GenerationSettings,
+        on_delta: Callable[[str], None],
+    ) -> FakeGeneration:
+        self.calls.append(list(messages))
+        text = self.reply if isinstance(self.reply, str) else self.reply(messages)
+        return FakeGeneration(
+            re.findall(r"\s*\S+", text),
+            settings.max_tokens,
+            on_delta,
+            self.count_prompt_tokens(messages),
+        )
+
+    def step(self, generations: Sequence[Generation]) -> None:
+        running = [g for g in generations if isinstance(g, FakeGeneration) and not g.done]
+        self.steps.append(len(running))
+        if self.token_delay_s:
+            time.sleep(self.token_delay_s)
+        for gen in running:
+            if gen.sent == len(gen.tokens):
+                gen.finish = "stop"
+            elif gen.sent == gen.max_tokens:
+                gen.finish = "length"
+            else:
+                gen.on_delta(gen.tokens[gen.sent])
+                gen.sent += 1
+                if gen.first_token_s is None:
+                    gen.first_token_s = time.perf_counter() - gen.start
+                if gen.sent == len(gen.tokens):
+                    gen.finish = "stop"
+
+    def end(self, generation: Generation, *, cancelled: bool = False) -> GenerationStats:
+        assert isinstance(generation, FakeGeneration)
+        if cancelled and not generation.done:
+            generation.finish = "cancelled"
+        return GenerationStats(
+            prompt_tokens=generation.prompt_tokens,
+            cached_prompt_tokens=0,
+            completion_tokens=generation.sent,
+            finish_reason=generation.finish or "length",
+            first_token_s=generation.first_token_s,
+            total_s=time.perf_counter() - generation.start,
+        )
 
     def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
         return sum(len(m.content.split()) + 4 for m in messages)

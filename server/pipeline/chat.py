@@ -1,17 +1,18 @@
-"""Runs chat replies on the one LLM, one at a time, in the order they were asked for."""
+"""Runs chat replies on the one LLM, several at once, interleaved token by token."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from server.engines.base import ChatMessage, ChatModel, GenerationStats
+from server.engines.base import ChatMessage, ChatModel, Generation, GenerationStats
 from server.pipeline.history import messages_to_drop
 from server.pipeline.priority import CpuPriority
 from server.prompts import GenerationSettings
@@ -28,35 +29,152 @@ class ChatOutcome:
     queued_s: float = 0.0  # time spent waiting for other sessions' replies
 
 
-class ChatRunner:
-    """The single model behind a single worker thread.
+@dataclass(eq=False)
+class _Job:
+    """A reply or a prefill waiting for the model or under way."""
 
-    The thread pool's own FIFO queue gives every session its turn in arrival order; the model
-    is free for the next reply as soon as the worker returns, even if a slow client is still
-    reading the previous one. Deltas reach the event loop through an unbounded queue, which
-    max_tokens bounds.
+    work: Callable[[], None] | None  # a prefill: runs on its own when the model is idle
+    urgent: bool  # someone is waiting to hear this reply
+    order: int
+    future: Future[None]
+    cancel: threading.Event
+    start: Callable[[], Generation] | None = None  # a reply: begins its generation
+    finish: Callable[[GenerationStats], None] | None = None
+    generation: Generation | None = None
+
+
+class ChatRunner:
+    """The single model behind a single worker thread, interleaving replies.
+
+    Up to `model.parallel` replies are under way at once: every step of the worker advances
+    each by about a token (one batch on llama.cpp), so a new reply's first token never waits
+    for another reply to finish. Replies a person is waiting to hear (`urgent`) are admitted
+    before text replies, and one place is kept for them; a prefill runs only when no reply
+    is waiting or under way. The model is free for the next reply as soon as a reply's last
+    token is out, even if a slow client is still reading it. Deltas reach the event loop
+    through an unbounded queue, which max_tokens bounds.
     """
 
     def __init__(self, model: ChatModel, priority: CpuPriority | None = None) -> None:
         self.model = model
         self.priority = priority or CpuPriority(enabled=False)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm")
-        # Jobs submitted and not finished; discarded from the worker thread when done.
-        self._pending: set[Future[Any]] = set()
+        self._lock = threading.Condition()
+        self._waiting: list[_Job] = []
+        self._active: list[_Job] = []  # touched by the worker thread only
+        self._open = 0  # jobs submitted and not finished
+        self._order = itertools.count()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="llm", daemon=True)
+        self._thread.start()
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            self._closed = True
+            for job in self._waiting:
+                job.future.cancel()
+            self._waiting.clear()
+            self._lock.notify_all()
 
     @property
     def busy(self) -> bool:
         """A reply (or a prefill) is running or waiting for the model."""
-        return bool(self._pending)
+        return self._open > 0
 
-    def _submit(self, work: Callable[[], Any]) -> Future[Any]:
-        job = self._executor.submit(work)
-        self._pending.add(job)
-        job.add_done_callback(self._pending.discard)
-        return job
+    def _submit(self, job: _Job) -> None:
+        with self._lock:
+            if self._closed:
+                job.future.cancel()
+                return
+            self._open += 1
+            job.future.add_done_callback(self._finished)
+            self._waiting.append(job)
+            self._lock.notify_all()
+
+    def _finished(self, _job: Future[None]) -> None:
+        with self._lock:
+            self._open -= 1
+
+    # --- the worker thread ----------------------------------------------------------------
+
+    def _admit(self) -> list[_Job]:
+        """Jobs to start now, in priority order (call with the lock held)."""
+        self._waiting.sort(key=lambda j: (j.start is None, not j.urgent, j.order))
+        parallel = max(1, self.model.parallel)
+        # One place is kept for a reply someone is waiting to hear.
+        text_places = parallel - 1 if parallel > 1 else 1
+        admitted: list[_Job] = []
+        running = len(self._active)
+        for job in list(self._waiting):
+            if job.start is None:  # a prefill: only on an idle model
+                if running or admitted or any(j.start is not None for j in self._waiting):
+                    continue
+            elif running >= (parallel if job.urgent else text_places):
+                continue
+            self._waiting.remove(job)
+            if not job.future.set_running_or_notify_cancel():
+                continue  # cancelled while waiting
+            admitted.append(job)
+            running += 1
+        return admitted
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._closed and not self._active and not self._waiting:
+                    self._lock.wait()
+                if self._closed:
+                    break
+                admitted = self._admit()
+            for job in admitted:
+                self._begin(job)
+            self._advance()
+            # Between two steps: let a transcription or a first phrase have the cores.
+            self.priority.yield_to_urgent()
+        for job in list(self._active):
+            self._end(job, cancelled=True)
+
+    def _begin(self, job: _Job) -> None:
+        try:
+            if job.start is None:
+                assert job.work is not None
+                job.work()
+                job.future.set_result(None)
+                return
+            job.generation = job.start()
+        except BaseException as exc:
+            job.future.set_exception(exc)
+            return
+        self._active.append(job)
+
+    def _advance(self) -> None:
+        for job in [j for j in self._active if j.cancel.is_set()]:
+            self._end(job, cancelled=True)
+        running = [j.generation for j in self._active if j.generation is not None]
+        if running:
+            try:
+                self.model.step(running)
+            except BaseException as exc:
+                for job in list(self._active):
+                    self._end(job, cancelled=True, error=exc)
+                return
+        for job in [j for j in self._active if j.generation is None or j.generation.done]:
+            self._end(job)
+
+    def _end(
+        self, job: _Job, *, cancelled: bool = False, error: BaseException | None = None
+    ) -> None:
+        self._active.remove(job)
+        try:
+            if job.generation is not None and job.finish is not None:
+                job.finish(self.model.end(job.generation, cancelled=cancelled))
+        except BaseException as exc:
+            error = error or exc
+        if error is not None:
+            job.future.set_exception(error)
+        else:
+            job.future.set_result(None)
+
+    # --- the event loop's side --------------------------------------------------------------
 
     def _fit(
         self, system_prompt: str, snapshot: Sequence[ChatMessage], budget: int
@@ -81,11 +199,16 @@ class ChatRunner:
             return 0
         snapshot = [*history, partial]
         budget = self.model.context_size - settings.max_tokens
+        evaluated = 0
 
-        def work() -> int:
-            return self.model.prefill(self._fit(system_prompt, snapshot, budget)[0])
+        def work() -> None:
+            nonlocal evaluated
+            evaluated = self.model.prefill(self._fit(system_prompt, snapshot, budget)[0])
 
-        return int(await asyncio.wrap_future(self._submit(work)))
+        job = _Job(work, False, next(self._order), Future(), threading.Event())
+        self._submit(job)
+        await asyncio.wrap_future(job.future)
+        return evaluated
 
     async def reply(
         self,
@@ -94,9 +217,12 @@ class ChatRunner:
         settings: GenerationSettings,
         on_delta: Callable[[str], Awaitable[None]],
         outcome: ChatOutcome,
+        *,
+        urgent: bool = False,
     ) -> None:
         """Stream one reply through on_delta. Cancelling the caller stops the model at its
-        next token; `outcome` then still holds the counts of what was generated."""
+        next token; `outcome` then still holds the counts of what was generated. `urgent`:
+        someone is waiting to hear it (a voice turn); it goes before text replies."""
         loop = asyncio.get_running_loop()
         deltas: asyncio.Queue[str | None] = asyncio.Queue()
         cancel = threading.Event()
@@ -105,23 +231,23 @@ class ChatRunner:
         budget = self.model.context_size - settings.max_tokens
 
         def push(item: str | None) -> None:
-            if item is not None:
-                # Between two tokens: let a transcription or a first phrase have the cores.
-                self.priority.yield_to_urgent()
             try:
                 loop.call_soon_threadsafe(deltas.put_nowait, item)
             except RuntimeError:  # the loop is closing: nobody listens any more
                 cancel.set()
 
-        def work() -> None:
+        def start() -> Generation:
             outcome.queued_s = time.perf_counter() - submitted
-            try:
-                messages, outcome.dropped = self._fit(system_prompt, snapshot, budget)
-                outcome.stats = self.model.generate(messages, settings, push, cancel)
-            finally:
-                push(None)
+            messages, outcome.dropped = self._fit(system_prompt, snapshot, budget)
+            return self.model.begin(messages, settings, push)
 
-        job = self._submit(work)
+        def finish(stats: GenerationStats) -> None:
+            outcome.stats = stats
+
+        future: Future[None] = Future()
+        future.add_done_callback(lambda _f: push(None))
+        job = _Job(None, urgent, next(self._order), future, cancel, start, finish)
+        self._submit(job)
         try:
             finished = False
             while not finished:
@@ -134,19 +260,19 @@ class ChatRunner:
                 text = "".join(p for p in parts if p is not None)
                 if text:
                     await on_delta(text)
-            await asyncio.wrap_future(job)
+            await asyncio.wrap_future(future)
         except BaseException:
             # Cancelled (barge-in, new message, disconnect) or the sink failed. A reply still
-            # waiting in the queue never starts; a running one stops at its next token, and
-            # waiting for that (milliseconds) keeps its counts.
+            # waiting never starts; a running one stops at the next step, and waiting for
+            # that (milliseconds) keeps its counts.
             cancel.set()
-            if not job.cancel():
-                waiter = asyncio.wrap_future(job)
+            if not future.cancel():
+                waiter = asyncio.wrap_future(future)
                 # Retrieved, else asyncio logs "exception was never retrieved" with its repr,
                 # which quotes the prompt (a UnicodeEncodeError carries the whole string).
                 waiter.add_done_callback(_consume_result)
                 await asyncio.shield(asyncio.wait([waiter]))
-                job.add_done_callback(_consume_result)
+                future.add_done_callback(_consume_result)
             raise
 
 

@@ -221,7 +221,10 @@ class Responder:
 
         try:
             await out.emit(proto.ReplyStarted(reply_id=reply_id, message_id=message_id))
-            await chat.reply(system_prompt, conversation.messages, generation, on_delta, outcome)
+            # A reply someone waits to hear goes before text replies.
+            await chat.reply(
+                system_prompt, conversation.messages, generation, on_delta, outcome, urgent=speak
+            )
             if (note := plan.correction("".join(parts))) is not None:
                 await on_delta(note)  # the reply claimed an action nothing took
             if speaking is not None:

@@ -7,10 +7,19 @@ import threading
 
 from server.app import Engines
 from server.engines.base import ChatMessage
+from server.engines.llama_cpp import LlamaCppChatModel
 from server.prompts import GenerationSettings
 
 SYSTEM = "You are a helpful voice assistant. Answer in one short sentence."
 GREEDY = GenerationSettings(max_tokens=24, temperature=0.0)
+
+
+def cold(engines: Engines, messages: list[ChatMessage]) -> None:
+    """A cache that holds this conversation only."""
+    model = engines.chat
+    assert isinstance(model, LlamaCppChatModel)
+    model.clear_cache()
+    reply(engines, messages)
 
 
 def reply(engines: Engines, messages: list[ChatMessage]) -> tuple[str, int]:
@@ -25,10 +34,11 @@ async def test_prefill_caches_the_words_so_far_and_changes_nothing(engines: Engi
     other = [system, ChatMessage("user", "Name a colour.")]
 
     # Without prefill: the cache holds another conversation, so the new message is evaluated.
-    await asyncio.to_thread(reply, engines, other)
+    # (The model keeps several conversations cached: start from a cache that holds only it.)
+    await asyncio.to_thread(cold, engines, other)
     plain, plain_cached = await asyncio.to_thread(reply, engines, final)
 
-    await asyncio.to_thread(reply, engines, other)
+    await asyncio.to_thread(cold, engines, other)
     partial = [system, ChatMessage("user", "What is the capital city")]
     evaluated = await asyncio.to_thread(engines.chat.prefill, partial)
     assert evaluated > 0
@@ -49,7 +59,7 @@ async def test_prefill_of_words_that_were_then_revised(engines: Engines) -> None
     )
     revised = [system, ChatMessage("user", "Tell me a story about dogs.")]
     text, cached = await asyncio.to_thread(reply, engines, revised)
-    await asyncio.to_thread(reply, engines, [system, ChatMessage("user", "Name a colour.")])
+    await asyncio.to_thread(cold, engines, [system, ChatMessage("user", "Name a colour.")])
     fresh, _ = await asyncio.to_thread(reply, engines, revised)
     assert text == fresh and text.strip()
     # "Tell me a" came from the cache; the revised words after it were evaluated again.
@@ -73,7 +83,7 @@ async def test_a_voice_turn_finds_the_words_said_so_far_in_the_cache(engines: En
         )
         running = await start_server(settings, engines)
         try:
-            await asyncio.to_thread(reply, engines, other)  # the cache holds something else
+            await asyncio.to_thread(cold, engines, other)  # the cache holds something else
             ws = await open_session(running, SHORT_REPLIES)
             result = await talk_turn(ws, pcm, rate, timeout=240)
             await ws.close()
