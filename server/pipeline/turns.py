@@ -10,6 +10,7 @@ carried, and joined to what they say next: they only paused.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -90,6 +91,12 @@ class TurnManager:
         turn = self.turn
         if turn is None or not turn.running:
             return False
+        # A task cancelled before its first step never runs its body, so it would close
+        # nothing it stands for (a superseded message would get no `reply.done`): let it
+        # begin, then cancel it, and it answers with `status: cancelled` from `finally`.
+        coro = turn.task.get_coro()
+        if inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+            await asyncio.sleep(0)  # its first step was scheduled first: it runs now
         turn.task.cancel()
         await asyncio.gather(turn.task, return_exceptions=True)
         return True

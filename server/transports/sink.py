@@ -12,8 +12,16 @@ from server.protocol import native as proto
 
 log = logging.getLogger(__name__)
 
-# A client that cannot take an event within this time is considered gone.
+# The one rule for clients that stop reading (docs/security.md, "Load and fairness"): a client
+# is dropped once something it should have taken has waited this long: an event or audio
+# frame that cannot be written because its buffers are full, or a keepalive ping it has not
+# answered (a client that reads nothing answers no ping, even when all its output fitted in
+# the buffers). Read each time, so that tests can shorten them.
 SEND_TIMEOUT_S = 30.0
+# How often an idle connection is pinged, i.e. how soon a client that stopped reading is
+# noticed when nothing is being sent to it.
+KEEPALIVE_INTERVAL_S = 10.0
+KEEPALIVE_REASON = "keepalive ping timeout"  # what websockets closes with
 
 
 class WebSocketSink:
@@ -22,11 +30,30 @@ class WebSocketSink:
     `send` waits for the socket (backpressure). Once the client is gone, or has not taken a
     frame for SEND_TIMEOUT_S, the connection is dropped and later sends do nothing: the read
     loop then ends and closes the session, so the pipeline never handles transport failures.
+    Either way of being dropped for not reading is logged once, at WARNING, with the peer's
+    address only.
     """
 
     def __init__(self, connection: ServerConnection) -> None:
         self.connection = connection
         self.gone = False
+        self._watcher = asyncio.get_running_loop().create_task(
+            self._log_keepalive_drop(), name="sink-watch"
+        )
+
+    async def _log_keepalive_drop(self) -> None:
+        await self.connection.wait_closed()
+        sent = getattr(self.connection.protocol, "close_sent", None)
+        if sent is not None and sent.reason == KEEPALIVE_REASON:
+            self._log_drop("answered no keepalive ping")
+
+    def _log_drop(self, why: str) -> None:
+        log.warning(
+            "client %s dropped: %s for %.0f s",
+            self.connection.remote_address,
+            why,
+            SEND_TIMEOUT_S,
+        )
 
     async def _send(self, frame: str | bytes) -> None:
         if self.gone:
@@ -38,7 +65,7 @@ class WebSocketSink:
             self.gone = True
         except TimeoutError:
             self.gone = True
-            log.warning("client %s too slow to read; dropping it", self.connection.remote_address)
+            self._log_drop("took no data")
             self.connection.transport.abort()
 
     async def send(self, event: proto.ServerEvent) -> None:

@@ -38,7 +38,7 @@ from server import WEB_DIR, security
 from server.app import App
 from server.errors import ErrorCode
 from server.logs import log_failure
-from server.transports import native, realtime
+from server.transports import native, realtime, sink
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +243,9 @@ class WebSocketServer:
             max_size=limits.max_message_bytes * 4,
             max_queue=16,
             write_limit=256 * 1024,
+            # A client that stops reading answers no ping: dropped by the sink's one rule.
+            ping_interval=sink.KEEPALIVE_INTERVAL_S,
+            ping_timeout=sink.SEND_TIMEOUT_S,
             server_header="chinwag",
             create_connection=JsonErrorConnection,
         )
