@@ -21,9 +21,13 @@ from server.config_errors import settings_problem
 from server.errors import ChinwagException
 
 if TYPE_CHECKING:
+    from server.app import App
     from server.prompts import PersonaLibrary
 
 log = logging.getLogger("chinwag")
+# On SIGTERM, how long turns in progress get to send their closing events (and MQTT its
+# last replies) before connections close.
+SHUTDOWN_GRACE_S = 3.0
 
 MODELS_DIR_HELP = (
     "folder of the default model weights (default: models/ of a checkout, else "
@@ -151,11 +155,13 @@ async def serve(settings: Settings, ready_file: Path | None = None) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     bridge: asyncio.Task[None] | None = None
+    mqtt = None
     if settings.mqtt.url:
         from server.transports.mqtt import MqttBridge
 
         # Runs (and reconnects) on its own; a broker that is down does not stop the server.
-        bridge = asyncio.create_task(MqttBridge(app, settings.mqtt).run(), name="mqtt")
+        mqtt = MqttBridge(app, settings.mqtt)
+        bridge = asyncio.create_task(mqtt.run(), name="mqtt")
     wyoming = None
     if settings.wyoming.uri:
         from server.protocol.wyoming import parse_tcp_uri
@@ -183,13 +189,30 @@ async def serve(settings: Settings, ready_file: Path | None = None) -> None:
         elif loading in done:
             raise SystemExit(f"chinwag: could not load the models: {app.load_error}")
     finally:
+        # Every turn ends with a status the client sees (`reply.done` cancelled, the MQTT
+        # site's last /reply), then connections close with 1001; at most SHUTDOWN_GRACE_S.
+        log.info("shutting down: ending %d session(s)' turns", app.hub.count)
+        await end_turns(app, SHUTDOWN_GRACE_S)
         if bridge is not None:
+            if mqtt is not None:
+                await mqtt.drain(SHUTDOWN_GRACE_S)
             bridge.cancel()
             await asyncio.gather(bridge, return_exceptions=True)
         if wyoming is not None:
             await wyoming.close()
         await web.close()
         app.close()
+
+
+async def end_turns(app: App, grace_s: float) -> None:
+    """Cancel every session's turn in progress and wait (at most grace_s) until its closing
+    events are out."""
+    sessions = list(app.hub)
+    if not sessions:
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(grace_s):
+            await asyncio.gather(*(s.cancel_turn() for s in sessions), return_exceptions=True)
 
 
 def main(argv: list[str] | None = None) -> int:

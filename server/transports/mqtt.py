@@ -93,6 +93,11 @@ class OutBox:
         self._queue.put_nowait(item)
         self._bytes += len(item.payload)
 
+    @property
+    def empty(self) -> bool:
+        """Nothing waits to be published."""
+        return self._queue.empty() and self._pending is None
+
     async def publish_forever(self, client: aiomqtt.Client) -> None:
         while True:
             if self._pending is None:
@@ -250,6 +255,16 @@ class MqttBridge:
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
         """Queue an answer to a command; it waits for the broker if it is away."""
         self._replies.put(Outgoing(topic, payload, qos))
+
+    async def drain(self, timeout_s: float) -> None:
+        """Shutting down: wait (at most timeout_s) until what is queued is published, e.g.
+        the final /reply of an ask whose turn the shutdown cancelled."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while self._connected and not (  # noqa: ASYNC110 - polls the publishers' queues
+                    self._replies.empty and self._events.empty
+                ):
+                    await asyncio.sleep(0.02)
 
     async def run(self) -> None:
         self.app.hub.add_observer(self)
