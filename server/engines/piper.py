@@ -19,6 +19,13 @@ def _session_options() -> onnxruntime.SessionOptions:
     cores takes them from llama.cpp: it wrote 27 instead of 56 tokens/s while Piper synthesized
     now and then, and Piper itself took 73 instead of 63 ms a phrase (docs/performance.md)."""
     options = onnxruntime.SessionOptions()
+    # onnxruntime's CPU arena keeps every block it ever allocated, sized by the longest phrase
+    # and the variety of phrase lengths: one 3,900-character `say` left 260 MB held for good,
+    # which malloc_trim cannot return. Without it Piper allocates from malloc, as fast (a phrase
+    # took 1.39-1.57 s against 1.53-1.59 s with it, on a loaded machine), and the Speaker
+    # trims the heap after long speech
+    # (docs/security.md, "Load and fairness").
+    options.enable_cpu_mem_arena = False
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return options
