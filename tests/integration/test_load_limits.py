@@ -40,7 +40,17 @@ async def fake_server() -> AsyncIterator[RunningServer]:
 
 
 async def test_every_message_of_a_burst_gets_a_reply_done(fake_server: RunningServer) -> None:
-    count = 300
+    await burst_gets_every_reply_done(fake_server, 300)
+
+
+@pytest.mark.models
+async def test_real_model_every_message_of_a_burst_gets_a_reply_done(
+    server: RunningServer,
+) -> None:
+    await burst_gets_every_reply_done(server, 60)
+
+
+async def burst_gets_every_reply_done(fake_server: RunningServer, count: int) -> None:
     async with connect(fake_server.url) as ws:
         client = Client(ws)
         assert (await client.event())["type"] == "session.started"
@@ -52,7 +62,7 @@ async def test_every_message_of_a_burst_gets_a_reply_done(fake_server: RunningSe
         sending = asyncio.create_task(burst())
         started: dict[str, str] = {}  # reply id -> message id
         done: dict[str, dict[str, object]] = {}  # message id -> reply.done
-        async with asyncio.timeout(120):
+        async with asyncio.timeout(300):
             while len(done) < count:
                 event = await client.event()
                 if event["type"] == "reply.started":
