@@ -35,10 +35,14 @@ CLIENT_EVENTS = frozenset(
         "conversation.item.create",
         "conversation.item.truncate",
         "conversation.item.delete",
+        "conversation.item.retrieve",
         "response.create",
         "response.cancel",
     }
 )
+# Every client event of the GA reference: a rejected one is logged by its type only when the
+# type is one of these (what a client wrote is never logged).
+GA_CLIENT_EVENTS = CLIENT_EVENTS | {"output_audio_buffer.clear"}
 
 
 class RealtimeError(ChinwagException):
@@ -170,6 +174,12 @@ def decode_audio(data: Any, event: dict[str, Any], param: str) -> bytes:
     return pcm
 
 
+# semantic_vad's eagerness -> how long a turn waits in silence when its words so far do not
+# read as a finished sentence (the native `vad.silence_ms`). A sentence that reads as finished
+# (server/pipeline/endpointing.py) ends after [vad] complete_silence_ms at any eagerness.
+EAGERNESS_SILENCE_MS = {"low": 2000, "medium": 1000, "auto": 1000, "high": 500}
+
+
 @dataclass
 class TurnDetection:
     threshold: float = 0.5
@@ -177,8 +187,25 @@ class TurnDetection:
     silence_duration_ms: int = 500
     create_response: bool = True
     interrupt_response: bool = True
+    # "server_vad" (silence only) or "semantic_vad" (eagerness: how sure it waits to be).
+    kind: str = "server_vad"
+    eagerness: str = "auto"
+
+    @property
+    def silence_ms(self) -> int:
+        """The silence that ends a turn whose words do not yet read as finished."""
+        if self.kind == "semantic_vad":
+            return EAGERNESS_SILENCE_MS[self.eagerness]
+        return self.silence_duration_ms
 
     def as_dict(self) -> dict[str, Any]:
+        if self.kind == "semantic_vad":
+            return {
+                "type": "semantic_vad",
+                "eagerness": self.eagerness,
+                "create_response": self.create_response,
+                "interrupt_response": self.interrupt_response,
+            }
         return {
             "type": "server_vad",
             "threshold": self.threshold,
@@ -231,6 +258,13 @@ class RealtimeConfig:
     turn_detection: TurnDetection | None = field(default_factory=TurnDetection)
     max_output_tokens: int | None = None
     voice: str = "chinwag"
+    # Recorded and echoed in session.updated; the server's Whisper transcribes whatever the
+    # model named, Piper speaks at its own speed, and there is no noise reduction stage.
+    transcription: dict[str, Any] | None = None
+    noise_reduction: dict[str, Any] | None = None
+    speed: float = 1.0
+    tracing: str | dict[str, Any] | None = None
+    truncation: str | dict[str, Any] = "auto"
 
     @property
     def speak(self) -> bool:
@@ -274,6 +308,22 @@ class RealtimeConfig:
         audio_input = field_of(event, "session.audio.input", dict, {})
         if "turn_detection" in audio_input:
             updated["turn_detection"] = self._turn_detection(event, audio_input["turn_detection"])
+        if "transcription" in audio_input:
+            updated["transcription"] = self._transcription(event)
+        if "noise_reduction" in audio_input:
+            reduction = audio_input["noise_reduction"]
+            kind = field_of(event, "session.audio.input.noise_reduction.type", str)
+            if reduction is not None and kind not in (None, "near_field", "far_field"):
+                raise invalid_value(
+                    event,
+                    "session.audio.input.noise_reduction.type",
+                    "noise_reduction.type must be near_field or far_field",
+                )
+            updated["noise_reduction"] = None if reduction is None else {"type": kind}
+        session = field_of(event, "session", dict, {})
+        for name in ("tracing", "truncation"):
+            if name in session and session[name] is not None:
+                updated[name] = session[name]
         if field_of(event, "session.tools", list):
             raise RealtimeError(
                 "unsupported_tools",
@@ -301,6 +351,8 @@ class RealtimeConfig:
             raise invalid_value(
                 event, "session.audio.output.speed", "session.audio.output.speed: 0.25 to 1.5"
             )
+        if speed is not None:
+            updated["speed"] = float(speed)
         for key, value in updated.items():
             setattr(self, key, value)
 
@@ -313,12 +365,35 @@ class RealtimeConfig:
         if not isinstance(td, dict):
             raise invalid_value(event, param, f"{param} must be an object or null")
         kind = field_of(event, f"{param}.type", str, "server_vad")
-        if kind != "server_vad":
+        if kind not in ("server_vad", "semantic_vad"):
             raise RealtimeError(
                 "unsupported_turn_detection",
-                "turn_detection must be server_vad or null",
+                "turn_detection.type must be server_vad or semantic_vad (or turn_detection null)",
                 param=f"{param}.type",
                 event_id=event_id_of(event),
+            )
+        base = self.turn_detection or TurnDetection()
+        if kind == "semantic_vad":
+            # Silence and the words so far (server/pipeline/endpointing.py) decide the end of
+            # the turn; server_vad's numbers do not apply to it and are not read.
+            eagerness = field_of(event, f"{param}.eagerness", str, "auto")
+            if eagerness not in EAGERNESS_SILENCE_MS:
+                raise invalid_value(
+                    event, f"{param}.eagerness", f"{param}.eagerness: low, medium, high or auto"
+                )
+            semantic = {name: field_of(event, f"{param}.{name}", bool) for name in VAD_FLAGS}
+            return TurnDetection(
+                threshold=base.threshold,
+                prefix_padding_ms=base.prefix_padding_ms,
+                silence_duration_ms=base.silence_duration_ms,
+                create_response=base.create_response
+                if semantic["create_response"] is None
+                else semantic["create_response"],
+                interrupt_response=base.interrupt_response
+                if semantic["interrupt_response"] is None
+                else semantic["interrupt_response"],
+                kind="semantic_vad",
+                eagerness=eagerness,
             )
         options = {
             native_name: td[name]
@@ -339,7 +414,6 @@ class RealtimeConfig:
             raise invalid_value(
                 event, f"{param}.idle_timeout_ms", f"{param}.idle_timeout_ms must be >= 0"
             )
-        base = self.turn_detection or TurnDetection()
         return TurnDetection(
             threshold=float(options.get("threshold", base.threshold)),
             prefix_padding_ms=int(options.get("prefix_padding_ms", base.prefix_padding_ms)),
@@ -351,6 +425,20 @@ class RealtimeConfig:
             if flags["interrupt_response"] is None
             else flags["interrupt_response"],
         )
+
+    @staticmethod
+    def _transcription(event: dict[str, Any]) -> dict[str, Any] | None:
+        """session.audio.input.transcription: null, or {model, language, prompt} (strings),
+        kept as set; the server's own Whisper transcribes in any case."""
+        param = "session.audio.input.transcription"
+        if event["session"]["audio"]["input"]["transcription"] is None:
+            return None
+        kept: dict[str, Any] = {}
+        for name in ("model", "language", "prompt"):
+            value = field_of(event, f"{param}.{name}", str)
+            if value is not None:
+                kept[name] = value
+        return kept
 
     def audio_start(self) -> AudioStart:
         """The native audio stream these settings ask for (valid for any applied update)."""
@@ -365,7 +453,7 @@ class RealtimeConfig:
             vad=VadOptions(
                 threshold=td.threshold,
                 prefix_padding_ms=td.prefix_padding_ms,
-                silence_ms=td.silence_duration_ms,
+                silence_ms=td.silence_ms,
             )
             if td
             else None,
@@ -383,22 +471,115 @@ class RealtimeConfig:
             "audio": {
                 "input": {
                     "format": pcm,
-                    "transcription": None,
-                    "noise_reduction": None,
+                    "transcription": self.transcription,
+                    "noise_reduction": self.noise_reduction,
                     "turn_detection": self.turn_detection.as_dict()
                     if self.turn_detection
                     else None,
                 },
-                "output": {"format": pcm, "voice": self.voice, "speed": 1.0},
+                "output": {"format": pcm, "voice": self.voice, "speed": self.speed},
             },
             "tools": [],
             "tool_choice": "auto",
             "max_output_tokens": self.max_output_tokens or "inf",
-            "tracing": None,
-            "truncation": "auto",
+            "tracing": self.tracing,
+            "truncation": self.truncation,
             "prompt": None,
             "include": None,
         }
+
+
+METADATA_MAX_KEYS, METADATA_KEY_CHARS, METADATA_VALUE_CHARS = 16, 64, 512
+
+
+@dataclass
+class ResponseParams:
+    """What a response.create asked of its one response."""
+
+    speak: bool
+    instructions: str | None = None
+    max_output_tokens: int | None = None  # None: the session's
+    metadata: dict[str, str] | None = None
+    # False for conversation "none": an out-of-band response, kept out of the conversation.
+    in_conversation: bool = True
+    voice: str | None = None
+
+
+def response_params(event: dict[str, Any], config: RealtimeConfig) -> ResponseParams:
+    """response.create's `response` object, checked as session.update is: a field chinwag
+    cannot honour is an error naming it, and no response starts."""
+    eid = event_id_of(event)
+    field_of(event, "response", dict)
+    speak = config.speak
+    if field_of(event, "response.output_modalities", list) is not None:
+        speak = "audio" in check_modalities(event, "response.output_modalities")
+    instructions = field_of(event, "response.instructions", str)
+    conversation = field_of(event, "response.conversation", str, "auto")
+    if conversation not in ("auto", "none"):
+        raise invalid_value(event, "response.conversation", "response.conversation: auto or none")
+    if field_of(event, "response.input", list) is not None:
+        raise RealtimeError(
+            "unsupported_response_input",
+            "response.input (a separate context for one response) is not supported; add the "
+            "items with conversation.item.create, or use conversation 'none' to keep the "
+            "response out of the conversation",
+            param="response.input",
+            event_id=eid,
+        )
+    if field_of(event, "response.tools", list):
+        raise RealtimeError(
+            "unsupported_tools",
+            "tools are not supported by chinwag",
+            param="response.tools",
+            event_id=eid,
+        )
+    field_of(event, "response.tool_choice", (str, dict))
+    field_of(event, "response.prompt", dict)
+    tokens = field_of(event, "response.max_output_tokens", (int, str))
+    max_tokens: int | None = None
+    if tokens is not None:
+        if tokens == "inf":
+            max_tokens = config.max_output_tokens
+        elif isinstance(tokens, int) and 1 <= tokens <= MAX_OUTPUT_TOKENS:
+            max_tokens = tokens
+        else:
+            raise invalid_value(
+                event,
+                "response.max_output_tokens",
+                f"response.max_output_tokens must be 1 to {MAX_OUTPUT_TOKENS} or 'inf'",
+            )
+    fmt = field_of(event, "response.audio.output.format", dict)
+    if fmt is not None and (fmt.get("type") != "audio/pcm" or fmt.get("rate", RATE) != RATE):
+        raise RealtimeError(
+            "unsupported_format",
+            "only audio/pcm at 24000 Hz is supported",
+            param="response.audio.output.format",
+            event_id=eid,
+        )
+    voice = field_of(event, "response.audio.output.voice", str)
+    metadata = field_of(event, "response.metadata", dict)
+    if metadata is not None:
+        if len(metadata) > METADATA_MAX_KEYS or not all(
+            isinstance(value, str)
+            and len(key) <= METADATA_KEY_CHARS
+            and len(value) <= METADATA_VALUE_CHARS
+            for key, value in metadata.items()
+        ):
+            raise invalid_value(
+                event,
+                "response.metadata",
+                f"response.metadata: at most {METADATA_MAX_KEYS} string values, keys up to "
+                f"{METADATA_KEY_CHARS} characters, values up to {METADATA_VALUE_CHARS}",
+            )
+        metadata = dict(metadata)
+    return ResponseParams(
+        speak=speak,
+        instructions=instructions,
+        max_output_tokens=max_tokens,
+        metadata=metadata,
+        in_conversation=conversation == "auto",
+        voice=voice,
+    )
 
 
 class EventIds:

@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from server.engines.base import ChatMessage
 from server.protocol import native as proto
 from server.protocol import realtime as rt
 
@@ -21,6 +22,25 @@ class _Response:
     reply_id: str
     speak: bool
     text: list[str] = field(default_factory=list)
+    params: rt.ResponseParams | None = None  # from response.create; None: a VAD turn's
+
+    @property
+    def in_conversation(self) -> bool:
+        return self.params is None or self.params.in_conversation
+
+    def fields(self, config: rt.RealtimeConfig, session_id: str) -> dict[str, Any]:
+        """The response object's fields beside id, status, output and usage."""
+        params = self.params
+        tokens = params.max_output_tokens if params and params.max_output_tokens else None
+        tokens = tokens or config.max_output_tokens
+        voice = params.voice if params and params.voice else config.voice
+        return {
+            "conversation_id": session_id if self.in_conversation else None,
+            "output_modalities": ["audio"] if self.speak else ["text"],
+            "max_output_tokens": tokens or "inf",
+            "audio": {"output": {"format": {"type": "audio/pcm", "rate": rt.RATE}, "voice": voice}},
+            "metadata": params.metadata if params else None,
+        }
 
     @property
     def id(self) -> str:
@@ -37,8 +57,12 @@ class RealtimeEvents:
         self.response: _Response | None = None
         self.last_item: str | None = None
         self.created = False
-        # response.create may override the session's output modalities for one response.
-        self.next_speak: bool | None = None
+        # What response.create asked of the response it starts (modalities, metadata, ...).
+        self.next_response: rt.ResponseParams | None = None
+        # Items whose content is audio (spoken user turns, spoken replies), and items not yet
+        # done (an utterance being transcribed, a reply being written): for retrieve.
+        self.audio_items: set[str] = set()
+        self.live_items: dict[str, dict[str, Any]] = {}
 
     def stamp(self, event: RealtimeEvent) -> RealtimeEvent:
         """The event with the next event_id, as every server event carries one."""
@@ -67,6 +91,8 @@ class RealtimeEvents:
 
     def item_added(self, item: dict[str, Any], done: bool = True) -> list[RealtimeEvent]:
         previous, self.last_item = self.last_item, item["id"]
+        if not done:
+            self.live_items[item["id"]] = item
         out = [
             self.stamp(
                 {"type": "conversation.item.added", "previous_item_id": previous, "item": item}
@@ -79,6 +105,43 @@ class RealtimeEvents:
                 )
             )
         return out
+
+    def item_deleted(self, item_id: str) -> RealtimeEvent:
+        self.live_items.pop(item_id, None)
+        self.audio_items.discard(item_id)
+        return self.stamp({"type": "conversation.item.deleted", "item_id": item_id})
+
+    def item_retrieved(self, item_id: str, history: list[ChatMessage]) -> list[RealtimeEvent]:
+        """conversation.item.retrieved: the item as the server holds it (the history's words,
+        after any truncation; an item still in progress as last sent). Audio is not kept, so
+        audio content carries its transcript and no `audio`."""
+        item = self.live_items.get(item_id)
+        for message in history:
+            if message.id == item_id:
+                item = self.history_item(message)
+        if item is None:
+            raise rt.RealtimeError(
+                "item_retrieve_invalid_item_id",
+                f"no item {item_id[:64]!r} in the conversation",
+                param="item_id",
+            )
+        return [self.stamp({"type": "conversation.item.retrieved", "item": item})]
+
+    def history_item(self, message: ChatMessage) -> dict[str, Any]:
+        assert message.id is not None
+        audio = message.id in self.audio_items
+        part: dict[str, Any]
+        if message.role == "assistant":
+            part = (
+                {"type": "output_audio", "transcript": message.content}
+                if audio
+                else {"type": "output_text", "text": message.content}
+            )
+        elif audio:
+            part = {"type": "input_audio", "transcript": message.content}
+        else:
+            part = {"type": "input_text", "text": message.content}
+        return rt.message_item(message.id, message.role, [part])
 
     def audio(self, pcm: bytes) -> list[RealtimeEvent]:
         response = self.response
@@ -146,12 +209,13 @@ class RealtimeEvents:
                     [{"type": "input_audio", "transcript": None}],
                     "in_progress",
                 )
+                self.audio_items.add(event.utterance_id)
                 out += self.item_added(item, done=False)
             case proto.Transcript():
                 if event.joins is not None:
                     # The earlier utterance was only a pause: its words open this transcript,
                     # so its item goes, as the server's history already dropped it.
-                    emit(self.stamp({"type": "conversation.item.deleted", "item_id": event.joins}))
+                    emit(self.item_deleted(event.joins))
                 emit(
                     self.stamp(
                         {
@@ -166,6 +230,7 @@ class RealtimeEvents:
                 item = rt.message_item(
                     event.utterance_id, "user", [{"type": "input_audio", "transcript": event.text}]
                 )
+                self.live_items.pop(event.utterance_id, None)
                 emit(
                     self.stamp(
                         {"type": "conversation.item.done", "item": item, "previous_item_id": None}
@@ -173,9 +238,7 @@ class RealtimeEvents:
                 )
             case proto.SpeechDiscarded():
                 # Not speech after all (noise, or a phrase Whisper invents on silence).
-                emit(
-                    self.stamp({"type": "conversation.item.deleted", "item_id": event.utterance_id})
-                )
+                emit(self.item_deleted(event.utterance_id))
             case proto.ReplyStarted():
                 out += self._response_started(event.reply_id)
             case proto.ReplyDelta():
@@ -211,10 +274,11 @@ class RealtimeEvents:
         return out
 
     def _response_started(self, reply_id: str) -> list[RealtimeEvent]:
-        speak = self.config.speak if self.next_speak is None else self.next_speak
-        self.next_speak = None
-        response = self.response = _Response(reply_id, speak=speak)
-        modalities = ["audio"] if response.speak else ["text"]
+        params, self.next_response = self.next_response, None
+        speak = self.config.speak if params is None else params.speak
+        response = self.response = _Response(reply_id, speak=speak, params=params)
+        if speak and response.in_conversation:
+            self.audio_items.add(reply_id)
         out = [
             self.stamp(
                 {
@@ -225,8 +289,7 @@ class RealtimeEvents:
                         "status": "in_progress",
                         "status_details": None,
                         "output": [],
-                        "output_modalities": modalities,
-                        "conversation_id": self.session_id,
+                        **response.fields(self.config, self.session_id),
                         "usage": None,
                     },
                 }
@@ -243,7 +306,8 @@ class RealtimeEvents:
                 }
             )
         )
-        out += self.item_added(item, done=False)
+        if response.in_conversation:  # an out-of-band response adds no item
+            out += self.item_added(item, done=False)
         part = (
             {"type": "audio", "transcript": ""} if response.speak else {"type": "text", "text": ""}
         )
@@ -295,9 +359,13 @@ class RealtimeEvents:
                 }
             )
         )
-        out.append(
-            self.stamp({"type": "conversation.item.done", "previous_item_id": None, "item": item})
-        )
+        self.live_items.pop(response.reply_id, None)
+        if response.in_conversation:
+            out.append(
+                self.stamp(
+                    {"type": "conversation.item.done", "previous_item_id": None, "item": item}
+                )
+            )
         usage = None
         if event.usage is not None:
             usage = {
@@ -323,8 +391,7 @@ class RealtimeEvents:
                         "status": status,
                         "status_details": details,
                         "output": [item],
-                        "output_modalities": ["audio"] if response.speak else ["text"],
-                        "conversation_id": self.session_id,
+                        **response.fields(self.config, self.session_id),
                         "usage": usage,
                     },
                 }

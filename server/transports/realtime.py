@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -35,16 +36,23 @@ class RealtimeSink:
     def __init__(self, ws: WebSocketSink, config: rt.RealtimeConfig) -> None:
         self.ws = ws
         self.events = RealtimeEvents(config)
+        # Sees each native event before it is translated (the connection's bookkeeping).
+        self.observe: Callable[[proto.ServerEvent], None] | None = None
 
     async def _send_all(self, events: list[RealtimeEvent]) -> None:
         for event in events:
             await self.ws.send_text(rt.encode(event))
 
     async def send(self, event: proto.ServerEvent) -> None:
+        if self.observe is not None:
+            self.observe(event)
         await self._send_all(self.events.event(event))
 
     async def send_audio(self, pcm: bytes) -> None:
         await self._send_all(self.events.audio(pcm))
+
+    async def send_events(self, events: list[RealtimeEvent]) -> None:
+        await self._send_all(events)
 
     async def emit(self, event: RealtimeEvent) -> None:
         """An answer of the transport's own (cleared, truncated, deleted)."""
@@ -58,6 +66,14 @@ class RealtimeSink:
 
     async def item_added(self, item: dict[str, Any], done: bool = True) -> None:
         await self._send_all(self.events.item_added(item, done))
+
+
+def rejected(event: dict[str, Any], code: str) -> None:
+    """Log a refused client event at INFO: its type (a GA type, else "unknown") and the error
+    code, never what the client wrote."""
+    kind = event.get("type")
+    known = kind if isinstance(kind, str) and kind in rt.GA_CLIENT_EVENTS else "unknown"
+    log.info("Realtime: refused a %s event: %s", known, code)
 
 
 async def serve(app: App, connection: ServerConnection) -> None:
@@ -79,6 +95,21 @@ class RealtimeConnection:
         self.session = Session(app, self.sink, transport="realtime")
         self.audio_open = False
         self.appended = False
+        self.sink.observe = self._observe
+        # A response.create's max_output_tokens holds until its reply has read it.
+        self._generation_after: Any = None
+        self._out_of_band: set[str] = set()  # replies kept out of the conversation
+
+    def _observe(self, event: proto.ServerEvent) -> None:
+        if isinstance(event, proto.ReplyStarted):
+            if self._generation_after is not None:
+                self.session.generation, self._generation_after = self._generation_after, None
+            params = self.sink.events.next_response
+            if params is not None and not params.in_conversation:
+                self._out_of_band.add(event.reply_id)
+        elif isinstance(event, proto.ReplyDone) and event.reply_id in self._out_of_band:
+            self._out_of_band.discard(event.reply_id)
+            self.session.delete_message(event.reply_id)  # conversation "none"
 
     async def run(self) -> None:
         hub = self.app.hub
@@ -103,8 +134,10 @@ class RealtimeConnection:
             except rt.RealtimeError as exc:
                 if exc.event_id is None:  # raised below the event: still the client's event
                     exc.event_id = rt.event_id_of(event)
+                rejected(event, exc.code)
                 await self.sink.error(exc)
             except ChinwagError as exc:
+                rejected(event, exc.code.value)
                 await self.sink.error(
                     rt.RealtimeError(exc.code.value, exc.message, event_id=rt.event_id_of(event))
                 )
@@ -199,20 +232,29 @@ class RealtimeConnection:
                 raise rt.RealtimeError(
                     "item_not_found", f"no item {item_id!r}", param="item_id", event_id=eid
                 )
-            await self.sink.emit({"type": "conversation.item.deleted", "item_id": item_id})
+            await self.sink.send_events([self.sink.events.item_deleted(item_id)])
+        elif kind == "conversation.item.retrieve":
+            item_id = rt.field_of(event, "item_id", str)
+            if item_id is None:
+                raise rt.RealtimeError(
+                    "missing_field", "item_id is required", param="item_id", event_id=eid
+                )
+            await self.sink.send_events(self.sink.events.item_retrieved(item_id, session.history))
         elif kind == "response.create":
-            rt.field_of(event, "response", dict)
-            modalities = None
-            if rt.field_of(event, "response.output_modalities", list) is not None:
-                modalities = rt.check_modalities(event, "response.output_modalities")
-            speak = self.config.speak if modalities is None else "audio" in modalities
-            instructions = rt.field_of(event, "response.instructions", str)
-            self.sink.events.next_speak = speak
-            await session.respond(speak=speak, sample_rate=rt.RATE, instructions=instructions)
+            params = rt.response_params(event, self.config)
+            if params.max_output_tokens is not None:
+                self._generation_after = self._generation_after or session.generation
+                session.generation = session.generation.model_copy(
+                    update={"max_tokens": params.max_output_tokens}
+                )
+            self.sink.events.next_response = params
+            await session.respond(
+                speak=params.speak, sample_rate=rt.RATE, instructions=params.instructions
+            )
         elif kind == "response.cancel" and not await session.cancel_turn():
             raise rt.RealtimeError(
                 "response_cancel_not_active",
-                "there is no active response to cancel",
+                "Cancellation failed: no active response found",
                 event_id=eid,
             )
 
@@ -261,6 +303,7 @@ class RealtimeConnection:
                 event_id=eid,
             )
         if audio is not None:
+            self.sink.events.audio_items.add(item_id)
             pcm16k = resample(int16_to_float32(decode_pcm16(audio)), rt.RATE, 16000)
             self.session.add_spoken_message(item_id, np.asarray(pcm16k, dtype=np.float32))
             content = [{"type": "input_audio", "transcript": None}]

@@ -92,7 +92,7 @@ def test_a_spoken_response_from_start_to_done() -> None:
 
 def test_a_text_response_when_the_client_asks_for_text() -> None:
     events = translator()
-    events.next_speak = False
+    events.next_response = rt.ResponseParams(speak=False)
     started = events.event(proto.ReplyStarted(reply_id="r2"))
     assert started[-1]["part"] == {"type": "text", "text": ""}
     assert kinds(events.event(proto.ReplyDelta(reply_id="r2", text="ok"))) == [
@@ -101,7 +101,7 @@ def test_a_text_response_when_the_client_asks_for_text() -> None:
     done = events.event(proto.ReplyDone(reply_id="r2", status="completed", text="ok"))
     assert done[0] == {**done[0], "type": "response.output_text.done", "text": "ok"}
     assert done[-1]["response"]["status"] == "completed"
-    assert events.next_speak is None  # for one response only
+    assert events.next_response is None  # for one response only
 
 
 def test_speech_events_follow_turn_detection() -> None:
