@@ -12,7 +12,7 @@ APT_PACKAGES := mosquitto mosquitto-clients chromium strace
 # runs on any x86-64 CPU of the last ten years (the flags are ignored on other architectures).
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: setup run test test-slow test-fast bench bench-levers bench-quality lint system-deps models clean
+.PHONY: setup run test test-slow test-fast bench bench-levers bench-quality lint system-deps models frameworks clean
 
 setup: system-deps $(STAMP) models
 
@@ -44,8 +44,19 @@ run: setup
 test: setup
 	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest -q -m "not slow"
 
-test-slow: setup
+test-slow: setup frameworks
 	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest -q -m slow
+
+# The Realtime frameworks (OpenAI Agents SDK, LiveKit Agents, Pipecat) as clients of the server,
+# each in its own venv (their pins conflict with chinwag's), from the same package index;
+# tests/e2e/test_realtime_frameworks.py runs them. Pins: tests/e2e/realtime_frameworks/.
+FRAMEWORKS := agents livekit pipecat
+frameworks: $(foreach f,$(FRAMEWORKS),.venv-frameworks/$(f)/.installed)
+
+.venv-frameworks/%/.installed: tests/e2e/realtime_frameworks/requirements-%.txt
+	test -x .venv-frameworks/$*/bin/python || $(PYTHON) -m venv .venv-frameworks/$*
+	.venv-frameworks/$*/bin/pip install --quiet -r $<
+	touch $@
 
 # Unit tests only, on fakes: no model weights needed, a few seconds.
 test-fast: $(STAMP)
@@ -76,4 +87,4 @@ lint: $(STAMP)
 	$(BIN)/mypy server clients bench tests
 
 clean:
-	rm -rf $(VENV) models/*/
+	rm -rf $(VENV) .venv-frameworks models/*/
