@@ -90,3 +90,26 @@ async def test_openai_agents_sdk(served: RunningServer) -> None:
     first, second = report["interrupted"][:2]
     assert first["status"] == "cancelled" and second["status"] == "completed"
     assert "conversation.item.retrieved" in report["events"]
+
+
+async def test_livekit_agents(served: RunningServer) -> None:
+    report = await run_client("livekit", served)
+    assert report["errors"] == []
+    # The one server error allowed: an AgentSession's response.cancel racing the server's own
+    # cancel on barge-in, which LiveKit ignores by its message (OpenAI's own wording).
+    for error in report["server_errors"]:
+        assert error["message"].startswith("Cancellation failed"), error
+    session = report["session"]
+    assert session["audio"]["input"]["turn_detection"]["type"] == "semantic_vad"
+    assert session["audio"]["input"]["turn_detection"]["eagerness"] == "medium"
+    assert session["audio"]["input"]["transcription"]["model"] == "gpt-4o-mini-transcribe"
+    # generate_reply matched its reply (response.metadata echoed): no 10 s timeout.
+    assert report["typed"]["user_initiated"] and report["typed"]["reply"]["text"].strip()
+    assert report["typed"]["reply"]["audio_ms"] > 0
+    spoken = report["spoken"]
+    assert wer([QUESTION.text], [spoken["transcript"]]) <= 0.2
+    assert spoken["reply"]["text"].strip() and not spoken["reply"]["user_initiated"]
+    assert report["interrupt_user_initiated"]
+    first, second = report["interrupted"][:2]
+    assert first["status"] == "cancelled" and second["status"] == "completed"
+    assert first["metadata"]["client_event_id"].startswith("response_create_")
