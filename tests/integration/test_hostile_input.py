@@ -165,7 +165,7 @@ BAD_UPDATES: list[tuple[dict[str, Any], str, str]] = [
      f"{TD}.idle_timeout_ms"),
     ({"audio": {"input": {"turn_detection": 7}}}, "invalid_value", TD),
     ({"audio": {"input": {"turn_detection": {"type": 3}}}}, "invalid_value", f"{TD}.type"),
-    ({"audio": {"input": {"turn_detection": {"type": "semantic_vad"}}}},
+    ({"audio": {"input": {"turn_detection": {"type": "psychic_vad"}}}},
      "unsupported_turn_detection", f"{TD}.type"),
     ({"audio": {"input": {"format": {"type": "audio/pcmu"}}}}, "unsupported_format",
      "session.audio.input.format"),
