@@ -45,6 +45,7 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 
 from server.errors import ChinwagError, ErrorCode
 from server.pipeline.text_split import PhraseSplitter
+from server.protocol.native import parse_json
 
 if TYPE_CHECKING:
     from server.config import Settings
@@ -107,8 +108,9 @@ def parse_header(line: bytes, max_event_bytes: int) -> Header:
     if len(line) > MAX_HEADER_BYTES:
         raise ChinwagError(ErrorCode.FRAME_TOO_LARGE, f"header over {MAX_HEADER_BYTES} bytes")
     try:
-        header = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        # The same checked parser as the other protocols: depth, huge numbers, surrogates.
+        header = parse_json(line.decode("utf-8"))
+    except UnicodeDecodeError as exc:
         raise ChinwagError(ErrorCode.INVALID_JSON, "an event header must be one JSON line") from exc
     if not isinstance(header, dict):
         raise ChinwagError(ErrorCode.INVALID_MESSAGE, "an event header must be a JSON object")
@@ -134,8 +136,8 @@ def build_event(header: Header, data_bytes: bytes = b"", payload: bytes = b"") -
     data = dict(header.data)
     if data_bytes:
         try:
-            extra = json.loads(data_bytes)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            extra = parse_json(data_bytes.decode("utf-8"))
+        except UnicodeDecodeError as exc:
             raise ChinwagError(ErrorCode.INVALID_JSON, "event data is not JSON") from exc
         if not isinstance(extra, dict):
             raise ChinwagError(ErrorCode.INVALID_MESSAGE, "event data must be a JSON object")

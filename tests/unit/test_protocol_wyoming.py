@@ -237,3 +237,18 @@ def test_other_events_are_ignored() -> None:
     r = reader()
     for kind in ("select-program", "ping", "run-pipeline", "frobnicate"):
         assert r.receive(Event(kind, {"name": "x"})) == wire.Ignore(kind)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"[" * 40 + b"]" * 40,  # deeper than any event
+        b'{"type": "x", "data": {"n": ' + b"9" * 5000 + b"}}",  # past the digit limit
+        b'{"type": "\\ud800"}',  # a lone surrogate
+        b'{"type": "x", "data": {"n": NaN}}',
+    ],
+)
+def test_hostile_json_headers_are_invalid_json(line: bytes) -> None:
+    with pytest.raises(ChinwagError) as err:
+        wire.parse_header(line, 1 << 20)
+    assert err.value.code is ErrorCode.INVALID_JSON
