@@ -28,7 +28,8 @@ class GenerationSettings(BaseModel):
     top_k: int = Field(40, ge=0)
     repeat_penalty: float = Field(1.1, ge=0.5, le=2.0)
     max_tokens: int = Field(200, ge=1, le=4096)
-    seed: int | None = None
+    # llama.cpp takes a 32-bit seed; -1 asks for a random one.
+    seed: int | None = Field(None, ge=-1, le=2**32 - 1)
 
 
 class KnowledgeSettings(BaseModel):

@@ -14,6 +14,7 @@ no asyncio.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import tomllib
@@ -28,6 +29,9 @@ import bm25s
 import Stemmer
 
 from server.errors import ChinwagException
+
+# bm25s sets its own logger to DEBUG; its progress lines are not ours to print.
+logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 
 class KnowledgeFileError(ChinwagException):
