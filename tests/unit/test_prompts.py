@@ -43,3 +43,14 @@ def test_default_must_exist(tmp_path: Path) -> None:
     (tmp_path / "a.toml").write_text('system_prompt = "x"\n')
     with pytest.raises(PersonaFileError, match="default"):
         PersonaLibrary.load(tmp_path, "b")
+
+
+def test_generation_seed_fits_llama_cpp() -> None:
+    from pydantic import ValidationError
+
+    from server.prompts import GenerationSettings
+
+    assert GenerationSettings(seed=2**32 - 1).seed == 2**32 - 1
+    for seed in (-2, 2**32, int("9" * 4096)):
+        with pytest.raises(ValidationError):
+            GenerationSettings(seed=seed)
