@@ -5,8 +5,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# A real MQTT broker and a real browser for the tests; strace for the privacy proof.
-APT_PACKAGES := mosquitto mosquitto-clients chromium strace
+# A real MQTT broker and a real browser for the tests; strace for the privacy proof; espeak-ng
+# for synthesized speech in tests and benchmarks.
+APT_PACKAGES := mosquitto mosquitto-clients chromium strace espeak-ng
 # Portable CPU build of llama.cpp: a native build picks up every instruction the build machine
 # advertises, and AMX tiles advertised inside a VM crashed it with SIGILL here. AVX2/FMA/F16C
 # runs on any x86-64 CPU of the last ten years (the flags are ignored on other architectures).
@@ -70,6 +71,13 @@ bench: setup
 # (docs/performance.md, docs/home-assistant.md); writes bench/results-wyoming.json.
 bench-wyoming: setup
 	$(BIN)/python -m bench.wyoming_latency
+
+# The intent stage: accuracy on typed and spoken commands (Piper and espeak-ng), false actions
+# on chit-chat, end of speech -> first audio (docs/performance.md, docs/intents.md); writes
+# bench/results-intents.json. BENCH_ARGS="--every 5" speaks a sample.
+.PHONY: bench-intents
+bench-intents: setup
+	$(BIN)/python -m bench.intent_accuracy $(BENCH_ARGS)
 
 # Answer quality with the receptionist's example venue file: site facts, honest "I don't know",
 # no claimed actions, for every LLM preset present (docs/performance.md, "Answer quality");

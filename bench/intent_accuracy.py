@@ -212,9 +212,16 @@ def table(title: str, summaries: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def spoken(voices: Voices, limit: int | None, kinds: set[str]) -> list[dict[str, Any]]:
+async def spoken(
+    voices: Voices, limit: int | None, kinds: set[str], every: int
+) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    items = [i for i in ITEMS if i.kind in kinds][:limit]
+    items = [
+        item
+        for kind in ("command", "refusal", "paraphrase", "chit-chat")
+        if kind in kinds
+        for item in [i for i in ITEMS if i.kind == kind][::every]
+    ][:limit]
     with server_process() as port:
         for voice in voices.names:
             for item in items:
@@ -234,6 +241,9 @@ def main() -> None:
     parser.add_argument(
         "--kinds", default="command,refusal,paraphrase,chit-chat", help="spoken: which sets"
     )
+    parser.add_argument(
+        "--every", type=int, default=1, help="spoken: every Nth item of each set (a sample)"
+    )
     parser.add_argument("--typed-only", action="store_true")
     args = parser.parse_args()
 
@@ -250,8 +260,13 @@ def main() -> None:
     print(table("typed (match time, ms)", results["typed"]["summary"]))
     if not args.typed_only:
         voices = Voices(args.voices.split(","))
-        rows = asyncio.run(spoken(voices, args.limit, set(args.kinds.split(","))))
-        results["spoken"] = {"voices": voices.names, "summary": summary(rows), "rows": rows}
+        rows = asyncio.run(spoken(voices, args.limit, set(args.kinds.split(",")), args.every))
+        results["spoken"] = {
+            "voices": voices.names,
+            "every": args.every,
+            "summary": summary(rows),
+            "rows": rows,
+        }
         for voice in voices.names:
             mine = [r for r in rows if r["voice"] == voice]
             results["spoken"][f"summary_{voice}"] = summary(mine)

@@ -20,6 +20,7 @@ to refuse them, and only after a command verb at the start ("turn off the toaste
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import logging
 import re
 from collections.abc import Mapping
@@ -95,6 +96,16 @@ WILDCARD_OK = frozenset(
 REFUSABLE = frozenset({"HassTurnOn", "HassTurnOff", "HassLightSet", "HassSetPosition"})
 COMMAND_VERBS = ("turn", "switch", "open", "close", "shut", "lock", "unlock", "dim", "brighten")
 MAX_UNKNOWN_NAME_WORDS = 4
+# How alike (difflib's ratio) a misheard name must be to a configured one to stand for it:
+# "reading land" -> "reading lamp" (0.92), "four lamp" -> "floor lamp" (0.84).
+FUZZY_CUTOFF = 0.8
+_NUMBER_WORDS = dict(
+    zip(
+        ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10"],
+        ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"],
+        strict=True,
+    )
+)
 
 # Said before or after a command; removed before matching ("please turn off the light").
 _POLITE_PREFIX = re.compile(
@@ -272,6 +283,10 @@ class IntentRecognizer:
         ]
         areas = [(alias, area.name) for area in home.areas for alias in (area.name, *area.aliases)]
         floors = sorted({(a.floor, a.floor) for a in home.areas if a.floor})
+        # Every spoken name, for repairing a misheard one.
+        self._names = sorted(
+            {spoken(alias) for alias, *_ in names} | {spoken(alias) for alias, _ in areas}, key=len
+        )
         self.slot_lists: dict[str, SlotList] = {
             "name": TextSlotList.from_tuples(names, allow_template=False),
             "area": TextSlotList.from_tuples(areas, allow_template=False),
@@ -308,6 +323,9 @@ class IntentRecognizer:
         result = self._match(said, area_name, unmatched=False)
         if result is None:
             return self._unmatched(text, said, area_name)
+        return self._understood(text, result)
+
+    def _understood(self, text: str, result: Any) -> Understanding:
         intent = result.intent.name
         if any(e.is_wildcard for e in result.entities_list) and intent not in WILDCARD_OK:
             return None
@@ -333,6 +351,13 @@ class IntentRecognizer:
         missing = {name for name, e in result.unmatched_entities.items() if name not in unknown}
         if any(e.is_wildcard for e in result.entities_list) and intent not in WILDCARD_OK:
             return None
+        if intent in REFUSABLE and said.split()[0] in COMMAND_VERBS and unknown:
+            # A device or room misheard ("turn on the 4 lamp"): the closest configured name.
+            repaired = self._repair(said)
+            if repaired is not None:
+                fixed = self._match(repaired, area, unmatched=False)
+                if fixed is not None:
+                    return self._understood(text, fixed)
         if intent in REFUSABLE and set(unknown) == {"name"} and missing <= {"domain", "area"}:
             name = unknown["name"]
             words = name.split()
@@ -362,6 +387,25 @@ class IntentRecognizer:
             slots = tuple(_slot(e) for e in result.entities_list)
             return self._resolve(Recognized(intent, text, slots, result.response or "default"))
         return None
+
+    def _repair(self, said: str) -> str | None:
+        """`said` with the words most like a configured device or room name replaced by it
+        (digits read as words first), or None when nothing comes close enough."""
+        words = [_NUMBER_WORDS.get(w, w) for w in said.split()]
+        best: tuple[float, int, int, str] | None = None
+        for known in self._names:
+            size = len(known.split())
+            for start in range(1, len(words) - size + 1):  # never the command verb
+                window = " ".join(words[start : start + size])
+                if window == known:
+                    continue
+                ratio = difflib.SequenceMatcher(None, window, known).ratio()
+                if ratio >= FUZZY_CUTOFF and (best is None or ratio > best[0]):
+                    best = (ratio, start, size, known)
+        if best is None:
+            return None
+        _, start, size, known = best
+        return " ".join([*words[:start], known, *words[start + size :]])
 
     # --- targets ------------------------------------------------------------------------------
 

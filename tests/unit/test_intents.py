@@ -338,3 +338,16 @@ async def test_typed_commands_skip_the_model_and_timers_fire() -> None:
     assert isinstance(events[-1], proto.ReplyDone)
     assert events[-1].text == "Your 1 second timer is done."
     await session.close()
+
+
+def test_misheard_names_are_repaired_and_unknown_rooms_refused(
+    recognizer: IntentRecognizer,
+) -> None:
+    lamp = "light.living_room_floor_lamp"
+    assert [t.entity_id for t in understood(recognizer, "Turn on the 4 lamp.").targets] == [lamp]
+    assert [t.entity_id for t in understood(recognizer, "turn off the reading land").targets] == [
+        lamp
+    ]
+    porch = recognizer.understand("turn on the porch light", None)
+    assert isinstance(porch, Refused) and porch.reason == "unknown_area"
+    assert recognizer.understand("turn on all the lights", None) is None  # not "area 'the'"
