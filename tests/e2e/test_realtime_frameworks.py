@@ -113,3 +113,14 @@ async def test_livekit_agents(served: RunningServer) -> None:
     first, second = report["interrupted"][:2]
     assert first["status"] == "cancelled" and second["status"] == "completed"
     assert first["metadata"]["client_event_id"].startswith("response_create_")
+
+
+async def test_pipecat(served: RunningServer) -> None:
+    report = await run_client("pipecat", served)
+    assert report["server_errors"] == []
+    assert report["typed"]["status"] == "completed" and reply_text(report["typed"]).strip()
+    spoken = report["spoken"]
+    assert wer([QUESTION.text], [spoken["transcript"]]) <= 0.2
+    assert spoken["response"]["status"] == "completed" and reply_text(spoken["response"])
+    first, second = report["interrupted"][:2]
+    assert first["status"] == "cancelled" and second["status"] == "completed"
