@@ -117,7 +117,6 @@ async def test_typed_commands_are_published_refused_or_left_to_the_model(
         assert not home.all("hermes/intent/#", since) and not home.all("chinwag/+/intent", since)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("voice", ["piper", "espeak-ng"])
 async def test_spoken_commands_are_confirmed_aloud(
     bridged: Bridged, home: Recorder, engines: Engines, voice: str
@@ -145,7 +144,6 @@ async def test_spoken_commands_are_confirmed_aloud(
     assert any(s["value"]["value"] == entity for s in hermes["slots"])
 
 
-@pytest.mark.slow
 async def test_a_timer_set_over_mqtt_fires_and_is_announced(home: Recorder) -> None:
     since = home.mark()
     answer = await home.ask("hall", "Set a timer for 2 seconds.", "t-1")
@@ -163,7 +161,6 @@ async def test_a_timer_set_over_mqtt_fires_and_is_announced(home: Recorder) -> N
     assert body(announced)["text"] == "Your 2 second timer is done."
 
 
-@pytest.mark.slow
 async def test_a_timer_is_announced_aloud_to_a_listening_session(
     bridged: Bridged, engines: Engines
 ) -> None:
@@ -187,3 +184,22 @@ async def test_a_timer_is_announced_aloud_to_a_listening_session(
                 if event["type"] == "output_audio.done" and finished:
                     break
     assert "timer is done" in await transcribed(engines, bytes(pcm), rate)
+
+
+async def test_wyoming_handle_answers_with_the_confirmation(engines: Engines) -> None:
+    """Home Assistant's conversation agent (persona smart_home): the command's confirmation is
+    the `handled` text, and the command was recognised, not generated."""
+    from wyoming.handle import Handled
+
+    from tests.e2e.test_wyoming import ha_converse, serve, stop
+
+    served = await serve(engines)
+    try:
+        event = await ha_converse(served, "Turn off the kitchen light.", "01JINTENT")
+        assert Handled.is_type(event.type), event
+        assert Handled.from_event(event).text == "Turned off the kitchen light"
+        conversation = served.wyoming.conversations.get("01JINTENT")
+        assert conversation is not None
+        assert conversation.session.history[-1].content == "Turned off the kitchen light"
+    finally:
+        await stop(served)
