@@ -122,7 +122,8 @@ def _overlap(text: str, stop: str) -> int:
 
 
 class LlamaCppChatModel:
-    """Not thread-safe: call it from one worker thread (ChatRunner's scheduler)."""
+    """Call it from one worker thread (ChatRunner's scheduler); a lock guards against
+    accidental concurrent use (tests and benchmarks call `generate` directly)."""
 
     def __init__(
         self,
@@ -178,6 +179,7 @@ class LlamaCppChatModel:
         self._slots = [_Slot(i) for i in range(self.parallel)]
         self._seed = seed if seed >= 0 else llama_cpp.LLAMA_DEFAULT_SEED
         self.name = model_path.name
+        self._lock = threading.RLock()
         self._piece = ctypes.create_string_buffer(256)
         metadata: dict[str, str] = self._model.metadata()
         template = metadata.get("tokenizer.chat_template") or _CHATML
@@ -313,7 +315,7 @@ class LlamaCppChatModel:
             sampler.add_dist(settings.seed if settings.seed is not None else self._seed)
         return sampler
 
-    def begin(
+    def _begin(
         self,
         messages: Sequence[ChatMessage],
         settings: GenerationSettings,
@@ -338,7 +340,7 @@ class LlamaCppChatModel:
         gen.slot, gen.cached, gen.pending = slot, held, tokens[held:]
         return gen
 
-    def step(self, generations: Sequence[Generation]) -> None:
+    def _step(self, generations: Sequence[Generation]) -> None:
         """Advance these replies by one batch: a token each for those under way, and up to
         `batch_size` prompt tokens for the others. Deltas go out through their on_delta."""
         mine = [g for g in generations if isinstance(g, LlamaGeneration)]
@@ -401,7 +403,7 @@ class LlamaCppChatModel:
                 continue
             gen.pending = [token]
 
-    def end(self, generation: Generation, *, cancelled: bool = False) -> GenerationStats:
+    def _end(self, generation: Generation, *, cancelled: bool = False) -> GenerationStats:
         """Finish a reply (done or not) and free its sequence; its tokens stay cached."""
         gen = generation
         assert isinstance(gen, LlamaGeneration)
@@ -431,15 +433,16 @@ class LlamaCppChatModel:
         cancel: threading.Event,
     ) -> GenerationStats:
         """One reply on its own (tests, benchmarks, warm-up); the server uses begin/step."""
-        gen = self.begin(messages, settings, on_delta)
-        try:
-            while not gen.done and not cancel.is_set():
-                self.step([gen])
-        finally:
-            stats = self.end(gen, cancelled=cancel.is_set())
-        return stats
+        with self._lock:
+            gen = self._begin(messages, settings, on_delta)
+            try:
+                while not gen.done and not cancel.is_set():
+                    self._step([gen])
+            finally:
+                stats = self._end(gen, cancelled=cancel.is_set())
+            return stats
 
-    def prefill(self, messages: Sequence[ChatMessage]) -> int:
+    def _prefill(self, messages: Sequence[ChatMessage]) -> int:
         """Evaluate into the KV cache the prompt these messages start, up to the end of the
         last message's text: a reply to a longer or revised version of that message then
         evaluates only what differs. Returns the number of tokens evaluated."""
@@ -474,7 +477,7 @@ class LlamaCppChatModel:
             done += len(chunk)
         return done
 
-    def clear_cache(self) -> None:
+    def _clear_cache(self) -> None:
         """Forget every sequence not in use (tests: a cold cache, as after a restart)."""
         for slot in self._slots:
             if slot.owner is None:
@@ -489,3 +492,38 @@ class LlamaCppChatModel:
             threading.Event(),
         )
         self.clear_cache()
+
+    # --- the public calls, one at a time -------------------------------------------------
+
+    def begin(
+        self,
+        messages: Sequence[ChatMessage],
+        settings: GenerationSettings,
+        on_delta: Callable[[str], None],
+    ) -> LlamaGeneration:
+        """Start a reply: tokenize, take a sequence. Nothing is evaluated until `step`."""
+        with self._lock:
+            return self._begin(messages, settings, on_delta)
+
+    def step(self, generations: Sequence[Generation]) -> None:
+        """Advance these replies by one batch: a token each for those under way, and up to
+        `batch_size` prompt tokens for the others. Deltas go out through their on_delta."""
+        with self._lock:
+            self._step(generations)
+
+    def end(self, generation: Generation, *, cancelled: bool = False) -> GenerationStats:
+        """Finish a reply (done or not) and free its sequence; its tokens stay cached."""
+        with self._lock:
+            return self._end(generation, cancelled=cancelled)
+
+    def prefill(self, messages: Sequence[ChatMessage]) -> int:
+        """Evaluate into the KV cache the prompt these messages start, up to the end of the
+        last message's text: a reply to a longer or revised version of that message then
+        evaluates only what differs. Returns the number of tokens evaluated."""
+        with self._lock:
+            return self._prefill(messages)
+
+    def clear_cache(self) -> None:
+        """Forget every sequence not in use (tests: a cold cache, as after a restart)."""
+        with self._lock:
+            self._clear_cache()
