@@ -114,6 +114,7 @@ _POLITE_PREFIX = re.compile(
     r"(?:(?:can|could|would|will) you(?: please)? |i(?:'d| would) like you to |i want you to "
     r"|i(?:'d| would) like to |i want to |i need you to |go ahead and |let's )?",
 )
+_UNLOCK_OR_LOCK = re.compile(r"^(?:and|an|in) lock\b", re.IGNORECASE)
 _POLITE_SUFFIX = re.compile(r"(?:[, ]+(?:please|thanks|thank you|now|for me))+$")
 
 
@@ -318,6 +319,9 @@ class IntentRecognizer:
         said = normalise(text)
         if not said or len(said) > 200:
             return None
+        if _UNLOCK_OR_LOCK.match(text.strip()):
+            # Whisper hears "unlock" as "and lock": asking beats locking, or unlocking, wrongly.
+            return Refused(None, text, "Sorry, did you say lock or unlock?", "ambiguous")
         area = self.home.area_of_site(site)
         area_name = area.name if area is not None else None
         result = self._match(said, area_name, unmatched=False)

@@ -351,3 +351,6 @@ def test_misheard_names_are_repaired_and_unknown_rooms_refused(
     porch = recognizer.understand("turn on the porch light", None)
     assert isinstance(porch, Refused) and porch.reason == "unknown_area"
     assert recognizer.understand("turn on all the lights", None) is None  # not "area 'the'"
+    # "Unlock" misheard as "and lock": asked, not done either way.
+    heard = recognizer.understand("and lock the front door.", None)
+    assert isinstance(heard, Refused) and heard.reason == "ambiguous"
