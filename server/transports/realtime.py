@@ -22,6 +22,7 @@ from server.audio.pcm import decode_pcm16, int16_to_float32, resample
 from server.errors import ChinwagError
 from server.logs import log_failure
 from server.pipeline.session import Session
+from server.prompts import GenerationSettings
 from server.protocol import native as proto
 from server.protocol import realtime as rt
 from server.protocol.realtime_events import RealtimeEvent, RealtimeEvents
@@ -73,7 +74,7 @@ def rejected(event: dict[str, Any], code: str) -> None:
     code, never what the client wrote."""
     kind = event.get("type")
     known = kind if isinstance(kind, str) and kind in rt.GA_CLIENT_EVENTS else "unknown"
-    log.info("Realtime: refused a %s event: %s", known, code)
+    log.info("Realtime: refused event %s: %s", known, code)
 
 
 async def serve(app: App, connection: ServerConnection) -> None:
@@ -97,7 +98,7 @@ class RealtimeConnection:
         self.appended = False
         self.sink.observe = self._observe
         # A response.create's max_output_tokens holds until its reply has read it.
-        self._generation_after: Any = None
+        self._generation_after: GenerationSettings | None = None
         self._out_of_band: set[str] = set()  # replies kept out of the conversation
 
     def _observe(self, event: proto.ServerEvent) -> None:

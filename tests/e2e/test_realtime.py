@@ -263,3 +263,42 @@ async def test_token_is_accepted_as_bearer(engines: Engines) -> None:
                 await connection.recv()
     finally:
         await running.web.close()
+
+
+async def test_metadata_out_of_band_and_retrieve(conn: AsyncRealtimeConnection) -> None:
+    await conn.session.update(
+        session={"type": "realtime", "output_modalities": ["text"],
+                 "audio": {"input": {"transcription": {"model": "whisper-1"}}}}
+    )  # fmt: skip
+    updated = await until(conn, "session.updated")
+    assert updated.session.audio.input.transcription.model == "whisper-1"
+    await conn.conversation.item.create(
+        item={"type": "message", "role": "user", "id": "q1",
+              "content": [{"type": "input_text", "text": "Say hello."}]}
+    )  # fmt: skip
+    await until(conn, "conversation.item.added")
+    await conn.conversation.item.retrieve(item_id="q1")
+    retrieved = await until(conn, "conversation.item.retrieved")
+    assert retrieved.item.id == "q1" and retrieved.item.content[0].text == "Say hello."
+    # An out-of-band response: its metadata comes back, and it stays out of the conversation.
+    await conn.response.create(
+        response={"conversation": "none", "metadata": {"topic": "greeting"},
+                  "max_output_tokens": 15}
+    )  # fmt: skip
+    seen: list[Any] = []
+    created = await until(conn, "response.created", seen)
+    assert created.response.metadata == {"topic": "greeting"}
+    assert created.response.conversation_id is None
+    done = await until(conn, "response.done", seen)
+    assert done.response.metadata == {"topic": "greeting"} and done.response.status == "completed"
+    assert not any(e.type.startswith("conversation.item") for e in seen)
+    await conn.conversation.item.retrieve(item_id=done.response.output[0].id, event_id="x1")
+    error = await until(conn, "error")
+    assert error.error.code == "item_retrieve_invalid_item_id" and error.error.event_id == "x1"
+    # An in-conversation response is retrievable once done, as the history holds it.
+    await conn.response.create(response={"max_output_tokens": 15})
+    done = await until(conn, "response.done")
+    await conn.conversation.item.retrieve(item_id=done.response.output[0].id)
+    retrieved = await until(conn, "conversation.item.retrieved")
+    assert retrieved.item.role == "assistant"
+    assert retrieved.item.content[0].text == done.response.output[0].content[0].text
