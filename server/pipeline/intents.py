@@ -120,6 +120,7 @@ class SessionIntents:
         self._now = now
         self.timers = TimerBook(settings.max_timers, settings.max_timer_s)
         self._alarm: asyncio.Task[None] | None = None
+        self._closed = False
         self._recent: dict[tuple[str, str | None], tuple[Understanding, float]] = {}
 
     @property
@@ -372,7 +373,7 @@ class SessionIntents:
             self._alarm.cancel()
         self._alarm = None
         deadline = self.timers.next_deadline()
-        if deadline is not None:
+        if deadline is not None and not self._closed:
             self._alarm = asyncio.create_task(self._ring(deadline), name="timers")
 
     async def _ring(self, deadline: float) -> None:
@@ -381,6 +382,8 @@ class SessionIntents:
         self._alarm = None
         self._rearm()
         for timer in done:
+            if self._closed:
+                return
             try:
                 await self._emit(
                     proto.TimerFinished(
@@ -428,6 +431,7 @@ class SessionIntents:
             )
 
     async def close(self) -> None:
+        self._closed = True  # a timer announcing right now says nothing more
         self.timers.timers.clear()
         alarm, self._alarm = self._alarm, None
         if alarm is not None:

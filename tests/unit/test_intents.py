@@ -354,3 +354,63 @@ def test_misheard_names_are_repaired_and_unknown_rooms_refused(
     # "Unlock" misheard as "and lock": asked, not done either way.
     heard = recognizer.understand("and lock the front door.", None)
     assert isinstance(heard, Refused) and heard.reason == "ambiguous"
+
+
+# --- a speculative turn --------------------------------------------------------------------
+
+
+async def test_a_speculative_command_publishes_and_acts_only_once_released(
+    recognizer: IntentRecognizer,
+) -> None:
+    import logging
+
+    from server.metrics import Metrics
+    from server.pipeline.conversation import Conversation
+    from server.pipeline.intents import SessionIntents
+    from server.pipeline.turn import TurnContext
+    from server.pipeline.turn_output import TurnOutput
+    from server.prompts import Persona
+
+    sent: list[proto.ServerEvent] = []
+
+    async def emit(event: proto.ServerEvent) -> None:
+        sent.append(event)
+
+    async def send_audio(pcm: bytes) -> None:
+        pass
+
+    async def announce(text: str) -> None:
+        pass
+
+    persona = Persona("smart_home", "", "Be brief.", intents=True)
+    settings = load_settings(environ={}).intents
+    stage = SessionIntents(
+        recognizer=lambda: recognizer,
+        settings=settings,
+        persona=lambda: persona,
+        site=lambda: "kitchen",
+        conversation=Conversation(),
+        speaker=None,  # type: ignore[arg-type]  # never speaks: speak=False
+        metrics=Metrics(),
+        next_id=lambda prefix: f"{prefix}1",
+        emit=emit,
+        announce=announce,
+        log=logging.LoggerAdapter(logging.getLogger("test")),
+    )
+
+    async def speculate(text: str) -> TurnOutput:
+        out = TurnOutput(emit, send_audio, held=True)
+        assert await stage.respond(TurnContext(out), text, None, speak=False, sample_rate=None)
+        return out
+
+    thrown = await speculate("set a timer for 5 minutes")
+    assert sent == [] and not stage.timers.timers
+    thrown.discard()
+    assert sent == [] and not stage.timers.timers  # never seen, never started
+
+    kept = await speculate("set a timer for 5 minutes")
+    await kept.release()
+    assert [e.type for e in sent] == ["reply.started", "intent", "reply.delta", "reply.done"]
+    assert len(stage.timers.timers) == 1
+    await stage.close()
+    assert not stage.timers.timers
