@@ -13,7 +13,7 @@ APT_PACKAGES := mosquitto mosquitto-clients chromium strace espeak-ng
 # runs on any x86-64 CPU of the last ten years (the flags are ignored on other architectures).
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: setup run test test-slow test-fast bench bench-levers bench-quality lint system-deps models frameworks clean
+.PHONY: setup run test test-slow test-fast bench bench-load bench-levers bench-quality lint system-deps models frameworks clean
 
 setup: system-deps $(STAMP) models
 
@@ -78,6 +78,12 @@ bench-wyoming: setup
 .PHONY: bench-intents
 bench-intents: setup
 	$(BIN)/python -m bench.intent_accuracy $(BENCH_ARGS)
+
+# Fairness under load: time to first token beside a long reply and with 8 sessions at once,
+# a voice turn's first audio beside a long reply (docs/performance.md, "Several replies at
+# once"); writes bench/results-load.json.
+bench-load: setup
+	$(BIN)/python -m bench.load_latency
 
 # Answer quality with the receptionist's example venue file: site facts, honest "I don't know",
 # no claimed actions, for every LLM preset present (docs/performance.md, "Answer quality");
