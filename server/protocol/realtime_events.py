@@ -15,6 +15,7 @@ from server.protocol import native as proto
 from server.protocol import realtime as rt
 
 RealtimeEvent = dict[str, Any]
+DONE_ITEMS_KEPT = 64
 
 
 @dataclass
@@ -63,6 +64,17 @@ class RealtimeEvents:
         # done (an utterance being transcribed, a reply being written): for retrieve.
         self.audio_items: set[str] = set()
         self.live_items: dict[str, dict[str, Any]] = {}
+        # The last items finished, as last sent: an exchange the history dropped (a reply
+        # interrupted before a word was heard takes its question with it) is still an item
+        # the client was told of, and retrieves it after truncating it.
+        self.done_items: dict[str, dict[str, Any]] = {}
+
+    def remember(self, item: dict[str, Any]) -> None:
+        self.live_items.pop(item["id"], None)
+        self.done_items.pop(item["id"], None)
+        self.done_items[item["id"]] = item
+        while len(self.done_items) > DONE_ITEMS_KEPT:
+            del self.done_items[next(iter(self.done_items))]
 
     def stamp(self, event: RealtimeEvent) -> RealtimeEvent:
         """The event with the next event_id, as every server event carries one."""
@@ -91,7 +103,9 @@ class RealtimeEvents:
 
     def item_added(self, item: dict[str, Any], done: bool = True) -> list[RealtimeEvent]:
         previous, self.last_item = self.last_item, item["id"]
-        if not done:
+        if done:
+            self.remember(item)
+        else:
             self.live_items[item["id"]] = item
         out = [
             self.stamp(
@@ -108,14 +122,15 @@ class RealtimeEvents:
 
     def item_deleted(self, item_id: str) -> RealtimeEvent:
         self.live_items.pop(item_id, None)
+        self.done_items.pop(item_id, None)
         self.audio_items.discard(item_id)
         return self.stamp({"type": "conversation.item.deleted", "item_id": item_id})
 
     def item_retrieved(self, item_id: str, history: list[ChatMessage]) -> list[RealtimeEvent]:
         """conversation.item.retrieved: the item as the server holds it (the history's words,
-        after any truncation; an item still in progress as last sent). Audio is not kept, so
-        audio content carries its transcript and no `audio`."""
-        item = self.live_items.get(item_id)
+        after any truncation; an item still in progress, or one the history dropped, as last
+        sent). Audio is not kept, so audio content carries its transcript and no `audio`."""
+        item = self.live_items.get(item_id) or self.done_items.get(item_id)
         for message in history:
             if message.id == item_id:
                 item = self.history_item(message)
@@ -230,7 +245,7 @@ class RealtimeEvents:
                 item = rt.message_item(
                     event.utterance_id, "user", [{"type": "input_audio", "transcript": event.text}]
                 )
-                self.live_items.pop(event.utterance_id, None)
+                self.remember(item)
                 emit(
                     self.stamp(
                         {"type": "conversation.item.done", "item": item, "previous_item_id": None}
@@ -359,8 +374,8 @@ class RealtimeEvents:
                 }
             )
         )
-        self.live_items.pop(response.reply_id, None)
         if response.in_conversation:
+            self.remember(item)
             out.append(
                 self.stamp(
                     {"type": "conversation.item.done", "previous_item_id": None, "item": item}

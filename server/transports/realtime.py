@@ -259,6 +259,34 @@ class RealtimeConnection:
                 event_id=eid,
             )
 
+    def _check_previous_item(self, event: dict[str, Any]) -> None:
+        """previous_item_id: items join the end of the conversation, so it must name the end
+        (the last item, one still in progress, or "root" while the conversation is empty)."""
+        previous = rt.field_of(event, "previous_item_id", str)
+        events = self.sink.events
+        history = [message.id for message in self.session.history]
+        if (
+            previous is None
+            or previous == events.last_item
+            or previous in events.live_items
+            or (history and previous == history[-1])
+            or (previous == "root" and not history)
+        ):
+            return
+        if previous == "root" or previous in history:
+            raise rt.RealtimeError(
+                "unsupported_previous_item_id",
+                "items can only be added at the end of the conversation",
+                param="previous_item_id",
+                event_id=rt.event_id_of(event),
+            )
+        raise rt.RealtimeError(
+            "item_not_found",
+            f"no item {previous[:64]!r} in the conversation",
+            param="previous_item_id",
+            event_id=rt.event_id_of(event),
+        )
+
     async def _create_item(self, event: dict[str, Any]) -> None:
         eid = rt.event_id_of(event)
         item = rt.field_of(event, "item", dict)
@@ -277,6 +305,7 @@ class RealtimeConnection:
                 param="item.role",
                 event_id=eid,
             )
+        self._check_previous_item(event)
         item_id = (
             item.get("id") if isinstance(item.get("id"), str) else f"item_{uuid.uuid4().hex[:16]}"
         )

@@ -280,6 +280,15 @@ async def test_metadata_out_of_band_and_retrieve(conn: AsyncRealtimeConnection) 
     await conn.conversation.item.retrieve(item_id="q1")
     retrieved = await until(conn, "conversation.item.retrieved")
     assert retrieved.item.id == "q1" and retrieved.item.content[0].text == "Say hello."
+    # Items join the end of the conversation; anywhere else is refused, not misplaced.
+    for previous, code in (("root", "unsupported_previous_item_id"), ("ghost", "item_not_found")):
+        await conn.conversation.item.create(
+            previous_item_id=previous,
+            item={"type": "message", "role": "user",
+                  "content": [{"type": "input_text", "text": "misplaced"}]},
+        )  # fmt: skip
+        error = await until(conn, "error")
+        assert error.error.code == code and error.error.param == "previous_item_id"
     # An out-of-band response: its metadata comes back, and it stays out of the conversation.
     await conn.response.create(
         response={"conversation": "none", "metadata": {"topic": "greeting"},

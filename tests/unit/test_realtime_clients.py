@@ -209,3 +209,17 @@ def test_a_refused_event_is_logged_by_type_and_code_only(caplog: pytest.LogCaptu
         "Realtime: refused event unknown: invalid_event_type",
     ]
     assert all(r.levelno == logging.INFO for r in caplog.records)
+
+
+def test_a_reply_the_history_dropped_is_still_retrieved_as_sent() -> None:
+    # Interrupted before a word was heard, the exchange leaves the history; the client was
+    # told of the item, truncates it and retrieves it (the Agents SDK does, every time).
+    events = RealtimeEvents(config())
+    events.event(proto.ReplyStarted(reply_id="r1"))
+    done = proto.ReplyDone(reply_id="r1", status="cancelled", text="Once upon", heard_text="")
+    events.event(done)
+    item = events.item_retrieved("r1", [])[0]["item"]
+    assert item["status"] == "incomplete" and item["content"][0]["transcript"] == ""
+    events.item_deleted("r1")
+    with pytest.raises(rt.RealtimeError):
+        events.item_retrieved("r1", [])

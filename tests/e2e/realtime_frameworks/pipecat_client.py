@@ -51,7 +51,9 @@ async def main() -> None:
     llm = OpenAIRealtimeLLMService(
         api_key="unused-locally", base_url=opts.url.replace("http", "ws", 1) + "/v1/realtime"
     )
-    context = LLMContext([{"role": "system", "content": "You are a helpful assistant."}])
+    # Long answers, so that there is a reply to talk over in step 3.
+    system = "You are a storyteller: answer everything with a long story of many sentences."
+    context = LLMContext([{"role": "system", "content": system}])
     pair = LLMContextAggregatorPair(context)
     worker = PipelineWorker(Pipeline([pair.user(), llm, pair.assistant()]))
     runner = asyncio.create_task(PipelineRunner(handle_sigint=False).run(worker))
@@ -84,12 +86,11 @@ async def main() -> None:
     heard = server("conversation.item.input_audio_transcription.completed", mark)
     result["spoken"] = {"transcript": heard[0]["transcript"] if heard else None,
                         "response": done[0]["response"]}  # fmt: skip
-    # 3. An interruption: ask again aloud and talk over the answer as it starts (a short
-    # reply is fully sent within a second or two, so the talking starts with the response).
+    # 3. An interruption: ask again aloud and talk over the answer once it is heard.
     mark = len(raw)
     await stream(pcm24k(opts.question))
     speaker = asyncio.create_task(stream(silence(30)))
-    await until(lambda: server("response.created", mark))  # talk over it from its start
+    await until(lambda: server("response.output_audio.delta", mark))
     speaker.cancel()
     await stream(pcm24k(opts.interruption))
     speaker = asyncio.create_task(stream(silence(30)))
