@@ -287,12 +287,39 @@ class LlamaCppChatModel:
     def _make_room(self, needed: int, keep: set[int]) -> bool:
         """Drop idle sequences' tokens (longest unused first) until `needed` cells fit."""
         idle = sorted(
-            (s for s in self._slots if s.owner is None and s.tokens and s.seq_id not in keep),
+            (
+                s
+                for s in self._slots
+                if (s.owner is None or s.owner.done) and s.tokens and s.seq_id not in keep
+            ),
             key=lambda s: s.used_at,
         )
         while self._cells_used() + needed > self.kv_cache_tokens and idle:
             self._forget(idle.pop(0))
         return self._cells_used() + needed <= self.kv_cache_tokens
+
+    def _park_newer(
+        self,
+        gen: LlamaGeneration,
+        active: Sequence[LlamaGeneration],
+        in_batch: set[int],
+        needed: int,
+        keep: set[int],
+    ) -> bool:
+        """The cache is full of replies under way: drop the cells of the newest ones after
+        `gen` (they evaluate their tokens again once there is room), so that older replies
+        always progress. False if there is no newer one to park."""
+        for victim in reversed(active):
+            if victim is gen:
+                return False
+            slot = victim.slot
+            if id(victim) in in_batch or slot is None or not slot.tokens:
+                continue
+            victim.pending = [*slot.tokens, *victim.pending]
+            self._forget(slot)
+            if self._make_room(needed, keep):
+                return True
+        return False
 
     # --- generation -----------------------------------------------------------------------
 
@@ -356,8 +383,10 @@ class LlamaCppChatModel:
             if len(gen.pending) > 1 and budget <= 0:
                 break
             chunk = gen.pending[: max(1, budget)] if len(gen.pending) > 1 else gen.pending
-            if not self._make_room(len(chunk), keep):
-                continue  # the cache is full of replies under way: wait for one to end
+            if not self._make_room(len(chunk), keep) and not self._park_newer(
+                gen, active, {id(g) for g, _ in evaluated}, len(chunk), keep
+            ):
+                continue  # the newest of the replies that do not fit waits for room
             assert gen.slot is not None
             pos = len(gen.slot.tokens)
             for i, token in enumerate(chunk):

@@ -226,3 +226,30 @@ async def test_real_model_replies_in_one_batch_are_the_replies_alone(engines: En
     got = await asyncio.to_thread(together)
     assert [t.split()[:6] for t in got] == [t.split()[:6] for t in expected]
     assert all(t.strip() for t in got)
+
+
+@pytest.mark.models
+async def test_real_model_replies_that_overfill_the_cache_all_finish() -> None:
+    """Three replies whose prompts and words do not fit the KV cache together: the newest
+    are parked (their cells dropped, evaluated again later) so that the oldest progress, and
+    every one ends normally."""
+    path = make_settings().llm.model_path
+    model = await asyncio.to_thread(
+        LlamaCppChatModel, path, context_size=256, kv_cache_tokens=300, parallel=3
+    )
+    settings = GenerationSettings(max_tokens=40, temperature=0.0)
+    long = "Tell me about the sea and the ships and the sailors. " * 8
+
+    def together() -> list[tuple[str, str]]:
+        texts: list[list[str]] = [[], [], []]
+        gens = [
+            model.begin([ChatMessage("user", f"{long} ({i})")], settings, texts[i].append)
+            for i in range(3)
+        ]
+        while not all(g.done for g in gens):
+            model.step(gens)
+        return [(model.end(g).finish_reason, "".join(t)) for g, t in zip(gens, texts, strict=True)]
+
+    results = await asyncio.to_thread(together)
+    assert all(reason in ("stop", "length") for reason, _ in results), results
+    assert all(text.strip() for _, text in results)
