@@ -148,10 +148,12 @@ async def bridged_server(engines: Engines, settings: Settings) -> AsyncIterator[
 @pytest.fixture(scope="module")
 def prompts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The shipped personas with short replies, to keep the file quick."""
-    directory = tmp_path_factory.mktemp("prompts")
-    for path in (PROJECT_ROOT / "prompts").glob("*.toml"):
+    directory = tmp_path_factory.mktemp("prompts") / "prompts"
+    # The whole folder: personas name files beside them (knowledge, the devices file).
+    shutil.copytree(PROJECT_ROOT / "prompts", directory)
+    for path in directory.glob("*.toml"):
         text = re.sub(r"max_tokens = \d+", "max_tokens = 40", path.read_text(encoding="utf-8"))
-        (directory / path.name).write_text(text, encoding="utf-8")
+        path.write_text(text, encoding="utf-8")
     return directory
 
 

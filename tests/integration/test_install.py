@@ -28,6 +28,7 @@ import pytest
 from websockets.sync.client import connect
 
 from server import PROJECT_ROOT
+from server.prompts import PersonaLibrary
 
 pytestmark = pytest.mark.models
 
@@ -117,6 +118,15 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     return Installed(root, env_dir, site_packages)
 
 
+def persona_files(folder: Path) -> list[str]:
+    """The persona, devices and knowledge files under a prompts folder, relative to it."""
+    return sorted(
+        str(p.relative_to(folder))
+        for p in folder.rglob("*")
+        if p.is_file() and p.suffix in {".toml", ".md"}
+    )
+
+
 def test_installed_package_is_not_the_checkout(installed: Installed) -> None:
     where = installed.run(
         str(installed.python),
@@ -126,9 +136,7 @@ def test_installed_package_is_not_the_checkout(installed: Installed) -> None:
     for path in where:
         assert Path(path).is_relative_to(installed.site_packages), where
     data = installed.site_packages / "server" / "_data"
-    assert sorted(p.name for p in (data / "prompts").iterdir()) == sorted(
-        p.name for p in PROMPTS.glob("*.toml")
-    )
+    assert persona_files(data / "prompts") == persona_files(PROMPTS)
     manifest = (data / "models" / "manifest.toml").read_bytes()
     assert manifest == (MODELS / "manifest.toml").read_bytes()
     assert not (installed.site_packages / "prompts").exists()
@@ -202,7 +210,7 @@ def test_installed_chinwag_answers_a_text_turn(served: str) -> None:
     with connect(f"ws://{served}/") as ws:
         started = json.loads(ws.recv(timeout=10))
         assert started["type"] == "session.started"
-        assert started["personas"] == sorted(p.stem for p in PROMPTS.glob("*.toml"))
+        assert started["personas"] == PersonaLibrary.load(PROMPTS, "assistant").names()
         ws.send(json.dumps({"type": "session.update", "generation": {"max_tokens": 24}}))
         ws.send(json.dumps({"type": "user.message", "text": "Say hello."}))
         while (event := json.loads(ws.recv(timeout=60)))["type"] != "reply.done":

@@ -90,11 +90,19 @@ class FailingChat:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._model, name)
 
+    def _fail(self, messages: Sequence[ChatMessage]) -> Any:
+        prompt = " | ".join(m.content for m in messages)
+        raise ValueError(f"cannot evaluate the prompt {prompt!r}")
+
+    def begin(
+        self, messages: Sequence[ChatMessage], settings: Any, on_delta: Callable[..., Any]
+    ) -> Any:
+        return self._fail(messages)  # where ChatRunner's batched replies start
+
     def generate(
         self, messages: Sequence[ChatMessage], settings: Any, on_token: Callable[..., Any], *a: Any
     ) -> Any:
-        prompt = " | ".join(m.content for m in messages)
-        raise ValueError(f"cannot evaluate the prompt {prompt!r}")
+        return self._fail(messages)
 
 
 async def test_a_failing_reply_is_logged_without_the_conversation(

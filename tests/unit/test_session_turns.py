@@ -320,8 +320,10 @@ class StateLog:
 async def test_the_session_publishes_its_state_through_a_barge_in(
     make: Callable[..., Any],
 ) -> None:
+    # A slow model: the reply is still being written when the person talks over it.
     h: Harness = await make(
         reply="This is a long answer. It goes on and on for quite a while.",
+        token_delay_s=0.15,
         seconds_per_char=0.1,
         speculate=False,
     )
