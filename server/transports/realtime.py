@@ -252,12 +252,20 @@ class RealtimeConnection:
             await session.respond(
                 speak=params.speak, sample_rate=rt.RATE, instructions=params.instructions
             )
-        elif kind == "response.cancel" and not await session.cancel_turn():
-            raise rt.RealtimeError(
-                "response_cancel_not_active",
-                "Cancellation failed: no active response found",
-                event_id=eid,
-            )
+        elif kind == "response.cancel":
+            # response_id, when given, must name the response in progress: a late cancel of
+            # one that already ended must not stop the next.
+            response_id = rt.field_of(event, "response_id", str)
+            active = self.sink.events.response
+            if (
+                response_id is not None and (active is None or active.id != response_id)
+            ) or not await session.cancel_turn():
+                raise rt.RealtimeError(
+                    "response_cancel_not_active",
+                    "Cancellation failed: no active response found",
+                    param="response_id" if response_id is not None else None,
+                    event_id=eid,
+                )
 
     def _check_previous_item(self, event: dict[str, Any]) -> None:
         """previous_item_id: items join the end of the conversation, so it must name the end

@@ -307,6 +307,9 @@ async def test_metadata_out_of_band_and_retrieve(conn: AsyncRealtimeConnection) 
     # An in-conversation response is retrievable once done, as the history holds it.
     await conn.response.create(response={"max_output_tokens": 15})
     done = await until(conn, "response.done")
+    await conn.response.cancel(response_id=done.response.id)  # too late: it ended
+    error = await until(conn, "error")
+    assert error.error.code == "response_cancel_not_active" and error.error.param == "response_id"
     await conn.conversation.item.retrieve(item_id=done.response.output[0].id)
     retrieved = await until(conn, "conversation.item.retrieved")
     assert retrieved.item.role == "assistant"
