@@ -423,7 +423,9 @@ class Session:
         samples, joins = self.turns.join_carry(audio)
         self.turns.carry = None
         utterance = Utterance(utterance_id, samples)
-        if start.task == "converse" and not start.respond:
+        if not (start.task == "converse" and start.respond):
+            # Nothing to answer (transcription only, or a conversation the client answers
+            # itself): every utterance is transcribed, in order; none cancels another.
             context = TurnContext(self.turns.output())
             self._track(self.responder.voice_turn(context, utterance, start, joins))
             return

@@ -346,3 +346,17 @@ async def test_the_session_publishes_its_state_through_a_barge_in(
         SessionState.LISTENING,
     ]
     assert h.session.state is SessionState.IDLE
+
+
+async def test_transcription_only_keeps_every_utterance(make: Callable[..., Any]) -> None:
+    """A transcribe stream answers nothing, so a new utterance never cancels the last one's
+    transcription, however slow it is."""
+    h: Harness = await make(transcript="one more thing")
+    await h.session.handle(proto.AudioStart(sample_rate=RATE, task="transcribe"))
+    for _ in range(3):
+        await h.speak(tone(0.4))
+        await h.speak(silence(0.6))
+    await h.until(lambda: len(h.sink.of(proto.Transcript)) == 3)
+    stopped = [e.utterance_id for e in h.sink.of(proto.SpeechStopped)]
+    assert [t.utterance_id for t in h.sink.of(proto.Transcript)] == stopped
+    assert not h.sink.of(proto.ReplyStarted)
