@@ -303,6 +303,38 @@ async def test_mqtt_bad_json_gets_an_error_on_the_site(
             await asyncio.gather(pump, return_exceptions=True)
 
 
+async def test_mqtt_site_survives_the_corpus(
+    fuzz_server: RunningServer, broker: MosquittoBroker
+) -> None:
+    """Every corpus input as an ask, a say and a Hermes say on one site; after each, the same
+    site still answers an ask with its id."""
+    client = aiomqtt.Client("127.0.0.1", broker.port, identifier=f"fuzz-{uuid.uuid4().hex[:6]}")
+    async with client:
+        device = Device(client)
+        await client.subscribe("chinwag/fuzz/reply", qos=1)
+        pump = asyncio.create_task(device.pump())
+        try:
+            for n, frame in enumerate(CORPUS):
+                payload = (
+                    frame.encode("utf-8", "surrogatepass") if isinstance(frame, str) else frame
+                )
+                topic = ("chinwag/fuzz/ask", "chinwag/fuzz/say", "hermes/tts/say")[n % 3]
+                await client.publish(topic, payload, qos=1)
+                ping = f"ping-{n}"
+                ask = json.dumps({"text": "Are you there?", "id": ping}).encode()
+                await client.publish("chinwag/fuzz/ask", ask, qos=1)
+                try:
+                    reply = await device.wait(
+                        "chinwag/fuzz/reply", lambda body, ping=ping: body.get("id") == ping
+                    )
+                except TimeoutError as exc:
+                    raise AssertionError(f"after input {n} on {topic}: {frame[:200]!r}") from exc
+                assert reply["status"] == "completed" and reply["text"].strip()
+        finally:
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
+
+
 def test_the_corpus_holds_what_it_should() -> None:
     assert len(CORPUS) > 200
     assert any(isinstance(f, bytes) for f in CORPUS)
