@@ -123,4 +123,8 @@ async def test_pipecat(served: RunningServer) -> None:
     assert wer([QUESTION.text], [spoken["transcript"]]) <= 0.2
     assert spoken["response"]["status"] == "completed" and reply_text(spoken["response"])
     first, second = report["interrupted"][:2]
-    assert first["status"] == "cancelled" and second["status"] == "completed"
+    # Talking over the answer cancels it while it is still being written; an answer the model
+    # finished before the person spoke (its audio still playing) ends completed, as on
+    # OpenAI's server, and Pipecat truncates it itself. Which one depends on the machine.
+    assert first["status"] in {"cancelled", "completed"} and second["status"] == "completed"
+    assert "input_audio_buffer.speech_started" in report["events"]
