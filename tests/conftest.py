@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,6 +13,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from server.app import App, Engines, load_engines, load_into
 from server.config import Settings, load_settings
+from server.engines.fakes import FakeChatModel, FakeSynthesizer, FakeTranscriber, FakeVad
 from server.prompts import PersonaLibrary
 from server.transports.websocket import WebSocketServer
 
@@ -51,6 +53,34 @@ async def start_server(settings: Settings, engines: Engines | None = None) -> Ru
     else:
         app.attach(engines)
     return RunningServer(app, web)
+
+
+def fake_engines(
+    chat: FakeChatModel | None = None,
+    *,
+    transcriber: FakeTranscriber | None = None,
+    synthesizer: FakeSynthesizer | None = None,
+) -> Engines:
+    """Fake engines and a fake VAD: a whole server or session runs in milliseconds."""
+    return Engines(
+        chat=chat if chat is not None else FakeChatModel("Hello there, friend."),
+        transcriber=transcriber if transcriber is not None else FakeTranscriber(),
+        synthesizer=synthesizer if synthesizer is not None else FakeSynthesizer(),
+        vad=FakeVad(),
+    )
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    engines: Engines, settings: Settings | None = None
+) -> AsyncIterator[RunningServer]:
+    """A server on 127.0.0.1:0 with these engines, closed (sessions, workers) afterwards."""
+    running = await start_server(settings if settings is not None else make_settings(), engines)
+    try:
+        yield running
+    finally:
+        await running.web.close()
+        running.app.close()
 
 
 @pytest.fixture(scope="session")

@@ -21,13 +21,12 @@ from server.errors import ChinwagError
 from server.protocol import native as proto
 from server.protocol import realtime as rt
 from server.transports.mqtt import MqttBridge
-from tests.conftest import Client, RunningServer, make_settings, start_server
+from tests.conftest import Client, RunningServer, fake_engines, make_settings, start_server
 from tests.integration.test_hostile_input import (
     BAD_JSON,
     BAD_UPDATES,
     NESTED_ERRORS,
     RealtimeClient,
-    fake_engines,
 )
 from tests.mqtt_broker import MosquittoBroker, running_broker
 

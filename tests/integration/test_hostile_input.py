@@ -12,9 +12,13 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from server.app import Engines
-from server.engines.fakes import FakeChatModel, FakeSynthesizer, FakeTranscriber, FakeVad
-from tests.conftest import Client, RunningServer, make_settings, start_server
+from tests.conftest import (
+    Client,
+    RunningServer,
+    fake_engines,
+    make_settings,
+    serving,
+)
 
 DEEP_ARRAYS = "[" * 100_000 + "]" * 100_000  # 200 kB: under the size limit below
 LONG_INTEGER = '{"type": "user.message", "text": "hi", "id": ' + "9" * 5000 + "}"
@@ -29,21 +33,11 @@ BAD_JSON = [
 ]
 
 
-def fake_engines() -> Engines:
-    return Engines(
-        chat=FakeChatModel("Hello there, friend."),
-        transcriber=FakeTranscriber(),
-        synthesizer=FakeSynthesizer(),
-        vad=FakeVad(),
-    )
-
-
 @pytest.fixture(scope="module")
 async def fake_server() -> AsyncIterator[RunningServer]:
     settings = make_settings(limits={"max_message_bytes": 512 * 1024})
-    running = await start_server(settings, fake_engines())
-    yield running
-    await running.web.close()
+    async with serving(fake_engines(), settings) as running:
+        yield running
 
 
 @pytest.fixture

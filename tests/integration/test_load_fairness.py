@@ -16,11 +16,17 @@ from websockets.asyncio.client import connect
 
 from server.app import Engines
 from server.engines.base import ChatMessage
-from server.engines.fakes import FakeChatModel, FakeSynthesizer, FakeTranscriber, FakeVad
+from server.engines.fakes import FakeChatModel
 from server.engines.llama_cpp import LlamaCppChatModel
 from server.pipeline.chat import ChatOutcome, ChatRunner
 from server.prompts import GenerationSettings
-from tests.conftest import Client, RunningServer, make_settings, start_server
+from tests.conftest import (
+    Client,
+    RunningServer,
+    fake_engines,
+    make_settings,
+    serving,
+)
 
 LONG = " ".join(f"w{i}" for i in range(400))
 
@@ -31,16 +37,9 @@ def by_question(messages: Sequence[ChatMessage]) -> str:
 
 @pytest.fixture
 async def fake_server() -> AsyncIterator[RunningServer]:
-    engines = Engines(
-        chat=FakeChatModel(by_question, token_delay_s=0.01, parallel=8),
-        transcriber=FakeTranscriber(),
-        synthesizer=FakeSynthesizer(),
-        vad=FakeVad(),
-    )
-    running = await start_server(make_settings(), engines)
-    yield running
-    await running.web.close()
-    running.app.close()
+    chat = FakeChatModel(by_question, token_delay_s=0.01, parallel=8)
+    async with serving(fake_engines(chat)) as running:
+        yield running
 
 
 async def open_client(server: RunningServer) -> Client:

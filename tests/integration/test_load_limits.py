@@ -12,11 +12,15 @@ from collections.abc import AsyncIterator, Sequence
 import pytest
 from websockets.asyncio.client import connect
 
-from server.app import Engines
 from server.engines.base import ChatMessage
-from server.engines.fakes import FakeChatModel, FakeSynthesizer, FakeTranscriber, FakeVad
+from server.engines.fakes import FakeChatModel
 from server.transports import sink
-from tests.conftest import Client, RunningServer, make_settings, start_server
+from tests.conftest import (
+    Client,
+    RunningServer,
+    fake_engines,
+    serving,
+)
 
 LONG = " ".join(f"w{i}" for i in range(2000))
 
@@ -27,16 +31,9 @@ def by_question(messages: Sequence[ChatMessage]) -> str:
 
 @pytest.fixture
 async def fake_server() -> AsyncIterator[RunningServer]:
-    engines = Engines(
-        chat=FakeChatModel(by_question, token_delay_s=0.002, parallel=8),
-        transcriber=FakeTranscriber(),
-        synthesizer=FakeSynthesizer(),
-        vad=FakeVad(),
-    )
-    running = await start_server(make_settings(), engines)
-    yield running
-    await running.web.close()
-    running.app.close()
+    chat = FakeChatModel(by_question, token_delay_s=0.002, parallel=8)
+    async with serving(fake_engines(chat)) as running:
+        yield running
 
 
 async def test_every_message_of_a_burst_gets_a_reply_done(fake_server: RunningServer) -> None:

@@ -274,21 +274,17 @@ def test_chinwag_intent_payload_and_event() -> None:
 
 
 async def test_typed_commands_skip_the_model_and_timers_fire() -> None:
-    from server.app import App, Engines
-    from server.engines.fakes import FakeChatModel, FakeSynthesizer, FakeTranscriber, FakeVad
+    from server.app import App
+    from server.engines.fakes import FakeChatModel, FakeTranscriber
     from server.pipeline.session import Session
     from server.prompts import PersonaLibrary
+    from tests.conftest import fake_engines
 
     settings = load_settings(overrides={"intents": {"devices": str(DEMO)}}, environ={})
     personas = PersonaLibrary.load(settings.prompts.directory, settings.prompts.default_persona)
     app = App(settings=settings, personas=personas)
     app.attach(
-        Engines(
-            chat=FakeChatModel("A rainbow is light."),
-            transcriber=FakeTranscriber("hello"),
-            synthesizer=FakeSynthesizer(),
-            vad=FakeVad(),
-        )
+        fake_engines(FakeChatModel("A rainbow is light."), transcriber=FakeTranscriber("hello"))
     )
     events: list[proto.ServerEvent] = []
     arrived = asyncio.Event()

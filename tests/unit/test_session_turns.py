@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 
 from server.app import App, Engines
-from server.engines.fakes import FakeChatModel, FakeSynthesizer, FakeTranscriber, FakeVad
+from server.engines.fakes import FakeChatModel, FakeSynthesizer, FakeTranscriber
 from server.pipeline.session import Session
 from server.pipeline.state import SessionState
 from server.pipeline.turns import TurnPhase
 from server.prompts import PersonaLibrary
 from server.protocol import native as proto
-from tests.conftest import make_settings
+from tests.conftest import fake_engines, make_settings
 
 RATE = 16000
 FRAME = 320  # 20 ms
@@ -95,11 +95,10 @@ def build(
     )
     personas = PersonaLibrary.load(settings.prompts.directory, settings.prompts.default_persona)
     app = App(settings=settings, personas=personas)
-    engines = Engines(
-        chat=FakeChatModel(reply, token_delay_s=token_delay_s),
+    engines = fake_engines(
+        FakeChatModel(reply, token_delay_s=token_delay_s),
         transcriber=FakeTranscriber(transcript),
         synthesizer=FakeSynthesizer(seconds_per_char=seconds_per_char),
-        vad=FakeVad(),
     )
     app.attach(engines)
     return app, engines
