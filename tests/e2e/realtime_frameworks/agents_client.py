@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
 from typing import Any
 
 from agents.realtime import RealtimeAgent, RealtimeRunner
-from common import args, pcm24k, report, silence
+from common import ServerEvents, args, pcm24k, report, silence
 
 INSTRUCTIONS = "You are a friendly assistant. Answer in one short sentence."
 CHUNK = 480  # 20 ms
@@ -23,27 +22,19 @@ async def main() -> None:
     url = opts.url.replace("http", "ws", 1) + "/v1/realtime?model=gpt-realtime"
     runner = RealtimeRunner(RealtimeAgent(name="Assistant", instructions=INSTRUCTIONS))
     session = await runner.run(model_config={"url": url})
-    raw: list[dict[str, Any]] = []
+    seen = ServerEvents()
+    raw, changed = seen.raw, seen.changed
     errors: list[str] = []
-    changed = asyncio.Event()
 
     async def consume() -> None:
         async for event in session:
             if event.type == "error":
                 errors.append(repr(event.error)[:300])
             elif event.type == "raw_model_event" and event.data.type == "raw_server_event":
-                raw.append(event.data.data)
+                seen.add(event.data.data)
             changed.set()
 
-    async def until(check: Callable[[], Any], timeout: float = 120) -> Any:
-        async with asyncio.timeout(timeout):
-            while not (found := check()):
-                changed.clear()
-                await changed.wait()
-        return found
-
-    def server(kind: str, start: int = 0) -> list[dict[str, Any]]:
-        return [e for e in raw[start:] if e.get("type") == kind]
+    until, server = seen.until, seen.of
 
     async def stream(pcm: Any) -> None:
         for i in range(0, len(pcm), CHUNK):

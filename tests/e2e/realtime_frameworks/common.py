@@ -4,9 +4,11 @@ so this is stdlib and numpy only. A client prints one JSON line, its report, and
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 import wave
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -36,6 +38,30 @@ def pcm24k(path: str) -> np.ndarray:
 
 def silence(seconds: float) -> np.ndarray:
     return np.zeros(int(RATE * seconds), dtype="<i2")
+
+
+class ServerEvents:
+    """The raw server events a client saw, and waiting for what it expects among them."""
+
+    def __init__(self) -> None:
+        self.raw: list[dict[str, Any]] = []
+        self.changed = asyncio.Event()  # set on every event (and whatever else a client notes)
+
+    def add(self, event: dict[str, Any]) -> None:
+        self.raw.append(event)
+        self.changed.set()
+
+    def of(self, kind: str, start: int = 0) -> list[dict[str, Any]]:
+        """The events of one type, from position `start` (a `len(raw)` taken earlier)."""
+        return [e for e in self.raw[start:] if e.get("type") == kind]
+
+    async def until(self, check: Callable[[], Any], timeout: float = 120) -> Any:
+        """Wait until `check()` is truthy, re-checking at each change; returns its value."""
+        async with asyncio.timeout(timeout):
+            while not (found := check()):
+                self.changed.clear()
+                await self.changed.wait()
+        return found
 
 
 def report(result: dict[str, Any]) -> None:

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-from common import args, pcm24k, report, silence
+from common import ServerEvents, args, pcm24k, report, silence
 from livekit import rtc
 from livekit.agents import llm
 from livekit.plugins.openai.realtime import RealtimeModel
@@ -23,10 +22,10 @@ CHUNK = 480  # 20 ms
 
 async def main() -> None:
     opts = args()
-    raw: list[dict[str, Any]] = []
+    seen = ServerEvents()
+    raw, changed = seen.raw, seen.changed
     errors: list[str] = []
     replies: list[asyncio.Task[dict[str, Any]]] = []
-    changed = asyncio.Event()
 
     async def drain(ev: llm.GenerationCreatedEvent) -> dict[str, Any]:
         text: list[str] = []
@@ -48,22 +47,13 @@ async def main() -> None:
                 "text": "".join(text), "audio_ms": audio_ms}  # fmt: skip
 
     def on_raw(event: dict[str, Any]) -> None:
-        raw.append(event)
-        changed.set()
+        seen.add(event)
 
     def on_error(event: llm.RealtimeModelError) -> None:
         errors.append(repr(event.error)[:300])
         changed.set()
 
-    async def until(check: Callable[[], Any], timeout: float = 120) -> Any:
-        async with asyncio.timeout(timeout):
-            while not (found := check()):
-                changed.clear()
-                await changed.wait()
-        return found
-
-    def server(kind: str, start: int = 0) -> list[dict[str, Any]]:
-        return [e for e in raw[start:] if e.get("type") == kind]
+    until, server = seen.until, seen.of
 
     result: dict[str, Any] = {"framework": "livekit-agents"}
     async with aiohttp.ClientSession() as http:

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
 from typing import Any
 
-from common import args, pcm24k, report, silence
+from common import ServerEvents, args, pcm24k, report, silence
 from pipecat.frames.frames import InputAudioRawFrame, LLMMessagesAppendFrame
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.runner import PipelineRunner
@@ -27,26 +26,17 @@ CHUNK = 480  # 20 ms
 
 async def main() -> None:
     opts = args()
-    raw: list[dict[str, Any]] = []
-    changed = asyncio.Event()
+    seen = ServerEvents()
+    raw = seen.raw
     parse = events.parse_server_event
 
     def watch(message: str) -> Any:  # every server event, as the service parses it
-        raw.append(json.loads(message))
-        changed.set()
+        seen.add(json.loads(message))
         return parse(message)
 
     events.parse_server_event = watch
 
-    async def until(check: Callable[[], Any], timeout: float = 120) -> Any:
-        async with asyncio.timeout(timeout):
-            while not (found := check()):
-                changed.clear()
-                await changed.wait()
-        return found
-
-    def server(kind: str, start: int = 0) -> list[dict[str, Any]]:
-        return [e for e in raw[start:] if e.get("type") == kind]
+    until, server = seen.until, seen.of
 
     llm = OpenAIRealtimeLLMService(
         api_key="unused-locally", base_url=opts.url.replace("http", "ws", 1) + "/v1/realtime"
