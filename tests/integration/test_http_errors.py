@@ -13,15 +13,13 @@ import pytest
 
 from server import security
 from server.errors import ErrorCode
-from tests.conftest import RunningServer, make_settings, start_server
-from tests.integration.test_hostile_input import fake_engines
+from tests.conftest import RunningServer, fake_engines, serving
 
 
 @pytest.fixture(scope="module")
 async def http_server() -> AsyncIterator[RunningServer]:
-    running = await start_server(make_settings(), fake_engines())
-    yield running
-    await running.web.close()
+    async with serving(fake_engines()) as running:
+        yield running
 
 
 async def raw_request(server: RunningServer, head: bytes) -> tuple[int, dict[str, str], bytes]:
