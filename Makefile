@@ -6,8 +6,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # A real MQTT broker and a real browser for the tests; strace for the privacy proof; espeak-ng
-# for synthesized speech in tests and benchmarks.
-APT_PACKAGES := mosquitto mosquitto-clients chromium strace espeak-ng
+# for synthesized speech in tests and benchmarks; PortAudio for `chinwag satellite`.
+APT_PACKAGES := mosquitto mosquitto-clients chromium strace espeak-ng libportaudio2
 # Portable CPU build of llama.cpp: a native build picks up every instruction the build machine
 # advertises, and AMX tiles advertised inside a VM crashed it with SIGILL here. AVX2/FMA/F16C
 # runs on any x86-64 CPU of the last ten years (the flags are ignored on other architectures).
