@@ -26,6 +26,6 @@ setup(
         "clients.web": ["*"],
         # The personas and their site knowledge files (docs/personas.md).
         "server._data.prompts": ["*.toml", "*/*.md", "*/*.toml"],
-        "server._data.models": ["manifest.toml", "presets.toml"],
+        "server._data.models": ["manifest.toml", "presets.toml", "wake-words.toml"],
     },
 )

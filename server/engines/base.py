@@ -1,4 +1,4 @@
-"""The three engine interfaces. Blocking, thread-confined, no asyncio."""
+"""The engine interfaces. Blocking, thread-confined, no asyncio."""
 
 from __future__ import annotations
 
@@ -129,4 +129,48 @@ class Synthesizer(Protocol):
 
     def synthesize(self, text: str) -> Iterator[Int16Audio]:
         """Speak text; yields mono int16 chunks at sample_rate as they are ready."""
+        ...
+
+
+class UnknownWakeWord(EngineError):
+    """A wake word id the engine has no model for."""
+
+
+@dataclass(frozen=True)
+class WakeDetection:
+    wake_word_id: str  # e.g. "hey_jarvis"
+    probability: float  # the model's score that crossed the threshold
+    # The stream sample (16 kHz, counted from the detector's start or reset) where the audio
+    # window that fired ends. The wake word itself ends a little before: up to ~0.5 s.
+    end_sample: int
+
+
+class WakeWordDetector(Protocol):
+    """One audio stream's wake word detector: 16 kHz mono int16 PCM in, detections out.
+
+    Holds the stream's state; use from one thread at a time."""
+
+    wake_words: tuple[str, ...]  # the ids it listens for
+
+    @property
+    def position(self) -> int:
+        """Samples fed since the start or the last reset()."""
+        ...
+
+    def process(self, audio: Int16Audio) -> list[WakeDetection]:
+        """Analyse the next chunk (any length) of the stream."""
+        ...
+
+    def reset(self) -> None:
+        """Forget the audio so far; the clock restarts at zero."""
+        ...
+
+
+class WakeWordEngine(Protocol):
+    """Loaded once, shared: gives each stream its own detector."""
+
+    available: tuple[str, ...]  # the wake word ids it has models for
+
+    def new_detector(self, wake_words: Sequence[str]) -> WakeWordDetector:
+        """A detector for these ids (raises UnknownWakeWord)."""
         ...

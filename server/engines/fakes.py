@@ -17,6 +17,8 @@ from server.engines.base import (
     GenerationStats,
     Int16Audio,
     Transcript,
+    UnknownWakeWord,
+    WakeDetection,
 )
 from server.prompts import GenerationSettings
 
@@ -242,3 +244,63 @@ class FakeVad:
 
     def new_stream(self) -> FakeVadStream:
         return FakeVadStream(self.threshold_rms)
+
+
+class FakeWakeWordDetector:
+    """A wake word is a steady tone: `min_s` of 80 ms frames whose strongest frequency is within
+    30 Hz of the word's tone (and louder than -40 dBFS) is one detection, at the end of the
+    frame that completed it. The tone must stop before the word is detected again."""
+
+    FRAME = 1280  # 80 ms, as openWakeWord steps
+
+    def __init__(self, tones: dict[str, float], min_s: float) -> None:
+        self.wake_words = tuple(tones)
+        self._tones = tones
+        self._min_frames = max(1, round(min_s * 16_000 / self.FRAME))
+        self.reset()
+
+    @property
+    def position(self) -> int:
+        return self._fed
+
+    def reset(self) -> None:
+        self._fed = 0
+        self._pending = np.zeros(0, dtype=np.int16)
+        self._run = dict.fromkeys(self._tones, 0)
+
+    def process(self, audio: Int16Audio) -> list[WakeDetection]:
+        audio = np.concatenate([self._pending, np.asarray(audio, dtype=np.int16).reshape(-1)])
+        whole = audio.size - audio.size % self.FRAME
+        self._pending = audio[whole:].copy()
+        detections: list[WakeDetection] = []
+        for start in range(0, whole, self.FRAME):
+            frame = audio[start : start + self.FRAME].astype(np.float64) / 32768
+            self._fed += self.FRAME
+            loud = float(np.sqrt(np.mean(frame**2))) > 0.01
+            peak_hz = float(np.argmax(np.abs(np.fft.rfft(frame)))) * 16_000 / self.FRAME
+            for word, tone in self._tones.items():
+                if loud and abs(peak_hz - tone) <= 30:
+                    self._run[word] += 1
+                    if self._run[word] == self._min_frames:
+                        detections.append(WakeDetection(word, 0.99, self._fed))
+                else:
+                    self._run[word] = 0
+        return detections
+
+
+class FakeWakeWordEngine:
+    """Wake words as tones (see FakeWakeWordDetector); records the detectors it made."""
+
+    def __init__(self, tones: dict[str, float] | None = None, min_s: float = 0.4) -> None:
+        self.tones = tones if tones is not None else {"hey_jarvis": 1000.0, "alexa": 1500.0}
+        self.min_s = min_s
+        self.available = tuple(self.tones)
+        self.detectors: list[FakeWakeWordDetector] = []
+
+    def new_detector(self, wake_words: Sequence[str]) -> FakeWakeWordDetector:
+        unknown = [w for w in wake_words if w not in self.tones]
+        if unknown or not wake_words:
+            raise UnknownWakeWord(f"unknown wake word {unknown}; available: {self.available}")
+        detector = FakeWakeWordDetector({w: self.tones[w] for w in wake_words}, self.min_s)
+        self.detectors.append(detector)
+        return detector
