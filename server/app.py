@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 from server.audio.vad import SileroVad, VadModel
 from server.config import Settings
-from server.engines.base import ChatModel, Synthesizer, Transcriber
+from server.engines.base import ChatModel, EngineError, Synthesizer, Transcriber, WakeWordEngine
+from server.errors import ChinwagError, ErrorCode
 from server.intents.recognizer import IntentRecognizer
 from server.metrics import Metrics
 from server.pipeline.chat import ChatRunner
@@ -29,6 +30,8 @@ class Engines:
     transcriber: Transcriber
     synthesizer: Synthesizer
     vad: VadModel
+    # None: openWakeWord's, loaded when a session first asks for a wake word.
+    wake: WakeWordEngine | None = None
 
 
 @dataclass
@@ -46,6 +49,7 @@ class App:
     intents: IntentRecognizer | None = None
     # Every transport's sessions: admission, counting, lookup by id, observers.
     hub: SessionHub = field(init=False)
+    wake: WakeWordEngine | None = None
 
     def __post_init__(self) -> None:
         self.hub = SessionHub(self.settings.limits, self.metrics)
@@ -58,7 +62,19 @@ class App:
         )
         # Loaded (and cached) by load_engines on its worker thread; here it is looked up.
         self.intents = load_recognizer(self.settings.intents)
+        self.wake = engines.wake
         self.ready.set()
+
+    def wake_engine(self) -> WakeWordEngine:
+        """The wake word models (docs/wake-word.md); load_engines loads them, engines given
+        without them (tests) get them on first use."""
+        if self.wake is None:
+            self.wake = load_wake_engine(self.settings)
+            if self.wake is None:
+                raise ChinwagError(
+                    ErrorCode.UNKNOWN_WAKE_WORD, "wake words are unavailable (see the log)"
+                )
+        return self.wake
 
     def close(self) -> None:
         if self.chat is not None:
@@ -123,8 +139,25 @@ def load_engines(settings: Settings) -> Engines:
     load_recognizer(settings.intents)  # the intent templates, cached for App.attach
     synthesizer.warm_up()
     return Engines(
-        chat=chat, transcriber=transcriber, synthesizer=synthesizer, vad=SileroVad.load()
+        chat=chat,
+        transcriber=transcriber,
+        synthesizer=synthesizer,
+        vad=SileroVad.load(),
+        wake=load_wake_engine(settings),
     )
+
+
+def load_wake_engine(settings: Settings) -> WakeWordEngine | None:
+    """openWakeWord's models, checked against models/wake-words.toml (~20 ms). A server that
+    cannot load them still serves; sessions that ask for a wake word get an error."""
+    from server.engines.open_wakeword import OpenWakeWordEngine
+
+    wake = settings.wake
+    try:
+        return OpenWakeWordEngine(wake.model_paths, threshold=wake.threshold)
+    except (EngineError, OSError) as exc:
+        log.error("wake words unavailable: %s", exc)
+        return None
 
 
 Loader = Callable[[Settings], Engines]

@@ -237,6 +237,26 @@ class IntentsSettings(_Group):
     max_timer_s: float = Field(24 * 3600.0, gt=0.0, le=7 * 24 * 3600.0)
 
 
+class WakeSettings(_Group):
+    """Wake words (docs/wake-word.md): a session that asks for one, or whose persona or this
+    default names one, hears nothing until it is said."""
+
+    # The wake words a session listens for when neither it nor its persona says; none: off.
+    # Ids of openWakeWord's packaged models (okay_nabu, hey_jarvis, hey_mycroft, alexa,
+    # hey_rhasspy) or of the models in model_paths.
+    wake_words: list[str] = Field(default_factory=list)
+    # More openWakeWord .tflite models; a model's id is its file name without .tflite.
+    model_paths: list[Path] = Field(default_factory=list)
+    # Score (0-1) at or above which a wake word counts; higher: fewer false wakes, more misses.
+    threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    # After the wake word, the request must begin within this time, or the session waits for
+    # the wake word again.
+    listen_s: float = Field(5.0, gt=0.0, le=60.0)
+    # After a turn, further turns are taken without the wake word if they begin within this
+    # time of the end of the last one's speech (0: one turn per wake word).
+    follow_up_s: float = Field(0.0, ge=0.0, le=300.0)
+
+
 class ModelsSettings(_Group):
     # Where `chinwag models fetch` puts the default weights and where the default model paths
     # point; an explicit [llm] model_path, [asr] model_path or [tts] voice_path wins.
@@ -266,6 +286,7 @@ class Settings(_Group):
     mqtt: MqttSettings = MqttSettings()
     wyoming: WyomingSettings = WyomingSettings()
     intents: IntentsSettings = IntentsSettings()
+    wake: WakeSettings = WakeSettings()
     prompts: PromptSettings = PromptSettings()
 
     @model_validator(mode="after")
@@ -341,6 +362,7 @@ _PATH_FIELDS = {
     ("models", "directory"),
     ("mqtt", "ca_file"),
     ("intents", "devices"),
+    ("wake", "model_paths"),  # a list of paths
 }
 
 
@@ -350,6 +372,13 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
         value = data.get(group, {}).get(field) if isinstance(data.get(group), dict) else None
         if isinstance(value, str) and not Path(value).expanduser().is_absolute():
             data[group][field] = str((base / value).resolve())
+        elif isinstance(value, list):
+            data[group][field] = [
+                str((base / v).resolve())
+                if isinstance(v, str) and not Path(v).expanduser().is_absolute()
+                else v
+                for v in value
+            ]
     return data
 
 

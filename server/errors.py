@@ -29,6 +29,7 @@ class ErrorCode(StrEnum):
     INVALID_AUDIO_FORMAT = "invalid_audio_format"
     UTTERANCE_TOO_LONG = "utterance_too_long"
     # Speech output.
+    UNKNOWN_WAKE_WORD = "unknown_wake_word"  # a wake word this server has no model for
     UNKNOWN_VOICE = "unknown_voice"  # a voice this server does not have (Wyoming)
     # Server-side conditions.
     CONTEXT_OVERFLOW = "context_overflow"

@@ -62,6 +62,8 @@ class Persona:
     knowledge: KnowledgeBase | None = None
     # Commands nothing acted on are refused, and a reply claiming an action says it was not.
     honest_actions: bool = True
+    # The wake words its audio sessions wait for (docs/wake-word.md); None: [wake] wake_words.
+    wake_words: tuple[str, ...] | None = None
 
 
 class PersonaFileError(ChinwagException):
@@ -85,6 +87,11 @@ def load_persona_file(path: Path) -> Persona:
         honest_actions = data.get("honest_actions", True)
         if not isinstance(honest_actions, bool):
             raise PersonaFileError(f"{path}: honest_actions must be true or false")
+        wake_words = data.get("wake_words")
+        if wake_words is not None and not (
+            isinstance(wake_words, list) and all(isinstance(w, str) and w for w in wake_words)
+        ):
+            raise PersonaFileError(f"{path}: wake_words must be a list of wake word ids")
         knowledge = None
         if knowledge_settings.path is not None:
             from server.pipeline.knowledge import KnowledgeFileError, load_knowledge
@@ -102,6 +109,7 @@ def load_persona_file(path: Path) -> Persona:
             knowledge_settings=knowledge_settings,
             knowledge=knowledge,
             honest_actions=honest_actions,
+            wake_words=tuple(wake_words) if wake_words is not None else None,
         )
     except (tomllib.TOMLDecodeError, ValidationError) as exc:
         raise PersonaFileError(f"{path}: {exc}") from exc

@@ -311,6 +311,17 @@ class TurnDetector:
         """Length of the current turn's audio so far (pre-roll included); 0 when idle."""
         return (self._pos - self._utterance_start) / SAMPLE_RATE if self._in_speech else 0.0
 
+    def skip(self, samples: int) -> None:
+        """Audio that went by unheard (waiting for a wake word): the clock moves on, and no
+        turn may include anything before it. Only between turns."""
+        if self._in_speech:
+            raise RuntimeError("cannot skip audio in the middle of a turn")
+        self._pos += max(samples, 0)
+        self._history.clear()
+        self._history_start = self._audio_start = self._floor = self._pos
+        self._candidate = None
+        self._voiced = 0
+
     def current_utterance(self) -> Float32Audio:
         """A copy of the current turn's audio so far, e.g. for a partial transcript."""
         if not self._in_speech:
@@ -494,6 +505,14 @@ class StreamingVad:
             events.extend(self.detector.feed(window, probability))
         self.last_probability = float(probs[-1])
         return events
+
+    def skip(self, samples: int) -> None:
+        """`samples` of the stream went by unheard (see TurnDetector.skip); the model starts
+        afresh on what comes next, and a partial window held counts as unheard."""
+        self.detector.skip(self._pending.size + samples)
+        self._pending = np.zeros(0, dtype=np.float32)
+        self.stream.reset()
+        self.last_probability = 0.0
 
     def force_end(self, since_audio_start: bool = False) -> SpeechStopped | None:
         """End the turn now (see TurnDetector.force_end); the partial window is included."""

@@ -10,9 +10,19 @@ from __future__ import annotations
 import numpy as np
 
 from server.audio.pcm import StreamResampler, check_sample_rate, int16_to_float32
-from server.audio.vad import SAMPLE_RATE, SpeechStopped, StreamingVad, VadConfig, VadEvent
+from server.audio.vad import (
+    SAMPLE_RATE,
+    SpeechStarted,
+    SpeechStopped,
+    StreamingVad,
+    VadConfig,
+    VadEvent,
+)
 from server.config import VadSettings
+from server.pipeline.wake import WakeGate, WakeHeard, WakeWaitingAgain
 from server.protocol.native import AudioStart
+
+InputEvent = VadEvent | WakeHeard | WakeWaitingAgain
 
 
 def vad_config(defaults: VadSettings, start: AudioStart) -> VadConfig:
@@ -39,21 +49,51 @@ def vad_config(defaults: VadSettings, start: AudioStart) -> VadConfig:
 class AudioInput:
     """Blocking compute only; the session calls feed()/finish() on the VAD thread."""
 
-    def __init__(self, start: AudioStart, vad: StreamingVad) -> None:
+    def __init__(self, start: AudioStart, vad: StreamingVad, wake: WakeGate | None = None) -> None:
         check_sample_rate(start.sample_rate)
         if start.output_sample_rate is not None:
             check_sample_rate(start.output_sample_rate)
         self.start = start
         self.vad = vad
+        # Waiting for a wake word (pipeline/wake.py): the VAD hears only what the gate lets by.
+        self.wake = wake
         self._resampler = StreamResampler(start.sample_rate, SAMPLE_RATE, np.float32)
 
-    def feed(self, pcm: np.ndarray) -> list[VadEvent]:
+    def feed(self, pcm: np.ndarray) -> list[InputEvent]:
         audio = self._resampler.process(int16_to_float32(pcm))
-        return self.vad.feed(audio) if len(audio) else []
+        if not len(audio):
+            return []
+        if self.wake is None:
+            return list(self.vad.feed(audio))
+        return self._feed_gated(self.wake, audio)
+
+    def _feed_gated(self, gate: WakeGate, audio: np.ndarray) -> list[InputEvent]:
+        step = gate.feed(audio)
+        events: list[InputEvent] = []
+        if step.heard is not None:
+            events.append(step.heard)
+        if step.skip:
+            self.vad.skip(step.skip)
+        if step.for_vad.size:
+            for event in self.vad.feed(step.for_vad):
+                events.append(event)
+                if isinstance(event, SpeechStarted):
+                    gate.turn_began()
+                elif isinstance(event, SpeechStopped) and (again := gate.turn_ended()):
+                    events.append(again)
+                    # Waiting again: the rest of the chunk was not meant for the VAD.
+                    if self.vad.in_speech:
+                        self.vad.force_end()
+                    break
+        if again := gate.check_deadline(self.vad.in_speech):
+            events.append(again)
+        return events
 
     def finish(self) -> SpeechStopped | None:
         """The stream ended: what is left of an utterance (push-to-talk: all of it)."""
         tail = self._resampler.flush()
+        if self.wake is not None and self.wake.waiting:
+            return None  # nothing was heard
         events = self.vad.feed(tail) if len(tail) else []
         stopped = [e for e in events if isinstance(e, SpeechStopped)]
         if stopped:

@@ -24,13 +24,13 @@ from server.audio.vad import (
     SpeechStarted,
     SpeechStopped,
     StreamingVad,
-    VadEvent,
 )
 from server.config import Settings
-from server.engines.base import Float32Audio
+from server.engines.base import Float32Audio, UnknownWakeWord, WakeWordEngine
 from server.errors import ChinwagError, ErrorCode
-from server.pipeline.audio_input import AudioInput, vad_config
+from server.pipeline.audio_input import AudioInput, InputEvent, vad_config
 from server.pipeline.speech import SpeechRunner
+from server.pipeline.wake import WakeGate, WakeHeard, WakePlan, WakeWaitingAgain
 from server.protocol import native as proto
 
 AUDIO_QUEUE_FRAMES = 64  # ~1-2 s of typical 20-40 ms frames before TCP backpressure
@@ -70,8 +70,12 @@ class Listener:
         turns: TurnTaking,
         log: logging.LoggerAdapter[logging.Logger],
         name: str,
+        wake_plan: Callable[[], WakePlan | None] = lambda: None,
+        wake_engine: Callable[[], WakeWordEngine] | None = None,
     ) -> None:
         self._speech = speech
+        self._wake_plan = wake_plan
+        self._wake_engine = wake_engine
         self._settings = settings
         self._emit = emit
         self._send_error = send_error
@@ -96,12 +100,29 @@ class Listener:
         """Open a stream (an open one ends first, its utterance answered)."""
         speech = self._speech()
         vad = StreamingVad(speech.vad, vad_config(self._settings.vad, start))
-        audio = AudioInput(start, vad)  # validates the rates
+        plan = self._wake_plan() if start.mode == "vad" else None
+        gate = await self._wake_gate(plan) if plan is not None else None
+        audio = AudioInput(start, vad, gate)  # validates the rates
         if self.input is not None:
             await self.stop()
         self.input = audio
         self._queue = asyncio.Queue(maxsize=AUDIO_QUEUE_FRAMES)
         self._task = asyncio.create_task(self._run(audio, self._queue), name=f"audio-{self._name}")
+        if plan is not None:
+            await self._emit(proto.WakeWaiting(wake_words=list(plan.words)))
+
+    async def _wake_gate(self, plan: WakePlan) -> WakeGate:
+        if self._wake_engine is None:
+            raise ChinwagError(ErrorCode.UNKNOWN_WAKE_WORD, "this server has no wake words")
+        engine = self._wake_engine()
+        try:
+            # Loading the interpreters reads model files: off the loop.
+            detector = await self._speech().on_vad_thread(
+                functools.partial(engine.new_detector, plan.words)
+            )
+        except UnknownWakeWord as exc:
+            raise ChinwagError(ErrorCode.UNKNOWN_WAKE_WORD, str(exc)) from exc
+        return WakeGate(detector, plan)
 
     async def push(self, frame: bytes) -> None:
         """One frame of 16-bit PCM; waits while the VAD is behind (backpressure)."""
@@ -175,9 +196,21 @@ class Listener:
 
     async def _analyse(self, audio: AudioInput, pcm: np.ndarray) -> None:
         speech = self._speech()
-        events: list[VadEvent] = await speech.on_vad_thread(functools.partial(audio.feed, pcm))
+        events: list[InputEvent] = await speech.on_vad_thread(functools.partial(audio.feed, pcm))
         for event in events:
-            if isinstance(event, SpeechStarted):
+            if isinstance(event, WakeHeard):
+                self._log.info("wake word %s heard", event.detection.wake_word_id)
+                await self._emit(
+                    proto.WakeDetected(
+                        wake_word_id=event.detection.wake_word_id,
+                        at_ms=round(event.at_s * 1000, 1),
+                        probability=round(event.detection.probability, 3),
+                    )
+                )
+            elif isinstance(event, WakeWaitingAgain):
+                words = audio.wake.plan.words if audio.wake is not None else ()
+                await self._emit(proto.WakeWaiting(wake_words=list(words)))
+            elif isinstance(event, SpeechStarted):
                 await self._started(event, audio)
             elif isinstance(event, SpeechStopped):
                 await self._stopped(event, audio)

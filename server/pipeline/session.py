@@ -47,6 +47,7 @@ from server.pipeline.speech import SpeechRunner
 from server.pipeline.state import SessionState, StateTracker
 from server.pipeline.turn import TurnContext, Utterance
 from server.pipeline.turns import TurnManager
+from server.pipeline.wake import WakePlan, wake_plan
 from server.prompts import GenerationSettings, Persona
 from server.protocol import native as proto
 
@@ -80,6 +81,8 @@ class Session:
         # Replaces the persona's system prompt when set (OpenAI Realtime `instructions`).
         self.instructions: str | None = None
         self._ids = itertools.count(1)
+        # What the client asked for in session.start/update (None: persona or [wake]).
+        self.wake: proto.WakeOptions | None = None
         self._state = StateTracker()
         self.conversation = Conversation()
         self.speaker = Speaker(lambda: self.speech, app.settings.tts.frame_s, self.log)
@@ -126,6 +129,8 @@ class Session:
             turns=self,
             log=self.log,
             name=self.id,
+            wake_plan=self.wake_plan,
+            wake_engine=app.wake_engine,
         )
         # Utterances transcribed into the conversation without an answer (respond=False);
         # a reply asked for later waits for them.
@@ -281,22 +286,50 @@ class Session:
                     current.report(message.played_ms)
             case proto.SessionStart():
                 await self.turns.cancel()
-                self._configure(message.persona, message.generation)
+                self._configure(message.persona, message.generation, message.wake)
+                self.wake = message.wake
                 self.site = message.site
                 self.conversation.clear()
                 await self.emit(self._started_event())
+                await self._restart_listening()
             case proto.SessionUpdate():
-                self._configure(message.persona, message.generation)
+                self._configure(message.persona, message.generation, message.wake)
+                if message.wake is not None:
+                    self.wake = message.wake
                 await self.emit(
                     proto.SessionUpdated(
                         persona=self.persona.name, generation=self.generation.model_dump()
                     )
                 )
+                if message.wake is not None or message.persona is not None:
+                    await self._restart_listening()
             case _:
                 raise ChinwagError(ErrorCode.UNKNOWN_TYPE, f"unhandled message {message.type!r}")
 
-    def _configure(self, persona_name: str | None, overrides: dict[str, Any] | None) -> None:
+    def wake_plan(self) -> WakePlan | None:
+        """The wake words an audio stream waits for (docs/wake-word.md); None: none."""
+        return wake_plan(self.wake, self.persona.wake_words, self.app.settings.wake)
+
+    async def _restart_listening(self) -> None:
+        """An open microphone stream starts again, waiting for the wake words now in force."""
+        if self.listener.open:
+            await self.listener.clear()
+
+    def _configure(
+        self,
+        persona_name: str | None,
+        overrides: dict[str, Any] | None,
+        wake: proto.WakeOptions | None = None,
+    ) -> None:
         # Validate everything before changing anything, so a bad update changes nothing.
+        if wake is not None and wake.words:
+            known = self.app.wake_engine().available
+            unknown = [w for w in wake.words if w not in known]
+            if unknown:
+                raise ChinwagError(
+                    ErrorCode.UNKNOWN_WAKE_WORD,
+                    f"unknown wake word {', '.join(unknown)}; available: {', '.join(known)}",
+                )
         persona = self.app.personas.get(persona_name) if persona_name else self.persona
         base = persona.generation if persona_name else self.generation
         try:

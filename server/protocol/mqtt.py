@@ -29,6 +29,7 @@ HERMES_TTS_ERROR = "hermes/error/tts"
 HERMES_TEXT_CAPTURED = "hermes/asr/textCaptured"
 HERMES_DEFAULT_SITE = "default"
 HERMES_INTENT = "hermes/intent"  # /<intentName>
+HERMES_HOTWORD = "hermes/hotword"  # /<wakewordId>/detected
 
 
 # --- broker addresses ------------------------------------------------------------------------
@@ -108,8 +109,15 @@ class Topics:
 
 
 def event_leaf(event: proto.ServerEvent) -> str:
-    """chinwag/<site>/event/reply_done for reply.done, and so on."""
+    """chinwag/<site>/event/reply_done for reply.done, and so on; wake.detected is
+    chinwag/<site>/event/wake."""
+    if isinstance(event, proto.WakeDetected):
+        return "event/wake"
     return "event/" + event.type.replace(".", "_")
+
+
+def hermes_hotword_topic(wake_word_id: str) -> str:
+    return f"{HERMES_HOTWORD}/{wake_word_id}/detected"
 
 
 def hermes_play_bytes(site: str, request_id: str) -> str:
@@ -258,6 +266,23 @@ def text_captured_payload(transcript: proto.Transcript, site: str, session_id: s
             "siteId": site,
             "sessionId": session_id,
             "wakewordId": None,
+        }
+    )
+
+
+def hotword_detected_payload(event: proto.WakeDetected, site: str, session_id: str) -> bytes:
+    """Rhasspy Hermes' HotwordDetected (hermes/hotword/<wakewordId>/detected)."""
+    return dumps(
+        {
+            "modelId": event.wake_word_id,
+            "modelVersion": "",
+            "modelType": "universal",  # openWakeWord's models are not trained per speaker
+            "currentSensitivity": event.probability,
+            "siteId": site,
+            "sessionId": session_id,
+            "sendAudioCaptured": None,
+            "lang": None,
+            "customEntities": None,
         }
     )
 

@@ -25,6 +25,19 @@ class ClientMessage(BaseModel):
     type: str
 
 
+class WakeOptions(BaseModel):
+    """Wait for a wake word before taking a turn (docs/wake-word.md); server defaults from
+    [wake] and the persona."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Wake word ids (e.g. "hey_jarvis"); any of them wakes the session. [] turns waiting off.
+    words: list[Identifier] = Field(max_length=8)
+    # After the wake word, the request must begin within this time ([wake] listen_s).
+    listen_s: float | None = Field(None, gt=0.0, le=60.0)
+    # Further turns without the wake word if they begin this soon after one ends.
+    follow_up_s: float | None = Field(None, ge=0.0, le=300.0)
+
+
 class SessionStart(ClientMessage):
     """Start a fresh conversation (history cleared) with a persona and settings."""
 
@@ -32,6 +45,7 @@ class SessionStart(ClientMessage):
     persona: Identifier | None = None
     generation: dict[str, Any] | None = None
     site: Identifier | None = None
+    wake: WakeOptions | None = None
 
 
 class SessionUpdate(ClientMessage):
@@ -40,6 +54,7 @@ class SessionUpdate(ClientMessage):
     type: Literal["session.update"] = "session.update"
     persona: Identifier | None = None
     generation: dict[str, Any] | None = None
+    wake: WakeOptions | None = None
 
 
 class UserMessage(ClientMessage):
@@ -337,6 +352,23 @@ class ReplyTruncated(ServerEvent):
     type: ClassVar[str] = "reply.truncated"
     reply_id: str
     heard_text: str
+
+
+class WakeWaiting(ServerEvent):
+    """The microphone waits for a wake word: nothing said is heard until one of these."""
+
+    type: ClassVar[str] = "wake.waiting"
+    wake_words: list[str]
+
+
+class WakeDetected(ServerEvent):
+    """A wake word was heard; the request said after it (in the same breath or within the
+    listening time) is the next turn."""
+
+    type: ClassVar[str] = "wake.detected"
+    wake_word_id: str
+    at_ms: float  # position in the audio stream where the detection fired
+    probability: float
 
 
 class SpeechStarted(ServerEvent):

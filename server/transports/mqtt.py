@@ -474,6 +474,14 @@ class MqttBridge:
         if self.settings.hermes and isinstance(event, proto.Transcript):
             captured = wire.text_captured_payload(event, site, session.id)
             self._events.put(Outgoing(HERMES_TEXT_CAPTURED, captured))
+        if (
+            self.settings.hermes
+            and isinstance(event, proto.WakeDetected)
+            and valid_level(event.wake_word_id)
+        ):
+            hotword = wire.hotword_detected_payload(event, site, session.id)
+            topic = wire.hermes_hotword_topic(event.wake_word_id)
+            self._events.put(Outgoing(topic, hotword))
 
     def on_state(self, session: Session, previous: SessionState, state: SessionState) -> None:
         site = self._site_of(session)
