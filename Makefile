@@ -13,7 +13,7 @@ APT_PACKAGES := mosquitto mosquitto-clients chromium strace espeak-ng libportaud
 # runs on any x86-64 CPU of the last ten years (the flags are ignored on other architectures).
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: setup run test test-slow test-fast bench bench-load bench-levers bench-quality lint system-deps models frameworks clean
+.PHONY: setup run test test-slow test-fast bench bench-load bench-levers bench-quality lint system-deps models frameworks satellite clean
 
 setup: system-deps $(STAMP) models
 
@@ -42,10 +42,10 @@ run: setup
 	$(BIN)/chinwag serve
 
 # Every test but the slowest end-to-end ones (marked `slow`), which CI runs with test-slow.
-test: setup
+test: setup satellite
 	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest -q -m "not slow"
 
-test-slow: setup frameworks
+test-slow: setup frameworks satellite
 	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest -q -m slow
 
 # The Realtime frameworks (OpenAI Agents SDK, LiveKit Agents, Pipecat) as clients of the server,
@@ -57,6 +57,16 @@ frameworks: $(foreach f,$(FRAMEWORKS),.venv-frameworks/$(f)/.installed)
 .venv-frameworks/%/.installed: tests/e2e/realtime_frameworks/requirements-%.txt
 	test -x .venv-frameworks/$*/bin/python || $(PYTHON) -m venv .venv-frameworks/$*
 	.venv-frameworks/$*/bin/pip install --quiet -r $<
+	touch $@
+
+# A real wyoming-satellite (1.0.0, the one on the package index) for the tests that drive it
+# (tests/e2e/test_satellites.py), in its own venv: it pins an older `wyoming` than chinwag's.
+# Pins: tests/e2e/satellite/requirements.txt.
+satellite: .venv-satellite/.installed
+
+.venv-satellite/.installed: tests/e2e/satellite/requirements.txt
+	test -x .venv-satellite/bin/python || $(PYTHON) -m venv .venv-satellite
+	.venv-satellite/bin/pip install --quiet -r $<
 	touch $@
 
 # Unit tests only, on fakes: no model weights needed, a few seconds.
@@ -101,4 +111,4 @@ lint: $(STAMP)
 	$(BIN)/mypy server clients bench tests
 
 clean:
-	rm -rf $(VENV) .venv-frameworks models/*/
+	rm -rf $(VENV) .venv-frameworks .venv-satellite models/*/

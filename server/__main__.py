@@ -176,6 +176,13 @@ async def serve(settings: Settings, ready_file: Path | None = None) -> None:
         except StartupError:
             await web.close()
             raise
+    satellites = None
+    if settings.wyoming.satellites:
+        from server.transports.wyoming_satellite import WyomingSatellites
+
+        # Connects out to each wyoming-satellite and keeps reconnecting (docs/satellites.md).
+        satellites = WyomingSatellites(app, settings.wyoming)
+        satellites.start()
     try:
         loading = asyncio.create_task(load_into(app))
         done, _ = await asyncio.wait(
@@ -198,6 +205,8 @@ async def serve(settings: Settings, ready_file: Path | None = None) -> None:
                 await mqtt.drain(SHUTDOWN_GRACE_S)
             bridge.cancel()
             await asyncio.gather(bridge, return_exceptions=True)
+        if satellites is not None:
+            await satellites.close()
         if wyoming is not None:
             await wyoming.close()
         await web.close()

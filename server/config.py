@@ -209,6 +209,14 @@ class WyomingSettings(_Group):
     max_audio_s: float = Field(60.0, gt=0.0, le=600.0)
     # Largest event (header, data and payload) read from a client.
     max_event_bytes: int = Field(1024 * 1024, ge=4096)
+    # wyoming-satellites chinwag connects to and drives, as Home Assistant does
+    # (docs/satellites.md): tcp://HOST:PORT each (10700 is the satellite's usual port).
+    # Independent of `uri`: a satellite needs no Wyoming server.
+    satellites: list[str] = Field(default_factory=list, max_length=64)
+    # The satellites' persona; none: `persona` above.
+    satellite_persona: str | None = None
+    # Longest a reconnection to a satellite waits (it starts at 1 s and doubles).
+    satellite_reconnect_max_s: float = Field(30.0, ge=1.0, le=3600.0)
 
     @field_validator("uri")
     @classmethod
@@ -216,6 +224,15 @@ class WyomingSettings(_Group):
         if uri is not None:
             parse_tcp_uri(uri)  # ValueError: checked at load time
         return uri
+
+    @field_validator("satellites")
+    @classmethod
+    def _check_satellites(cls, uris: list[str]) -> list[str]:
+        for uri in uris:
+            parse_tcp_uri(uri)
+        if len(set(uris)) != len(uris):
+            raise ValueError("a satellite is listed twice")
+        return uris
 
 
 class IntentsSettings(_Group):

@@ -70,6 +70,71 @@ class Gone(ChinwagException):
     """The peer went away (or stopped reading); the connection ends."""
 
 
+class EventStream:
+    """Wyoming events over one TCP connection, both ways: reads bounded by `max_event_bytes`
+    (checked from the header before anything else is read), writes one at a time with a
+    timeout. Used by the server's connections and by the satellites chinwag drives."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        max_event_bytes: int,
+        peer: str,
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.max_event_bytes = max_event_bytes
+        self.peer = peer
+        self.gone = False
+        self._write_lock = asyncio.Lock()
+
+    async def read(self) -> Event | None:
+        """The next event; None when the peer closed the connection. ChinwagError for an
+        event that is too large or not Wyoming."""
+        try:
+            line = await self.reader.readline()
+            if not line:
+                return None
+            header = wire.parse_header(line, self.max_event_bytes)
+            data = await self.reader.readexactly(header.data_length) if header.data_length else b""
+            payload = (
+                await self.reader.readexactly(header.payload_length)
+                if header.payload_length
+                else b""
+            )
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return None
+        except ValueError as exc:  # readline: a line over the stream's limit
+            raise ChinwagError(ErrorCode.FRAME_TOO_LARGE, "event header too long") from exc
+        return wire.build_event(header, data, payload)
+
+    async def write(self, event: Event) -> None:
+        """Send one event; a peer that is gone or too slow raises Gone (and is dropped)."""
+        if self.gone:
+            raise Gone
+        async with self._write_lock:
+            try:
+                async with asyncio.timeout(SEND_TIMEOUT_S):
+                    await async_write_event(event, self.writer)
+            except TimeoutError:
+                log.warning("Wyoming peer %s too slow to read; dropping it", self.peer)
+                self.drop()
+                raise Gone from None
+            except (ConnectionError, RuntimeError) as exc:
+                self.drop()
+                raise Gone from exc
+
+    def drop(self) -> None:
+        self.gone = True
+        self.writer.transport.abort()
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await self.writer.wait_closed()
+
+
 class WyomingSink:
     """A speech session's EventSink: the session's events become Wyoming events of the
     request in progress (a transcript, audio segments, an error)."""
@@ -141,8 +206,7 @@ class Connection:
             first_phrase_max_words=settings.tts.first_phrase_max_words or None,
         )
         self.language: str | None = settings.asr.language
-        self._write_lock = asyncio.Lock()
-        self.gone = False
+        self.stream = EventStream(reader, writer, settings.wyoming.max_event_bytes, self.peer)
         self.failed = False
         self._queue: asyncio.Queue[wire.Action] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -153,23 +217,11 @@ class Connection:
 
     async def write(self, event: Event) -> None:
         """Send one event; a peer that is gone or too slow ends the connection."""
-        if self.gone:
-            raise Gone
-        async with self._write_lock:
-            try:
-                async with asyncio.timeout(SEND_TIMEOUT_S):
-                    await async_write_event(event, self.writer)
-            except TimeoutError:
-                log.warning("Wyoming client %s too slow to read; dropping it", self.peer)
-                self._drop()
-                raise Gone from None
-            except (ConnectionError, RuntimeError) as exc:
-                self._drop()
-                raise Gone from exc
+        await self.stream.write(event)
 
-    def _drop(self) -> None:
-        self.gone = True
-        self.writer.transport.abort()
+    @property
+    def gone(self) -> bool:
+        return self.stream.gone
 
     async def fail(self, exc: ChinwagError) -> None:
         """Answer `error` and end the connection (the request cannot go on)."""
@@ -200,23 +252,7 @@ class Connection:
             await self._end()
 
     async def _read_event(self) -> Event | None:
-        limit = self.app.settings.wyoming.max_event_bytes
-        try:
-            line = await self.reader.readline()
-            if not line:
-                return None
-            header = wire.parse_header(line, limit)
-            data = await self.reader.readexactly(header.data_length) if header.data_length else b""
-            payload = (
-                await self.reader.readexactly(header.payload_length)
-                if header.payload_length
-                else b""
-            )
-        except (asyncio.IncompleteReadError, ConnectionError):
-            return None
-        except ValueError as exc:  # readline: a line over the stream's limit
-            raise ChinwagError(ErrorCode.FRAME_TOO_LARGE, "event header too long") from exc
-        return wire.build_event(header, data, payload)
+        return await self.stream.read()
 
     async def _act(self, action: wire.Action) -> None:
         match action:

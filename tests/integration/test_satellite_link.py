@@ -1,0 +1,230 @@
+"""chinwag's satellite link on fake engines, against a satellite scripted here the way newer
+wyoming-satellites speak (ping / pong, `played`, `restart_on_end`): real sockets on
+127.0.0.1, milliseconds per turn. The real wyoming-satellite is driven in
+tests/e2e/test_satellites.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+from wyoming.audio import AudioChunk
+from wyoming.event import Event, async_read_event, async_write_event
+from wyoming.info import Attribution, Info, Satellite
+from wyoming.ping import Ping, Pong
+from wyoming.pipeline import PipelineStage, RunPipeline
+from wyoming.snd import Played
+
+from server.errors import ConfigError
+from server.transports import wyoming_satellite as link_module
+from server.transports.wyoming_satellite import SatelliteLink, WyomingSatellites
+from tests.conftest import RunningServer, fake_engines, make_settings, serving
+
+RATE = 16000
+TIMEOUT_S = 20.0
+
+
+def tone(seconds: float) -> bytes:
+    t = np.arange(int(RATE * seconds)) / RATE
+    return (8000 * np.sin(2 * np.pi * 220 * t)).astype("<i2").tobytes()
+
+
+def silence(seconds: float) -> bytes:
+    return bytes(int(RATE * seconds) * 2)
+
+
+def chunks(pcm: bytes, size: int = 2048) -> list[Event]:
+    return [
+        AudioChunk(rate=RATE, width=2, channels=1, audio=pcm[i : i + size]).event()
+        for i in range(0, len(pcm), size)
+    ]
+
+
+@dataclass
+class ScriptedSatellite:
+    """A satellite server: answers describe and pings, records what chinwag sends."""
+
+    name: str = "den"
+    answer_pings: bool = True
+    received: list[Event] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    writer: asyncio.StreamWriter | None = None
+    server: asyncio.Server | None = None
+    port: int = 0
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        while (event := await async_read_event(reader)) is not None:
+            if event.type == "describe":
+                info = Info(
+                    satellite=Satellite(
+                        name=self.name,
+                        attribution=Attribution(name="", url=""),
+                        installed=True,
+                        description="scripted",
+                        version=None,
+                    )
+                )
+                await self.send(info.event())
+                continue
+            if Ping.is_type(event.type) and self.answer_pings:
+                await self.send(Pong(text=event.data.get("text")).event())
+            self.received.append(event)
+            self.arrived.set()
+
+    async def send(self, *events: Event) -> None:
+        assert self.writer is not None
+        for event in events:
+            await async_write_event(event, self.writer)
+
+    def types(self) -> list[str]:
+        return [e.type for e in self.received]
+
+    async def wait_for(self, kind: str, count: int = 1) -> Event:
+        async with asyncio.timeout(TIMEOUT_S):
+            while True:
+                found = [e for e in self.received if e.type == kind]
+                if len(found) >= count:
+                    return found[count - 1]
+                self.arrived.clear()
+                await self.arrived.wait()
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.transport.abort()
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def linked(
+    satellite: ScriptedSatellite,
+) -> AsyncIterator[tuple[RunningServer, SatelliteLink]]:
+    await satellite.start()
+    uri = f"tcp://127.0.0.1:{satellite.port}"
+    settings = make_settings(wyoming={"satellites": [uri], "satellite_persona": "assistant"})
+    async with serving(fake_engines(), settings) as running:
+        satellites = WyomingSatellites(running.app, settings.wyoming)
+        satellites.start()
+        link = satellites.links[0]
+        try:
+            await asyncio.wait_for(link.connected.wait(), TIMEOUT_S)
+            yield running, link
+        finally:
+            await satellites.close()
+            await satellite.close()
+
+
+def run_pipeline(restart: bool, start: PipelineStage = PipelineStage.ASR) -> Event:
+    return RunPipeline(
+        start_stage=start, end_stage=PipelineStage.TTS, restart_on_end=restart
+    ).event()
+
+
+async def test_a_turn_goes_out_as_wyoming_events_and_waits_for_played() -> None:
+    satellite = ScriptedSatellite()
+    async with linked(satellite) as (_, link):
+        assert satellite.types()[0] == "run-satellite"
+        assert link.site == "den" and link.session is not None and link.session.site == "den"
+        await satellite.send(run_pipeline(restart=False))
+        await satellite.send(*chunks(silence(0.3) + tone(1.0) + silence(1.5)))
+        await satellite.wait_for("audio-stop")
+        synthesize = await satellite.wait_for("synthesize")
+        assert synthesize.data["text"] == "Hello there, friend."
+        types = satellite.types()
+        order = [types.index(t) for t in ("voice-started", "voice-stopped", "transcript")]
+        assert order == sorted(order)
+        assert (await satellite.wait_for("transcript")).data["text"] == "hello"
+        assert types.index("audio-start") < types.index("audio-chunk") < types.index("audio-stop")
+        assert link.run_state is not None  # waiting for `played`
+        await satellite.send(Played().event())
+        async with asyncio.timeout(TIMEOUT_S):
+            while link.run_state is not None:  # noqa: ASYNC110 - the link's own state
+                await asyncio.sleep(0.01)
+        # Not restarted: audio now is dropped, nothing more is answered.
+        await satellite.send(*chunks(tone(1.0) + silence(1.5)))
+        await asyncio.sleep(0.3)
+        assert satellite.types().count("transcript") == 1
+
+
+async def test_an_always_on_satellite_gets_one_run_after_the_other() -> None:
+    satellite = ScriptedSatellite()
+    async with linked(satellite) as (_, link):
+        await satellite.send(run_pipeline(restart=True, start=PipelineStage.WAKE))
+        for turn in (1, 2):
+            await satellite.send(*chunks(tone(1.0) + silence(1.5)))
+            await satellite.wait_for("audio-stop", turn)
+            await satellite.send(Played().event())
+        assert satellite.types().count("transcript") == 2
+        assert link.connected.is_set()
+
+
+async def test_pings_are_answered_and_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(link_module, "PING_EVERY_S", 0.05)
+    satellite = ScriptedSatellite()
+    async with linked(satellite) as _:
+        await satellite.send(Ping(text="are you there").event())
+        pong = await satellite.wait_for("pong")
+        assert pong.data["text"] == "are you there"
+        await satellite.wait_for("ping", 2)
+
+
+async def test_a_satellite_that_stops_answering_pings_is_reconnected(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(link_module, "PING_EVERY_S", 0.05)
+    monkeypatch.setattr(link_module, "PING_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(link_module, "FIRST_RETRY_S", 0.05)
+    satellite = ScriptedSatellite()
+    async with linked(satellite) as (running, link):
+        await satellite.wait_for("ping", 2)  # answered: from now on pongs are expected
+        satellite.answer_pings = False
+        async with asyncio.timeout(TIMEOUT_S):
+            while link.connections < 2:  # noqa: ASYNC110 - the link's own state
+                await asyncio.sleep(0.02)
+        assert running.app.hub.count == 1  # the old session is gone, the new one is open
+
+
+async def test_bad_events_are_answered_with_an_error_and_the_link_goes_on() -> None:
+    satellite = ScriptedSatellite()
+    async with linked(satellite) as _:
+        await satellite.send(Event(type="run-pipeline", data={"start_stage": "nowhere"}))
+        error = await satellite.wait_for("error")
+        assert error.data["code"] == "invalid_message"
+        await satellite.send(AudioChunk(rate=RATE, width=9, channels=1, audio=b"").event())
+        error = await satellite.wait_for("error", 2)
+        assert error.data["code"] == "invalid_audio_format"
+        await satellite.send(run_pipeline(restart=False))
+        await satellite.send(*chunks(tone(1.0) + silence(1.5)))
+        assert (await satellite.wait_for("transcript")).data["text"] == "hello"
+
+
+async def test_a_satellite_gone_mid_turn_leaves_no_session_or_task() -> None:
+    satellite = ScriptedSatellite()
+    async with linked(satellite) as (running, link):
+        await satellite.send(run_pipeline(restart=False))
+        await satellite.send(*chunks(tone(1.0) + silence(1.5)))
+        await satellite.wait_for("audio-start")
+        assert satellite.writer is not None
+        satellite.writer.transport.abort()  # gone while the reply plays
+        async with asyncio.timeout(TIMEOUT_S):
+            while link.connected.is_set() or running.app.hub.count:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        assert link.session is None and link.run_state is None
+        assert link._runs is None
+
+
+def test_satellite_uris_are_checked_when_the_settings_load() -> None:
+    with pytest.raises(ConfigError, match="tcp://HOST:PORT"):
+        make_settings(wyoming={"satellites": ["http://kitchen:10700"]})
+    with pytest.raises(ConfigError, match="twice"):
+        make_settings(wyoming={"satellites": ["tcp://a:1", "tcp://a:1"]})
