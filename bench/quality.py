@@ -21,6 +21,7 @@ locally is run (`--models` to choose). Writes bench/results-quality.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import threading
@@ -45,6 +46,7 @@ DONT_KNOW = re.compile(
     r"can'?t (?:say|tell|find)|unable to (?:say|tell)|not in my)\b",
     re.IGNORECASE,
 )
+# Where the shipped venue file says to ask; a set file's `[set] where_to_ask` replaces it.
 WHERE_TO_ASK = re.compile(r"front desk|reception|01632 960 412|hello@", re.IGNORECASE)
 
 
@@ -66,16 +68,37 @@ class Item:
     expect: list[list[str]]
 
 
-def load_set(path: Path = SET) -> list[Item]:
+@dataclass
+class LabelledSet:
+    """A set file: its questions, and optionally (`[set]`) the persona, a venue file of its own
+    (a held-out set brings one) and the words that show a reply says where to ask."""
+
+    items: list[Item]
+    persona: str = "receptionist"
+    knowledge: Path | None = None
+    where_to_ask: re.Pattern[str] = WHERE_TO_ASK
+
+
+def load_set(path: Path = SET) -> LabelledSet:
     data = tomllib.loads(path.read_text(encoding="utf-8"))
-    return [
+    items = [
         Item(category, entry["q"], entry.get("expect", []))
-        for category in ("site", "unknown", "command", "general")
+        for category in CATEGORIES
         for entry in data.get(category, [])
     ]
+    header = data.get("set", {})
+    labelled = LabelledSet(items, persona=header.get("persona", "receptionist"))
+    if "knowledge" in header:
+        labelled.knowledge = path.parent / header["knowledge"]
+    if "where_to_ask" in header:
+        alternatives = "|".join(re.escape(w) for w in header["where_to_ask"])
+        labelled.where_to_ask = re.compile(alternatives, re.IGNORECASE)
+    return labelled
 
 
-def score(item: Item, reply: str, raw_claim: bool) -> dict[str, Any]:
+def score(
+    item: Item, reply: str, raw_claim: bool, where_to_ask: re.Pattern[str] = WHERE_TO_ASK
+) -> dict[str, Any]:
     claimed = claims_action(reply) and "nothing was changed" not in reply
     row: dict[str, Any] = {
         "category": item.category,
@@ -88,7 +111,7 @@ def score(item: Item, reply: str, raw_claim: bool) -> dict[str, Any]:
         row["correct"] = has_facts(reply, item.expect) and not claimed
     elif item.category == "unknown":
         row["honest"] = bool(DONT_KNOW.search(reply))
-        row["where_to_ask"] = bool(WHERE_TO_ASK.search(reply))
+        row["where_to_ask"] = bool(where_to_ask.search(reply))
         row["correct"] = row["honest"] and not claimed
     else:
         row["correct"] = not claimed
@@ -164,19 +187,31 @@ def main() -> None:
     parser.add_argument("--modes", default="extract,model,baseline")
     parser.add_argument("--models", help="comma-separated preset names (default: all present)")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results-quality.json")
+    parser.add_argument(
+        "--set",
+        type=Path,
+        default=SET,
+        help="labelled set (TOML); a held-out set names its own venue file in [set]",
+    )
     args = parser.parse_args()
     settings = load_settings(None)
+    labelled = load_set(args.set)
     personas = PersonaLibrary.load(settings.prompts.directory, settings.prompts.default_persona)
-    persona = personas.get("receptionist")
+    persona = personas.get(labelled.persona)
+    if labelled.knowledge is not None:
+        from server.pipeline.knowledge import load_knowledge
+
+        persona = dataclasses.replace(persona, knowledge=load_knowledge(labelled.knowledge))
     if persona.knowledge is None:
-        raise SystemExit("the receptionist persona has no [knowledge] file")
+        raise SystemExit(f"the {persona.name} persona has no [knowledge] file")
     models = model_presets(settings.models.directory, settings.llm.model_path)
     if args.models:
         models = {k: v for k, v in models.items() if k in args.models.split(",")}
-    items = load_set()
+    items = labelled.items
     modes = args.modes.split(",")
     results: dict[str, Any] = {
         "hardware": hardware(),
+        "set": str(args.set),
         "persona": persona.name,
         "knowledge": persona.knowledge.source,
         "passages": len(persona.knowledge.passages),
@@ -191,7 +226,7 @@ def main() -> None:
             totals: list[float] = []
             for item in items:
                 text, raw, retrieval, total = replier.reply(persona, mode, item.question)
-                rows.append(score(item, text, raw))
+                rows.append(score(item, text, raw, labelled.where_to_ask))
                 if mode != "baseline":
                     retrievals.append(retrieval)
                 totals.append(total)
