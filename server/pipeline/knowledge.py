@@ -54,7 +54,20 @@ STOPWORDS = frozenset(
     hi hello hey ok okay today tonight now may might must shall much many way one anyone
     someone something anything somewhere anywhere also still yes really actually kind sort
     excuse sorry near nearby nearest around building place venue centre center leave
+    ve ll re um uh er erm hmm mm wondering wonder wondered quick quickly question moment currently
     """.split()  # noqa: SIM905 (a list of 150 words reads better as text)
+)
+
+# Everyday verbs and adverbs that name no topic ("grab a coffee", "bring my dog", "keep a DVD").
+# Unmatched, one does not count against a passage's coverage of the question; a noun the
+# passage does not hold ("a 3D printer", "e-books") still does: that is what the facts do not
+# say. Matched, they count like any word.
+GENERIC_WORDS = frozenset(
+    """
+    grab bring brought lock take took taken keep kept give gave given put use used make made come
+    came see saw look looking try stay hang pick drop back bit able allowed mind fine good
+    best quick easy usually normally exactly long often every also again else ever
+    """.split()  # noqa: SIM905
 )
 
 # Venue vocabulary people say in different words. Each group is one topic; a question word in
@@ -66,10 +79,10 @@ SYNONYM_GROUPS: tuple[tuple[str, ...], ...] = (
     ("stairs", "staircase", "stairway", "steps"),
     ("cafe", "coffee", "canteen", "restaurant", "food", "eat", "drink", "drinks", "snack",
      "snacks", "lunch", "breakfast", "tea"),
-    ("wifi", "internet", "wireless", "network", "password", "online"),
+    ("wifi", "internet", "wireless"),
     ("parking", "park", "car", "cars", "carpark", "garage"),
     ("bike", "bikes", "bicycle", "bicycles", "cycle", "cycles"),
-    ("open", "opens", "opening", "close", "closes", "closing", "closed", "hours", "time"),
+    ("open", "opens", "opening", "close", "closes", "closing", "closed", "shut", "hours"),
     ("contact", "phone", "call", "telephone", "number", "email", "ring", "reach"),
     ("address", "located", "location", "postcode", "directions"),
     ("accessible", "accessibility", "wheelchair", "wheelchairs", "disabled", "disability",
@@ -77,25 +90,48 @@ SYNONYM_GROUPS: tuple[tuple[str, ...], ...] = (
     ("dog", "dogs", "pet", "pets", "animal", "animals"),
     ("print", "printing", "printer", "photocopy", "photocopying", "copy", "copies", "scan"),
     ("lost", "property", "found", "left", "lose", "lost-and-found"),
-    ("book", "booking", "reserve", "reservation", "hire", "rent"),
-    ("cash", "atm", "cashpoint", "money", "withdraw"),
+    # Not "book": a library's books are not bookings (a stem cannot tell them apart).
+    ("reserve", "reservation", "hire", "rent", "rental"),
+    ("atm", "cashpoint", "cashmachine"),
+    ("price", "prices", "cost", "costs", "fee", "fees", "charge", "charges", "expensive",
+     "cheap"),
     ("first", "aid", "injury", "injured", "hurt", "medical"),
     ("room", "rooms", "hall", "studio"),
+    ("child", "children", "kid", "kids"),
+    ("borrow", "borrowing", "loan", "loans", "lend"),
+    ("locker", "lockers", "lock"),
     ("saturday", "weekend", "weekends"),
     ("sunday", "weekend", "weekends"),
-    ("monday", "weekday", "weekdays"),
-    ("tuesday", "weekday", "weekdays"),
-    ("wednesday", "weekday", "weekdays"),
-    ("thursday", "weekday", "weekdays"),
-    ("friday", "weekday", "weekdays"),
+    ("monday", "weekday", "weekdays", "day", "days"),
+    ("tuesday", "weekday", "weekdays", "day", "days"),
+    ("wednesday", "weekday", "weekdays", "day", "days"),
+    ("thursday", "weekday", "weekdays", "day", "days"),
+    ("friday", "weekday", "weekdays", "day", "days"),
 )  # fmt: skip
+
+# One way only: a question about "any day" is answered by a fact about Thursday, but a question
+# about Thursday is not answered by "20p per day"; "what time" asks about opening hours, but
+# "up to 3 times" is not about them.
+BROADER: dict[str, tuple[str, ...]] = {
+    "day": ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday",
+            "weekend", "weekday"),
+    "time": ("open", "opening", "close", "closing", "hours", "start", "starts"),
+}  # fmt: skip
 
 _WORD = re.compile(r"[a-z0-9]+")
 _JOINS = (
     (re.compile(r"\bwi[\s-]?fi\b"), "wifi"),
     (re.compile(r"\bcar[\s-]park\b"), "carpark"),
     (re.compile(r"\be[\s-]?mail\b"), "email"),
+    (re.compile(r"\be-(book|reader|magazine)"), r"e\1"),
+    (re.compile(r"\bcash[\s-]?(?:machine|point)s?\b"), "cashpoint"),
 )
+_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_DAY_RANGE = re.compile(
+    rf"\b({'|'.join(_DAYS)})s?\s*(?:to|-|–|until|through|till)\s*({'|'.join(_DAYS)})s?\b"
+)
+# A price in the facts ("£15 an hour", "10p a page") answers "how much does it cost".
+_PRICE = re.compile(r"[£$€]\s?\d|\b\d+(?:\.\d+)?\s?p\b")
 
 
 @lru_cache(maxsize=1)
@@ -119,17 +155,47 @@ def words(text: str) -> list[str]:
 
 def terms(text: str) -> list[str]:
     """Stemmed content words: what the index holds."""
-    return list(_stemmer().stemWords(words(text)))
+    return [_singular(t) for t in _stemmer().stemWords(words(text))]
+
+
+def _singular(stem: str) -> str:
+    # Snowball keeps the plural of short or unusual words ("dvds", "cds"): one form for both.
+    if len(stem) > 3 and stem.endswith("s") and not stem.endswith(("ss", "us", "is")):
+        return stem[:-1]
+    return stem
+
+
+def fact_terms(text: str) -> list[str]:
+    """A fact's terms, with what it says without naming it: the days inside a range ("Monday
+    to Friday" holds Thursday) and "price" when it states one."""
+    found = terms(text)
+    folded = _fold(text)
+    for first, last in _DAY_RANGE.findall(folded):
+        start, end = _DAYS.index(first), _DAYS.index(last)
+        span = _DAYS[start : end + 1] if start <= end else _DAYS[start:] + _DAYS[: end + 1]
+        found.extend(terms(" ".join(span)))
+    if _PRICE.search(folded):
+        found.extend(terms("price"))
+    return found
+
+
+@lru_cache(maxsize=1)
+def _generic() -> frozenset[str]:
+    return frozenset(terms(" ".join(sorted(GENERIC_WORDS))))
 
 
 @lru_cache(maxsize=1)
 def _synonyms() -> dict[str, frozenset[str]]:
     table: dict[str, set[str]] = {}
-    stem = _stemmer().stemWord
+    def stem(word: str) -> str:
+        return _singular(_stemmer().stemWord(word))
+
     for group in SYNONYM_GROUPS:
         stems = {stem(w) for word in group for w in _WORD.findall(_fold(word))}
         for s in stems:
             table.setdefault(s, set()).update(stems)
+    for broad, narrower in BROADER.items():
+        table.setdefault(stem(broad), {stem(broad)}).update(stem(w) for w in narrower)
     return {k: frozenset(v) for k, v in table.items()}
 
 
@@ -185,7 +251,7 @@ class Search:
 def _passage_terms(passage: Passage) -> list[str]:
     # The title counts twice: it names the topic.
     text = f"{passage.title} {passage.title} {' '.join(passage.keywords)} {passage.text}"
-    return terms(text)
+    return fact_terms(text)
 
 
 @dataclass
@@ -220,10 +286,14 @@ class KnowledgeBase:
         if unique:
             expanded = sorted({s for t in unique for s in expand(t)})
             scores = self._index.get_scores(expanded)
+            generic = _generic()
             for i, score in enumerate(scores):
                 if score > 0:
-                    covered = sum(1 for t in unique if expand(t) & self._terms[i])
-                    hits.append(Hit(self.passages[i], float(score), covered / len(unique)))
+                    matched = [t for t in unique if expand(t) & self._terms[i]]
+                    # An everyday verb names no topic: not a miss.
+                    counted = [t for t in unique if t in matched or t not in generic]
+                    coverage = len(matched) / len(counted)
+                    hits.append(Hit(self.passages[i], float(score), coverage))
             # Most of the question covered first; then a question word naming the passage's
             # topic (its title); then BM25.
             hits.sort(key=lambda h: (-h.coverage, -self._title_matches(h, unique), -h.score))
