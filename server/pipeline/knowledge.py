@@ -128,7 +128,7 @@ _JOINS = (
 )
 _DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _DAY_RANGE = re.compile(
-    rf"\b({'|'.join(_DAYS)})s?\s*(?:to|-|–|until|through|till)\s*({'|'.join(_DAYS)})s?\b"
+    rf"\b({'|'.join(_DAYS)})s?\s*(?:to|-|\u2013|until|through|till)\s*({'|'.join(_DAYS)})s?\b"
 )
 # A price in the facts ("£15 an hour", "10p a page") answers "how much does it cost".
 _PRICE = re.compile(r"[£$€]\s?\d|\b\d+(?:\.\d+)?\s?p\b")
@@ -187,6 +187,7 @@ def _generic() -> frozenset[str]:
 @lru_cache(maxsize=1)
 def _synonyms() -> dict[str, frozenset[str]]:
     table: dict[str, set[str]] = {}
+
     def stem(word: str) -> str:
         return _singular(_stemmer().stemWord(word))
 
