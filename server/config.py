@@ -99,6 +99,18 @@ class LimitsSettings(_Group):
     max_queued_events: int = Field(1024, ge=16)
 
 
+class HttpSettings(_Group):
+    """OpenAI-compatible HTTP on the server's port (docs/openai-http.md)."""
+
+    enabled: bool = True
+    # Largest JSON body (chat, speech); a larger one is refused with 413 before it is read.
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    # Largest uploaded audio file (OpenAI's own limit is 25 MB).
+    max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1024)
+    # Longest uploaded audio transcribed; decoding stops as soon as a file is longer.
+    max_audio_s: float = Field(600.0, gt=0.0, le=7200.0)
+
+
 class LlmSettings(_Group):
     model_path: Path = MODELS_DIR / DEFAULT_LLM
     context_size: int = Field(2048, ge=256)
@@ -295,6 +307,7 @@ class Settings(_Group):
 
     server: ServerSettings = ServerSettings()
     limits: LimitsSettings = LimitsSettings()
+    http: HttpSettings = HttpSettings()
     models: ModelsSettings = ModelsSettings()
     llm: LlmSettings = LlmSettings()
     asr: AsrSettings = AsrSettings()

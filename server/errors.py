@@ -43,6 +43,11 @@ class ErrorCode(StrEnum):
     URI_TOO_LONG = "uri_too_long"  # an HTTP request target over security.MAX_TARGET_CHARS
     HEADERS_TOO_LARGE = "headers_too_large"  # a header line or too many (websockets' limits)
     INTERNAL_ERROR = "internal_error"
+    # OpenAI-compatible HTTP (/v1/chat/completions, /v1/audio/*; docs/openai-http.md).
+    MODEL_NOT_FOUND = "model_not_found"  # a `model` that is no persona of this server
+    BODY_TOO_LARGE = "body_too_large"  # a request body over [http] max_body_bytes / upload
+    AUDIO_TOO_LONG = "audio_too_long"  # an uploaded file over [http] max_audio_s
+    MODELS_LOADING = "models_loading"  # the models are not loaded yet (or failed to load)
 
 
 class ChinwagException(Exception):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -174,3 +174,46 @@ class WakeWordEngine(Protocol):
     def new_detector(self, wake_words: Sequence[str]) -> WakeWordDetector:
         """A detector for these ids (raises UnknownWakeWord)."""
         ...
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A stretch of a transcribed file, with its time in the audio."""
+
+    start_s: float
+    end_s: float
+    text: str
+    # Whisper's figures for the segment, where the engine has them.
+    tokens: tuple[int, ...] = ()
+    avg_logprob: float = 0.0
+    compression_ratio: float = 0.0
+    no_speech_prob: float = 0.0
+
+
+@dataclass
+class FileTranscription:
+    """A whole file's transcription under way: the language is known at once, the segments
+    come as each window is decoded (pull them one by one, on a worker thread)."""
+
+    language: str
+    duration_s: float
+    segments: Iterator[Segment]
+
+
+@runtime_checkable
+class FileTranscriber(Protocol):
+    """A Transcriber that also transcribes whole files of any length, with timestamps, a
+    language and a prompt (OpenAI's /v1/audio/transcriptions). Optional: for a transcriber
+    without it, a file is one `transcribe` call and one segment."""
+
+    def transcribe_file(
+        self, audio: Float32Audio, *, language: str | None, prompt: str | None
+    ) -> FileTranscription: ...
+
+
+@runtime_checkable
+class PacedSynthesizer(Protocol):
+    """A Synthesizer that also speaks faster or slower (OpenAI's `speed`, 1.0 = the voice's
+    own pace). Optional: a synthesizer without it speaks only at its own pace."""
+
+    def synthesize_paced(self, text: str, speed: float) -> Iterator[Int16Audio]: ...

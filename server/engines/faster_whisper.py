@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import ctranslate2
@@ -12,7 +12,13 @@ from faster_whisper import WhisperModel
 from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import get_suppressed_tokens
 
-from server.engines.base import Float32Audio, Transcript, UnsupportedAudio
+from server.engines.base import (
+    FileTranscription,
+    Float32Audio,
+    Segment,
+    Transcript,
+    UnsupportedAudio,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +94,44 @@ class WhisperTranscriber:
             if short is not None:
                 return short
         return self._transcribe_standard(audio, audio_s)
+
+    def transcribe_file(
+        self, audio: Float32Audio, *, language: str | None, prompt: str | None
+    ) -> FileTranscription:
+        """A whole file, any length, with segment timestamps (OpenAI's transcription API).
+
+        Whisper's own long-form decoding: 30 s windows, each conditioned on its prompt; the
+        segments are decoded as they are pulled, one window per pull."""
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.ndim != 1:
+            raise UnsupportedAudio("audio must be mono")
+        segments, info = self._model.transcribe(
+            audio,
+            language=language or self._language,
+            initial_prompt=prompt or None,
+            beam_size=self._beam_size,
+            best_of=1,
+            temperature=0.0,
+            vad_filter=False,
+            condition_on_previous_text=False,
+            without_timestamps=False,
+        )
+
+        def pieces() -> Iterator[Segment]:
+            for seg in segments:
+                text = " ".join(seg.text.split())
+                if text:
+                    yield Segment(
+                        float(seg.start),
+                        float(seg.end),
+                        text,
+                        tuple(seg.tokens),
+                        float(seg.avg_logprob),
+                        float(seg.compression_ratio),
+                        float(seg.no_speech_prob),
+                    )
+
+        return FileTranscription(info.language, audio.size / SAMPLE_RATE, pieces())
 
     def warm_up(self) -> None:
         self.transcribe(np.zeros(SAMPLE_RATE, dtype=np.float32))

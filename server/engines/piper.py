@@ -55,14 +55,22 @@ class PiperSynthesizer:
 
     def synthesize(self, text: str) -> Iterator[Int16Audio]:
         """Yield one mono int16 chunk per sentence, each as soon as it is synthesised."""
+        return self._synthesize(text, self._config)
+
+    def _synthesize(self, text: str, config: SynthesisConfig) -> Iterator[Int16Audio]:
         # "[[...]]" is Piper's raw-phoneme syntax: never take it from LLM text.
         text = text.replace("[[", "[ [").strip()
         if not text:
             return
-        for chunk in self._voice.synthesize(text, syn_config=self._config):
+        for chunk in self._voice.synthesize(text, syn_config=config):
             audio = np.ascontiguousarray(chunk.audio_int16_array, dtype=np.int16).reshape(-1)
             if audio.size:
                 yield audio
+
+    def synthesize_paced(self, text: str, speed: float) -> Iterator[Int16Audio]:
+        """As synthesize, `speed` times as fast as the voice's own pace (0.25 to 4)."""
+        scale = (self._config.length_scale or self._voice.config.length_scale) / speed
+        return self._synthesize(text, SynthesisConfig(length_scale=scale))
 
     def warm_up(self) -> None:
         for _ in self.synthesize("Hello."):

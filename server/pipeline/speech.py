@@ -10,15 +10,36 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
 
 from server.audio.vad import VadModel
-from server.engines.base import Float32Audio, Int16Audio, Synthesizer, Transcriber, Transcript
+from server.engines.base import (
+    FileTranscriber,
+    Float32Audio,
+    Int16Audio,
+    PacedSynthesizer,
+    Segment,
+    Synthesizer,
+    Transcriber,
+    Transcript,
+)
 from server.pipeline.priority import CpuPriority
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class TranscribedFile:
+    language: str
+    duration_s: float
+    segments: list[Segment]
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text for s in self.segments)
 
 
 class SpeechRunner:
@@ -72,14 +93,56 @@ class SpeechRunner:
         finally:
             self._partial_jobs -= 1
 
-    async def synthesize(self, text: str, *, urgent: bool = False) -> Int16Audio:
+    async def transcribe_file(
+        self, audio: Float32Audio, *, language: str | None = None, prompt: str | None = None
+    ) -> TranscribedFile:
+        """A whole file (OpenAI's transcription API), in the background: on the partial
+        transcriptions' worker, one 30 s window per job, so a long file never delays a
+        turn's transcription and partials may run between its windows. Cancelling stops
+        at the next window."""
+        loop = asyncio.get_running_loop()
+        transcriber = self.transcriber
+        self._partial_jobs += 1  # the listener skips partials meanwhile, not queue them
+        try:
+            if not isinstance(transcriber, FileTranscriber):
+                whole = await loop.run_in_executor(
+                    self._partial_pool, transcriber.transcribe, audio
+                )
+                segments = [Segment(0.0, whole.audio_s, whole.text)] if whole.text else []
+                return TranscribedFile(whole.language, whole.audio_s, segments)
+            job = await loop.run_in_executor(
+                self._partial_pool,
+                lambda: transcriber.transcribe_file(audio, language=language, prompt=prompt),
+            )
+            found: list[Segment] = []
+            while (
+                segment := await loop.run_in_executor(self._partial_pool, next, job.segments, None)
+            ) is not None:
+                found.append(segment)
+            return TranscribedFile(job.language, job.duration_s, found)
+        finally:
+            self._partial_jobs -= 1
+
+    @property
+    def paced(self) -> bool:
+        """The voice can speak at other speeds than its own."""
+        return isinstance(self.synthesizer, PacedSynthesizer)
+
+    async def synthesize(
+        self, text: str, *, urgent: bool = False, speed: float = 1.0
+    ) -> Int16Audio:
         """The whole phrase's audio. Piper synthesizes a sentence at once anyway, so the
         phrase is the unit of streaming; the lazy chunk generator is drained in the worker.
-        `urgent`: the listener waits for it (a first phrase), so LLM tokens wait instead."""
+        `urgent`: the listener waits for it (a first phrase), so LLM tokens wait instead.
+        `speed` other than 1 needs a PacedSynthesizer (see `paced`)."""
+        synthesizer = self.synthesizer
 
         def run() -> Int16Audio:
             with self.priority.urgent() if urgent else contextlib.nullcontext():
-                chunks = list(self.synthesizer.synthesize(text))
+                if speed != 1.0 and isinstance(synthesizer, PacedSynthesizer):
+                    chunks = list(synthesizer.synthesize_paced(text, speed))
+                else:
+                    chunks = list(synthesizer.synthesize(text))
             return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
 
         return await asyncio.get_running_loop().run_in_executor(self._tts_pool, run)

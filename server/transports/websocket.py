@@ -13,10 +13,14 @@ Routes:
                        browser cannot read
   GET /, /<file>       the web chat widget and demo page (clients/web/): ETag validation
                        (304), gzip when accepted
+  /v1/models, /v1/chat/completions, /v1/audio/transcriptions, /v1/audio/speech
+                       OpenAI-compatible HTTP (transports/openai_http.py, on aiohttp: see
+                       transports/front.py for why a second HTTP server shares the port)
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import gzip
 import hashlib
@@ -28,9 +32,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
+from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 from websockets.typing import StatusLike
 
@@ -39,6 +44,8 @@ from server.app import App
 from server.errors import ErrorCode
 from server.logs import log_failure
 from server.transports import native, realtime, sink
+from server.transports.front import FrontProtocol
+from server.transports.openai_http import OpenAIHttp
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +70,7 @@ CONTENT_TYPES = {
     ".wav": "audio/wav",
 }
 WIDGET_CHECK_PATH = "/widget/check"
+OPEN_TIMEOUT_S = 10.0  # websockets' default for the opening handshake
 # Static files: cached in memory with their gzip form (files up to STATIC_CACHE_MAX_BYTES,
 # STATIC_CACHE_FILES of them at most); browsers may keep them but revalidate (ETag -> 304).
 STATIC_CACHE_CONTROL = "no-cache"
@@ -221,9 +229,16 @@ def json_reject(status: StatusLike, text: str) -> Response:
 
 
 class WebSocketServer:
+    """The port: a front listener (transports/front.py) hands each connection to websockets
+    (the routes above) or, for plain HTTP under /v1/, to the OpenAI HTTP server
+    (transports/openai_http.py). websockets' per-connection objects are made here the way
+    `websockets.asyncio.server.serve` makes them, since the front, not websockets, accepts."""
+
     def __init__(self, app: App) -> None:
         self.app = app
         self._server: Server | None = None
+        self._http: OpenAIHttp | None = None
+        self._fronts: set[FrontProtocol] = set()
 
     @property
     def port(self) -> int:
@@ -232,30 +247,86 @@ class WebSocketServer:
         return int(sock.getsockname()[1])
 
     async def start(self, host: str, port: int) -> None:
+        if self.app.settings.http.enabled:
+            self._http = OpenAIHttp(self.app, self._answer)
+            await self._http.start()
+        http = self._http.protocol_factory if self._http is not None else None
+
+        async def create_server() -> asyncio.Server:
+            loop = asyncio.get_running_loop()
+            return await loop.create_server(
+                lambda: FrontProtocol(self._new_connection, http, self._fronts), host, port
+            )
+
+        server = Server(create_server, self._serve_connection, logging.getLogger("websockets"))
+        self._server = await server
+
+    def _new_connection(self) -> ServerConnection:
+        """A WebSocket connection's protocol objects, as `serve` makes them."""
+        assert self._server is not None
         limits = self.app.settings.limits
-        self._server = await serve(
-            self._handle,
-            host,
-            port,
-            process_request=self._process_request,
-            process_response=head_response,
+        protocol = ServerProtocol(
             # Hard memory cap; frames between the app limit and this get a clear error.
             max_size=limits.max_message_bytes * 4,
-            max_queue=16,
-            write_limit=256 * 1024,
+            logger=self._server.logger,
+        )
+        return JsonErrorConnection(
+            protocol,
+            self._server,
             # A client that stops reading answers no ping: dropped by the sink's one rule.
             ping_interval=sink.KEEPALIVE_INTERVAL_S,
             ping_timeout=sink.SEND_TIMEOUT_S,
-            server_header="chinwag",
-            create_connection=JsonErrorConnection,
+            max_queue=16,
+            write_limit=256 * 1024,
         )
 
+    async def _serve_connection(self, connection: ServerConnection) -> None:
+        """One connection's life, as websockets' own `serve` runs it: the handshake (or an
+        HTTP answer), then the endpoint; the TCP connection is closed in every case."""
+        assert self._server is not None
+        server = self._server
+        try:
+            async with asyncio.timeout(OPEN_TIMEOUT_S):
+                await connection.handshake(
+                    self._process_request, head_response, server_header="chinwag"
+                )
+            if connection.protocol.state is not OPEN:
+                connection.transport.abort()
+                return
+            server.all_connections.add(connection)
+            connection.start_keepalive()
+            try:
+                async with connection:
+                    await self._handle(connection)
+            except Exception:
+                connection.logger.error("connection handler failed", exc_info=True)
+            finally:
+                server.all_connections.discard(connection)
+        except Exception:
+            connection.transport.abort()  # a handshake timed out or failed: never leak it
+        finally:
+            task = asyncio.current_task()
+            if task is not None:
+                server.handler_tasks.discard(task)
+
     async def close(self) -> None:
+        for front in list(self._fronts):  # connections that never sent a whole head
+            front.abort()
         if self._server is not None:
             self._server.close()
+        if self._http is not None:
+            await self._http.close()
+        if self._server is not None:
             await self._server.wait_closed()
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    def _answer(self, request: Request) -> Response | None:
+        """A plain HTTP request's answer from these routes (for the OpenAI HTTP server's
+        kept-alive connections)."""
+        return self._process_request(None, request)
+
+    def _process_request(
+        self, connection: ServerConnection | None, request: Request
+    ) -> Response | None:
         """Every request's answer: checked target, then the routes. An exception is a bug,
         answered with a JSON 500 and logged without the request's text (never websockets'
         plain-text 500)."""
