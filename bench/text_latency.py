@@ -1,7 +1,10 @@
-"""Text chat: time to first token and tokens/s through the server vs llama-cpp-python direct.
+"""Text chat: time to first token and tokens/s through the server (native WebSocket and
+OpenAI-compatible HTTP) vs llama-cpp-python direct.
 
-Both run in the same benchmark, alternating prompt by prompt so that machine noise hits both
-alike: the server in its own process (over a real WebSocket on loopback), the baseline as the
+All three run in the same benchmark, alternating prompt by prompt so that machine noise hits
+them alike: the server in its own process, over a real WebSocket on loopback (`server`) and
+over `POST /v1/chat/completions` with server-sent events on a kept-alive HTTP connection
+(`http`, issue 13: within 10 % of the WebSocket's time to first token), the baseline as the
 obvious direct use of llama-cpp-python (`create_chat_completion(stream=True)`) in this
 process, with the same model file, context, threads, system prompt and sampling.
 """
@@ -16,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from websockets.asyncio.client import connect
 
 from bench.common import BENCH_DIR, hardware, median, percentile, server_process
@@ -90,6 +94,47 @@ async def through_server(port: int, prompt: str) -> dict[str, float]:
         return {"ttft_ms": first * 1000, "tps": (tokens - 1) / (total - first), "tokens": tokens}
 
 
+async def through_http(session: aiohttp.ClientSession, port: int, prompt: str) -> dict[str, float]:
+    """One streamed chat completion; the first content delta is the first token."""
+    body = {
+        "model": "chinwag",  # the default persona: the same system prompt as the others
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": MAX_TOKENS,
+        "temperature": 0.0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    start = time.perf_counter()
+    first = None
+    tokens = 0
+    async with session.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body) as reply:
+        reply.raise_for_status()
+        async for line in reply.content:
+            if not line.startswith(b"data: {"):
+                continue
+            chunk = json.loads(line[6:])
+            if chunk["choices"] and chunk["choices"][0]["delta"].get("content") and first is None:
+                first = time.perf_counter() - start
+            if chunk.get("usage"):
+                tokens = chunk["usage"]["completion_tokens"]
+    total = time.perf_counter() - start
+    assert first is not None and tokens
+    return {"ttft_ms": first * 1000, "tps": (tokens - 1) / (total - first), "tokens": tokens}
+
+
+async def http_rounds(
+    port: int, prompts: list[str], direct: Any, rows: dict[str, list[dict[str, float]]]
+) -> None:
+    """Every prompt through the three paths in turn; one kept-alive HTTP connection, as an
+    SDK client keeps one."""
+    async with aiohttp.ClientSession() as session:
+        await through_http(session, port, PROMPTS[0])  # untimed: opens the connection
+        for prompt in prompts:
+            rows["direct"].append(direct(prompt))
+            rows["server"].append(await through_server(port, prompt))
+            rows["http"].append(await through_http(session, port, prompt))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3, help="passes over the prompts")
@@ -100,15 +145,12 @@ def main() -> None:
     persona = PersonaLibrary.load(settings.prompts.directory, settings.prompts.default_persona)
     system = persona.get(None).system_prompt
     direct = direct_baseline(settings.llm.model_path, system, settings.llm.context_size)
-    rows: dict[str, list[dict[str, float]]] = {"server": [], "direct": []}
+    rows: dict[str, list[dict[str, float]]] = {"server": [], "http": [], "direct": []}
     with server_process() as port:
         # One untimed round each: page in the weights, fill the system prompt's KV cache.
         direct(PROMPTS[0])
         asyncio.run(through_server(port, PROMPTS[0]))
-        for _ in range(args.rounds):
-            for prompt in PROMPTS:
-                rows["direct"].append(direct(prompt))
-                rows["server"].append(asyncio.run(through_server(port, prompt)))
+        asyncio.run(http_rounds(port, PROMPTS * args.rounds, direct, rows))
 
     summary: dict[str, Any] = {}
     for name, samples in rows.items():
@@ -122,6 +164,7 @@ def main() -> None:
         }
     ratio_ttft = summary["server"]["ttft_ms_p50"] / summary["direct"]["ttft_ms_p50"]
     ratio_tps = summary["server"]["tokens_per_s_p50"] / summary["direct"]["tokens_per_s_p50"]
+    ratio_http = summary["http"]["ttft_ms_p50"] / summary["server"]["ttft_ms_p50"]
     result: dict[str, Any] = {
         "benchmark": "text_latency",
         "hardware": hardware(),
@@ -132,18 +175,20 @@ def main() -> None:
             "ttft_p50": round(ratio_ttft, 3),
             "tokens_per_s_p50": round(ratio_tps, 3),
         },
+        "ratio_http_over_websocket": {"ttft_p50": round(ratio_http, 3)},
     }
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     hw = result["hardware"]
     print(f"text chat latency, {hw['cpu']} x{hw['cores']}, model {result['model']}")
     print(f"{'path':<8} {'TTFT p50 ms':>12} {'TTFT p95 ms':>12} {'tok/s p50':>10} {'n':>4}")
-    for name in ("direct", "server"):
+    for name in ("direct", "server", "http"):
         s = summary[name]
         print(
             f"{name:<8} {s['ttft_ms_p50']:>12} {s['ttft_ms_p95']:>12} "
             f"{s['tokens_per_s_p50']:>10} {s['samples']:>4}"
         )
     print(f"ratio server/direct: TTFT p50 {ratio_ttft:.2f}, tokens/s p50 {ratio_tps:.2f}")
+    print(f"ratio http/server (WebSocket): TTFT p50 {ratio_http:.2f}")
     print(f"wrote {args.out}")
 
 

@@ -258,7 +258,7 @@ class WebSocketServer:
                 lambda: FrontProtocol(self._new_connection, http, self._fronts), host, port
             )
 
-        server = Server(create_server, self._serve_connection, logging.getLogger("websockets"))
+        server = Server(create_server, self._serve_connection)
         self._server = await server
 
     def _new_connection(self) -> ServerConnection:
