@@ -227,6 +227,9 @@ class WyomingSettings(_Group):
     satellites: list[str] = Field(default_factory=list, max_length=64)
     # The satellites' persona; none: `persona` above.
     satellite_persona: str | None = None
+    # What a satellite that asks chinwag for the wake stage (one that streams all the time)
+    # waits for, unless it names its own (wake_word_names); [] answers every utterance.
+    satellite_wake_words: list[str] = Field(default_factory=lambda: ["okay_nabu"], max_length=8)
     # Longest a reconnection to a satellite waits (it starts at 1 s and doubles).
     satellite_reconnect_max_s: float = Field(30.0, ge=1.0, le=3600.0)
 

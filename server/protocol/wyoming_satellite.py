@@ -32,7 +32,7 @@ from wyoming.satellite import RunSatellite
 from wyoming.snd import Played
 from wyoming.tts import Synthesize
 from wyoming.vad import VoiceStarted, VoiceStopped
-from wyoming.wake import Detection
+from wyoming.wake import Detect, Detection
 
 from server.audio.pcm import check_sample_rate
 from server.errors import ChinwagError, ErrorCode
@@ -43,6 +43,7 @@ Stage = Literal["wake", "asr", "intent", "handle", "tts"]
 STAGES: tuple[Stage, ...] = ("wake", "asr", "intent", "handle", "tts")
 MAX_SITE_CHARS = 64
 MAX_WAKE_WORD_CHARS = 128
+MAX_WAKE_WORDS = 8
 
 
 # --- what a satellite sends ------------------------------------------------------------------
@@ -70,6 +71,8 @@ class PipelineRequest:
     end: Stage
     restart_on_end: bool | None = None
     output_rate: int | None = None  # `snd_format.rate`: the rate the satellite plays
+    # The wake words the satellite asks for (`wake_word_names`); none: chinwag's choice.
+    wake_words: tuple[str, ...] = ()
 
     @property
     def wake(self) -> bool:
@@ -173,7 +176,25 @@ def parse_pipeline_request(data: Mapping[str, Any]) -> PipelineRequest:
             raise ChinwagError(ErrorCode.INVALID_AUDIO_FORMAT, "snd_format.rate is an integer")
         check_sample_rate(value)
         rate = value
-    return PipelineRequest(start, end, restart, rate)
+    return PipelineRequest(start, end, restart, rate, _wake_words(data))
+
+
+def _wake_words(data: Mapping[str, Any]) -> tuple[str, ...]:
+    names = data.get("wake_word_names")
+    if names is None and data.get("wake_word_name") is not None:
+        names = [data["wake_word_name"]]
+    if names is None:
+        return ()
+    if (
+        not isinstance(names, list)
+        or len(names) > MAX_WAKE_WORDS
+        or not all(isinstance(n, str) and 0 < len(n) <= MAX_WAKE_WORD_CHARS for n in names)
+    ):
+        raise ChinwagError(
+            ErrorCode.INVALID_MESSAGE,
+            f"run-pipeline: wake_word_names is a list of at most {MAX_WAKE_WORDS} names",
+        )
+    return tuple(names)
 
 
 def parse_info(data: Mapping[str, Any]) -> SatelliteInfo:
@@ -245,6 +266,10 @@ def pong_event(text: str | None) -> Event:
 
 def detection_event(name: str) -> Event:
     return Detection(name=name).event()
+
+
+def detect_event(names: list[str]) -> Event:
+    return Detect(names=names).event()
 
 
 def voice_started_event() -> Event:

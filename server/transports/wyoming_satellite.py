@@ -53,7 +53,8 @@ STABLE_S = 30.0
 FIRST_RETRY_S = 1.0
 # Microphone chunks waiting for the run (~4 s of 1024-sample chunks); then the reader waits.
 RUN_AUDIO_CHUNKS = 64
-# An always-on satellite whose run failed: the next run waits this long (no tight loop).
+# An always-on satellite whose run failed: the next run waits this long, doubling while runs
+# keep failing (no tight loop).
 RESTART_AFTER_ERROR_S = 1.0
 
 
@@ -97,6 +98,12 @@ class RunState:
                 pass
 
     @property
+    def hears_itself(self) -> bool:
+        """From the end of the utterance until the reply has played, the satellite's
+        microphone hears the satellite's speaker (no echo cancellation)."""
+        return (self.answering or self.finished.is_set()) and not self.played.is_set()
+
+    @property
     def audio_s(self) -> float:
         return self.audio_bytes / 2 / self.audio_rate if self.audio_rate else 0.0
 
@@ -112,6 +119,10 @@ class SatelliteSink:
         if run is not None:
             run.observe(event)
         match event:
+            case proto.WakeWaiting():
+                await self.link.send(sat.detect_event(event.wake_words))
+            case proto.WakeDetected():
+                await self.link.send(sat.detection_event(event.wake_word_id))
             case proto.SpeechStarted():
                 await self.link.send(sat.voice_started_event())
             case proto.SpeechStopped():
@@ -304,9 +315,10 @@ class SatelliteLink:
         run, queue = self.run_state, self._audio
         if queue is None:
             return  # no run listens: dropped, as Home Assistant drops it
-        if run is not None and (run.answering or run.finished.is_set()):
-            return  # the satellite hears its own reply: not a turn
-        # Between two runs of an always-on satellite the audio waits for the next run.
+        if run is not None and run.hears_itself:
+            return  # not a turn
+        # Once the reply has played, and between two runs of an always-on satellite, the
+        # audio waits for the next run.
         await queue.put(audio)  # bounded: a satellite faster than the VAD waits (TCP)
 
     # --- pipeline runs ------------------------------------------------------------------
@@ -337,6 +349,7 @@ class SatelliteLink:
                 _drain(queue)
 
     async def _run_series(self, request: sat.PipelineRequest) -> None:
+        pause = RESTART_AFTER_ERROR_S
         while True:
             failed = False
             try:
@@ -355,8 +368,35 @@ class SatelliteLink:
                 )
             if not request.restarts:
                 return
-            if failed:
-                await asyncio.sleep(RESTART_AFTER_ERROR_S)
+            if failed:  # a run that keeps failing is tried less and less often
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, self.settings.satellite_reconnect_max_s)
+            else:
+                pause = RESTART_AFTER_ERROR_S
+
+    async def _wake_for(self, session: Session, request: sat.PipelineRequest) -> None:
+        """The run's stream waits for the wake word when the run starts at the wake stage
+        (the satellite's names, else `satellite_wake_words`); from `asr` it does not (the
+        satellite heard its own)."""
+        words = list(request.wake_words or self.settings.satellite_wake_words)
+        if not request.wake:
+            words = []
+        elif not words and not self._warned_no_wake:
+            self._warned_no_wake = True
+            log.warning(
+                "satellite %s asks for the wake stage and [wyoming] satellite_wake_words is "
+                "empty: every utterance it hears is answered",
+                self.site,
+            )
+        if words:
+            known = self.app.wake_engine().available
+            unknown = [word for word in words if word not in known]
+            if unknown:
+                raise ChinwagError(
+                    ErrorCode.UNKNOWN_WAKE_WORD,
+                    f"unknown wake word {', '.join(unknown)}; available: {', '.join(known)}",
+                )
+        await session.handle(proto.SessionUpdate(wake=proto.WakeOptions(words=words)))
 
     async def _run_once(self, request: sat.PipelineRequest) -> bool:
         """One pipeline run; True when it completed without an error."""
@@ -366,13 +406,6 @@ class SatelliteLink:
         queue = self._audio
         assert queue is not None
         run = self.run_state = RunState(request)
-        if request.wake and not self._warned_no_wake:
-            self._warned_no_wake = True
-            log.warning(
-                "satellite %s streams for a wake word on the server, and chinwag has none "
-                "configured: every utterance it hears is answered",
-                self.site,
-            )
         rate: int | None = None
         try:
             while not run.finished.is_set():
@@ -382,6 +415,7 @@ class SatelliteLink:
                 if run.answering:
                     continue
                 if rate is None:
+                    await self._wake_for(session, request)
                     rate = audio.rate
                     await session.handle(
                         proto.AudioStart(

@@ -10,6 +10,7 @@ import contextlib
 import shlex
 import socket
 import sys
+import wave
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,12 +19,13 @@ import numpy as np
 import pytest
 
 from server.app import Engines
+from server.audio.pcm import float32_to_int16
 from server.pipeline.session import Session
 from server.pipeline.state import SessionState
 from server.protocol import native as proto
 from server.transports.wyoming_satellite import SatelliteLink, WyomingSatellites
 from tests.conftest import RunningServer, make_settings, start_server
-from tests.speech import recording, to_16k_float, wer
+from tests.speech import espeak_16k, load_16k, recording, to_16k_float, wer
 
 pytestmark = [pytest.mark.slow, pytest.mark.models]
 
@@ -74,6 +76,7 @@ class Satellite:
     def __init__(self, tmp: Path, wav: Path, name: str, port: int) -> None:
         self.go = tmp / f"{name}.go"
         self.out = tmp / f"{name}.raw"
+        self.detections = tmp / f"{name}.detections"  # what --detection-command was given
         self.port = port
         python = shlex.quote(sys.executable)
         self.args = [
@@ -91,6 +94,8 @@ class Satellite:
             f"{python} {SCRIPTS / 'snd.py'} {self.out}",
             "--snd-command-rate",
             str(SND_RATE),
+            "--detection-command",
+            f"{python} {SCRIPTS / 'snd.py'} {self.detections}",
         ]
         self.process: asyncio.subprocess.Process | None = None
 
@@ -130,8 +135,12 @@ async def served(engines: Engines) -> AsyncIterator[RunningServer]:
 
 
 @contextlib.asynccontextmanager
-async def driving(running: RunningServer, *uris: str) -> AsyncIterator[WyomingSatellites]:
-    settings = make_settings(wyoming={"satellites": list(uris)})
+async def driving(
+    running: RunningServer, *uris: str, wake_words: list[str] | None = None
+) -> AsyncIterator[WyomingSatellites]:
+    settings = make_settings(
+        wyoming={"satellites": list(uris), "satellite_wake_words": wake_words or []}
+    )
     satellites = WyomingSatellites(running.app, settings.wyoming)
     satellites.start()
     try:
@@ -222,6 +231,58 @@ async def test_a_satellite_that_goes_away_mid_turn_is_cleaned_up_and_reconnected
                 assert served.app.hub.count == sessions_before + 1
             finally:
                 await again.stop()
+    finally:
+        served.app.hub.remove_observer(site)
+        await satellite.stop()
+
+
+def write_wav(path: Path, pcm: np.ndarray) -> None:
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+        out.writeframes(pcm.astype("<i2").tobytes())
+
+
+async def test_an_always_streaming_satellite_is_answered_only_after_the_wake_word(
+    served: RunningServer, engines: Engines, tmp_path: Path
+) -> None:
+    """The satellite streams all the time and asks chinwag for the wake stage: the question
+    said without the wake word is not heard; "hey jarvis" and the same question are."""
+    question = float32_to_int16(load_16k(QUESTION))
+    gap = np.zeros(int(1.5 * 16000), dtype=np.int16)
+    pause = np.zeros(int(0.3 * 16000), dtype=np.int16)
+    wake = espeak_16k("hey jarvis")
+    wav = tmp_path / "wake-and-ask.wav"
+    write_wav(wav, np.concatenate([question, gap, wake, pause, question]))
+    site = SiteEvents("porch")
+    served.app.hub.add_observer(site)
+    satellite = Satellite(tmp_path, wav, "porch", free_port())
+    await satellite.start()
+    try:
+        uri = f"tcp://127.0.0.1:{satellite.port}"
+        async with driving(served, uri, wake_words=["hey_jarvis"]) as satellites:
+            await asyncio.wait_for(satellites.links[0].connected.wait(), 120)
+            satellite.go.touch()
+            await site.wait_for(proto.ReplyDone)
+            await settled_size(satellite.out)
+            kinds = [e.type for e in site.events]
+            assert kinds.count("wake.detected") == 1
+            # Nothing was heard before the wake word: the first speech comes after it.
+            assert kinds.index("wake.detected") < kinds.index("speech.started")
+            transcripts = site.of(proto.Transcript)
+            assert len(transcripts) == 1, transcripts
+            assert isinstance(transcripts[0], proto.Transcript)
+            assert wer([QUESTION.text], [transcripts[0].text]) <= 0.2
+            # The satellite was told (its --detection-command got the wake word's name).
+            detections = await asyncio.to_thread(satellite.detections.read_text)
+            assert "hey_jarvis" in detections
+            done = site.of(proto.ReplyDone)[0]
+            assert isinstance(done, proto.ReplyDone)
+            heard = await asyncio.to_thread(
+                engines.transcriber.transcribe, to_16k_float(satellite.played(), SND_RATE)
+            )
+            assert wer([done.text], [heard.text]) <= 0.35, (done.text, heard.text)
     finally:
         served.app.hub.remove_observer(site)
         await satellite.stop()

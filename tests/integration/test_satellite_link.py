@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -18,7 +19,9 @@ from wyoming.info import Attribution, Info, Satellite
 from wyoming.ping import Ping, Pong
 from wyoming.pipeline import PipelineStage, RunPipeline
 from wyoming.snd import Played
+from wyoming.wake import Detection
 
+from server.engines.fakes import FakeWakeWordEngine
 from server.errors import ConfigError
 from server.transports import wyoming_satellite as link_module
 from server.transports.wyoming_satellite import SatelliteLink, WyomingSatellites
@@ -105,14 +108,27 @@ class ScriptedSatellite:
             await self.server.wait_closed()
 
 
+def wake_tone(seconds: float = 0.6) -> bytes:
+    """The fake wake word engine's "hey_jarvis": a steady 1 kHz tone."""
+    t = np.arange(int(RATE * seconds)) / RATE
+    return (8000 * np.sin(2 * np.pi * 1000.0 * t)).astype("<i2").tobytes()
+
+
 @contextlib.asynccontextmanager
 async def linked(
-    satellite: ScriptedSatellite,
+    satellite: ScriptedSatellite, wake_words: list[str] | None = None
 ) -> AsyncIterator[tuple[RunningServer, SatelliteLink]]:
     await satellite.start()
     uri = f"tcp://127.0.0.1:{satellite.port}"
-    settings = make_settings(wyoming={"satellites": [uri], "satellite_persona": "assistant"})
-    async with serving(fake_engines(), settings) as running:
+    settings = make_settings(
+        wyoming={
+            "satellites": [uri],
+            "satellite_persona": "assistant",
+            "satellite_wake_words": wake_words if wake_words is not None else ["hey_jarvis"],
+        }
+    )
+    engines = dataclasses.replace(fake_engines(), wake=FakeWakeWordEngine())
+    async with serving(engines, settings) as running:
         satellites = WyomingSatellites(running.app, settings.wyoming)
         satellites.start()
         link = satellites.links[0]
@@ -158,13 +174,57 @@ async def test_a_turn_goes_out_as_wyoming_events_and_waits_for_played() -> None:
 
 async def test_an_always_on_satellite_gets_one_run_after_the_other() -> None:
     satellite = ScriptedSatellite()
-    async with linked(satellite) as (_, link):
+    async with linked(satellite, wake_words=[]) as (_, link):
         await satellite.send(run_pipeline(restart=True, start=PipelineStage.WAKE))
         for turn in (1, 2):
             await satellite.send(*chunks(tone(1.0) + silence(1.5)))
             await satellite.wait_for("audio-stop", turn)
             await satellite.send(Played().event())
         assert satellite.types().count("transcript") == 2
+        assert link.connected.is_set()
+
+
+async def test_the_wake_stage_waits_for_chinwags_wake_word() -> None:
+    satellite = ScriptedSatellite()
+    async with linked(satellite) as _:
+        await satellite.send(run_pipeline(restart=True, start=PipelineStage.WAKE))
+        # Speech without the wake word: nothing is heard.
+        await satellite.send(*chunks(tone(1.0) + silence(1.5)))
+        detect = await satellite.wait_for("detect")
+        assert detect.data["names"] == ["hey_jarvis"]
+        await asyncio.sleep(0.3)
+        assert "voice-started" not in satellite.types()
+        for turn in (1, 2):
+            await satellite.send(*chunks(wake_tone() + silence(0.3) + tone(1.0) + silence(1.5)))
+            try:
+                detection = await satellite.wait_for("detection", turn)
+            except TimeoutError:
+                raise AssertionError(satellite.types()) from None
+            assert detection.data["name"] == "hey_jarvis"
+            await satellite.wait_for("audio-stop", turn)
+            await satellite.send(Played().event())
+        types = satellite.types()
+        assert types.count("transcript") == 2
+        assert types.index("detection") < types.index("voice-started") < types.index("transcript")
+
+
+async def test_runs_from_asr_do_not_wait_for_a_wake_word() -> None:
+    satellite = ScriptedSatellite()
+    async with linked(satellite) as _:
+        await satellite.send(Detection(name="its_own").event())  # heard on the satellite
+        await satellite.send(run_pipeline(restart=False, start=PipelineStage.ASR))
+        await satellite.send(*chunks(tone(1.0) + silence(1.5)))
+        assert (await satellite.wait_for("transcript")).data["text"] == "hello"
+        assert "detect" not in satellite.types()
+
+
+async def test_an_unknown_wake_word_is_an_error_to_the_satellite() -> None:
+    satellite = ScriptedSatellite()
+    async with linked(satellite, wake_words=["okay_nabu"]) as (_, link):
+        await satellite.send(run_pipeline(restart=False, start=PipelineStage.WAKE))
+        await satellite.send(*chunks(tone(0.5)))
+        error = await satellite.wait_for("error")
+        assert error.data["code"] == "unknown_wake_word"
         assert link.connected.is_set()
 
 

@@ -133,3 +133,14 @@ def test_the_site_is_the_name_made_topic_safe(name: str | None, site: str) -> No
 def test_the_wait_for_played_is_what_is_left_to_play_and_a_margin() -> None:
     assert sat.played_wait_s(3.0, 1.0) == pytest.approx(3.0)
     assert sat.played_wait_s(1.0, 5.0) == pytest.approx(1.0)
+
+
+def test_the_wake_words_a_satellite_names_are_read() -> None:
+    names = {"start_stage": "wake", "end_stage": "tts", "wake_word_names": ["hey_jarvis"]}
+    assert sat.parse_pipeline_request(names).wake_words == ("hey_jarvis",)
+    one = {"start_stage": "wake", "end_stage": "tts", "wake_word_name": "alexa"}
+    assert sat.parse_pipeline_request(one).wake_words == ("alexa",)
+    for bad in ("hey_jarvis", [1], [""], ["x"] * 9):
+        with pytest.raises(ChinwagError) as raised:
+            sat.parse_pipeline_request({**names, "wake_word_names": bad})
+        assert raised.value.code == ErrorCode.INVALID_MESSAGE
