@@ -19,8 +19,10 @@ from server.errors import ChinwagError, ChinwagException
 from server.protocol.native import (
     AudioStart,
     VadOptions,
+    WakeOptions,
     check_frame_size,
     check_json_value,
+    describe_validation_error,
     loads_json,
 )
 
@@ -265,14 +267,17 @@ class RealtimeConfig:
     speed: float = 1.0
     tracing: str | dict[str, Any] | None = None
     truncation: str | dict[str, Any] = "auto"
+    # chinwag's extension (session.chinwag.wake): wait for a wake word (docs/wake-word.md).
+    wake: WakeOptions | None = None
 
     @property
     def speak(self) -> bool:
         return "audio" in self.output_modalities
 
-    def apply(self, event: dict[str, Any]) -> None:
+    def apply(self, event: dict[str, Any], wake_words: tuple[str, ...] = ()) -> None:
         """Apply a session.update. Every field is checked (type, range) before anything
-        changes: a bad one is an error naming it (`param`), and the session stays as it was."""
+        changes: a bad one is an error naming it (`param`), and the session stays as it was.
+        `wake_words`: the ids session.chinwag.wake may name."""
         eid = event_id_of(event)
         field_of(event, "session", dict)
         kind = field_of(event, "session.type", str)
@@ -353,8 +358,37 @@ class RealtimeConfig:
             )
         if speed is not None:
             updated["speed"] = float(speed)
+        chinwag = field_of(event, "session.chinwag", dict, {})
+        if "wake" in chinwag:
+            updated["wake"] = self._wake(event, chinwag["wake"], wake_words)
+        unknown = set(chinwag) - {"wake"}
+        if unknown:
+            raise invalid_value(
+                event,
+                "session.chinwag",
+                f"unknown chinwag setting(s): {', '.join(sorted(unknown))}",
+            )
         for key, value in updated.items():
             setattr(self, key, value)
+
+    @staticmethod
+    def _wake(event: dict[str, Any], wake: Any, known: tuple[str, ...]) -> WakeOptions:
+        """session.chinwag.wake: {"words": [...], "listen_s", "follow_up_s"}, or null (off)."""
+        param = "session.chinwag.wake"
+        if wake is None:
+            return WakeOptions(words=[])
+        try:
+            options = WakeOptions.model_validate(wake)
+        except ValidationError as exc:
+            raise invalid_value(event, param, f"{param}: {describe_validation_error(exc)}") from exc
+        unknown = [w for w in options.words if w not in known]
+        if unknown:
+            raise invalid_value(
+                event,
+                f"{param}.words",
+                f"unknown wake word {', '.join(unknown)}; available: {', '.join(known)}",
+            )
+        return options
 
     def _turn_detection(self, event: dict[str, Any], td: Any) -> TurnDetection | None:
         """session.audio.input.turn_detection: null (push-to-talk) or server_vad, checked
@@ -486,6 +520,8 @@ class RealtimeConfig:
             "truncation": self.truncation,
             "prompt": None,
             "include": None,
+            # chinwag's extension, shown once a client has set it.
+            **({"chinwag": {"wake": self.wake.model_dump()}} if self.wake is not None else {}),
         }
 
 

@@ -251,6 +251,21 @@ class RealtimeEvents:
                         {"type": "conversation.item.done", "item": item, "previous_item_id": None}
                     )
                 )
+            case proto.WakeWaiting():
+                # chinwag's extension events (docs/realtime.md): sent only to a session that
+                # asked for a wake word with session.chinwag.wake.
+                emit(self.stamp({"type": "chinwag.wake.waiting", "wake_words": event.wake_words}))
+            case proto.WakeDetected():
+                emit(
+                    self.stamp(
+                        {
+                            "type": "chinwag.wake.detected",
+                            "wake_word_id": event.wake_word_id,
+                            "audio_ms": int(event.at_ms),
+                            "probability": event.probability,
+                        }
+                    )
+                )
             case proto.SpeechDiscarded():
                 # Not speech after all (noise, or a phrase Whisper invents on silence).
                 emit(self.item_deleted(event.utterance_id))

@@ -155,6 +155,15 @@ class RealtimeConnection:
                     )
                 )
 
+    def _wake_words(self, event: dict[str, Any]) -> tuple[str, ...]:
+        """The wake word ids this server has, when the update names any (loading the wake
+        word engine for a server whose clients never ask is not needed)."""
+        session = event.get("session")
+        chinwag = session.get("chinwag") if isinstance(session, dict) else None
+        if not (isinstance(chinwag, dict) and chinwag.get("wake")):
+            return ()
+        return self.app.wake_engine().available
+
     async def _restart_audio(self) -> None:
         if self.audio_open:
             await self.session.handle(self.config.audio_start())
@@ -164,8 +173,9 @@ class RealtimeConnection:
         eid = rt.event_id_of(event)
         session = self.session
         if kind == "session.update":
-            self.config.apply(event)
+            self.config.apply(event, self._wake_words(event))
             session.instructions = self.config.instructions
+            session.wake = self.config.wake
             tokens = self.config.max_output_tokens or session.persona.generation.max_tokens
             session.generation = session.generation.model_copy(update={"max_tokens": tokens})
             await self._restart_audio()

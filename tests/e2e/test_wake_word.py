@@ -8,6 +8,7 @@ capital of France?"), in one breath; docs/wake-word.md says what happens without
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import time
@@ -18,10 +19,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from openai import AsyncOpenAI
 from websockets.asyncio.client import ClientConnection, connect
 
 from server.app import Engines
-from server.audio.pcm import float32_to_int16
+from server.audio.pcm import float32_to_int16, resample
 from tests.conftest import RunningServer
 from tests.e2e.test_mqtt import body, bridge_settings, bridged_server, device, prompts, wait_online
 from tests.mqtt_broker import MosquittoBroker, running_broker
@@ -217,3 +219,53 @@ async def test_wake_event_on_mqtt_and_hermes(
     # Waiting, woken, the turn, and waiting again once the reply is over.
     assert states[:2] == ["waiting_for_wake_word", "listening"], states
     assert states[-1] == "waiting_for_wake_word" and "speaking" in states, states
+
+
+# --- OpenAI Realtime, with chinwag's session extension -----------------------------------
+
+
+async def test_realtime_session_waits_for_the_wake_word(
+    server: RunningServer, engines: Engines
+) -> None:
+    before = say(engines, "piper", "Tell me about the weather in Paris.")
+    request = say(engines, "piper", "Hey Jarvis, what is the capital of France?")
+    pcm = resample(np.concatenate([before, silence(1.5), request, silence(3.0)]), RATE, 24000)
+    client = AsyncOpenAI(api_key="unused-locally", base_url=f"{server.http}/v1")
+    seen: list[Any] = []
+    async with client.realtime.connect(model="gpt-realtime") as conn:
+        # chinwag's extension is not in the SDK's types; the SDK sends the dict as it is.
+        session: Any = {
+            "type": "realtime",
+            "max_output_tokens": 30,
+            "chinwag": {"wake": {"words": ["hey_jarvis"]}},
+        }
+        await conn.session.update(session=session)
+
+        async def send() -> None:
+            for i in range(0, pcm.size, 480):  # 20 ms at 24 kHz, at real-time pace
+                chunk = pcm[i : i + 480].astype("<i2").tobytes()
+                await conn.input_audio_buffer.append(audio=base64.b64encode(chunk).decode())
+                await asyncio.sleep(0.02)
+
+        sender = asyncio.create_task(send())
+        try:
+            async with asyncio.timeout(180):
+                async for event in conn:
+                    seen.append(event)
+                    if event.type == "response.done":
+                        break
+        finally:
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+    kinds = [e.type for e in seen]
+    updated = next(e for e in seen if e.type == "session.updated")
+    assert updated.session.model_extra["chinwag"]["wake"]["words"] == ["hey_jarvis"]
+    assert "chinwag.wake.waiting" in kinds and "chinwag.wake.detected" in kinds, kinds
+    assert kinds.index("chinwag.wake.detected") < kinds.index("input_audio_buffer.speech_started")
+    transcripts = [
+        e.transcript
+        for e in seen
+        if e.type == "conversation.item.input_audio_transcription.completed"
+    ]
+    assert len(transcripts) == 1 and "capital" in normalise(transcripts[0]), transcripts
+    assert seen[-1].response.status == "completed"

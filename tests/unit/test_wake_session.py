@@ -214,3 +214,32 @@ def test_mqtt_topics_and_hermes_hotword_payload() -> None:
     payload = json.loads(wire.hotword_detected_payload(event, "kitchen", "s1"))
     assert payload["modelId"] == "hey_jarvis" and payload["siteId"] == "kitchen"
     assert payload["sessionId"] == "s1" and payload["currentSensitivity"] == 0.93
+
+
+def test_realtime_session_extension_is_checked_and_shown() -> None:
+    from server.protocol import realtime as rt
+
+    config = rt.RealtimeConfig(model="m", instructions="i")
+    words = ("hey_jarvis", "alexa")
+
+    def update(chinwag: object) -> dict[str, object]:
+        return {"type": "session.update", "session": {"type": "realtime", "chinwag": chinwag}}
+
+    assert "chinwag" not in config.session_object("s")
+    config.apply(update({"wake": {"words": ["alexa"], "follow_up_s": 5}}), words)
+    assert config.wake == proto.WakeOptions(words=["alexa"], follow_up_s=5)
+    assert config.session_object("s")["chinwag"] == {
+        "wake": {"words": ["alexa"], "listen_s": None, "follow_up_s": 5.0}
+    }
+    for bad, param in (
+        ({"wake": {"words": ["hey_siri"]}}, "session.chinwag.wake.words"),
+        ({"wake": {"words": ["alexa"], "listen_s": -1}}, "session.chinwag.wake"),
+        ({"wake": {"word": "alexa"}}, "session.chinwag.wake"),
+        ({"sleep": True}, "session.chinwag"),
+    ):
+        with pytest.raises(rt.RealtimeError) as raised:
+            config.apply(update(bad), words)
+        assert raised.value.param == param
+        assert config.wake is not None and config.wake.words == ["alexa"]  # unchanged
+    config.apply(update({"wake": None}), words)
+    assert config.wake == proto.WakeOptions(words=[])
