@@ -258,6 +258,33 @@ def main(argv: list[str] | None = None) -> int:
         "wav", type=Path, help="an audio file: WAV, FLAC, MP3, Ogg Vorbis or Opus, M4A..."
     )
 
+    p_sat = sub.add_parser(
+        "satellite",
+        help="an always-listening satellite: microphone in, speaker out (docs/satellites.md)",
+    )
+    p_sat.add_argument("--url", default="ws://127.0.0.1:8765/", help="server WebSocket URL")
+    p_sat.add_argument("--name", default=socket.gethostname(), help="site name (the host's)")
+    p_sat.add_argument("--wake-word", help="answer only after this wake word (e.g. okay_nabu)")
+    p_sat.add_argument("--persona", help="persona name (see prompts/)")
+    p_sat.add_argument(
+        "--token",
+        default=os.environ.get("CHINWAG_TOKEN"),
+        help="token, if the server requires one (default: $CHINWAG_TOKEN)",
+    )
+    p_sat.add_argument("--input-file", type=Path, help="speak this audio file instead of a mic")
+    p_sat.add_argument("--output-file", type=Path, help="write the replies to this WAV file")
+    p_sat.add_argument("--input-device", help="PortAudio input device (name or number)")
+    p_sat.add_argument("--output-device", help="PortAudio output device (name or number)")
+    p_sat.add_argument(
+        "--barge-in",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="speaking over a reply interrupts it (auto: with a wake word or a file)",
+    )
+    p_sat.add_argument(
+        "--linger", type=float, default=3.0, help="--input-file: quiet seconds before exiting"
+    )
+
     p_models = sub.add_parser(
         "models", help="list or fetch the default model weights, or a bigger chat model preset"
     )
@@ -310,6 +337,29 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(
             run_talk(args.url, args.wav, out=args.out, as_json=args.json, token=args.token)
         )
+    if args.command == "satellite":
+        from clients.satellite import SatelliteOptions, barge_in_default, run_satellite
+
+        options = SatelliteOptions(
+            url=args.url,
+            name=args.name,
+            wake_word=args.wake_word,
+            persona=args.persona,
+            token=args.token,
+            barge_in=barge_in_default(args.barge_in, args.wake_word, args.input_file is not None),
+            linger_s=args.linger,
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            return asyncio.run(
+                run_satellite(
+                    options,
+                    input_file=args.input_file,
+                    output_file=args.output_file,
+                    input_device=args.input_device,
+                    output_device=args.output_device,
+                )
+            )
+        return 0
     if args.command == "models":
         from server.models import (
             ModelError,
