@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import socket
+import sys
 import wave
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from server.protocol import native as proto
 from server.transports.websocket import WebSocketServer
 from tests.conftest import fake_engines, make_settings
 
+ROOT = Path(__file__).resolve().parents[2]
 RATE = 16000
 TIMEOUT_S = 30.0
 
@@ -138,3 +140,39 @@ async def test_speaking_over_a_reply_clears_what_is_left_of_it(tmp_path: Path) -
     done = [e for e in recorder.events if isinstance(e, proto.ReplyDone)]
     assert truncated and done
     assert len(truncated[0].heard_text) < len(done[0].text)
+
+
+async def test_the_command_retries_a_missing_server_and_stops_cleanly_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    """As a systemd service: no server yet is retried with backoff; `systemctl stop` (SIGTERM)
+    ends it with status 0."""
+    speech = wav_file(tmp_path / "ask.wav", tone(1.0), silence(1.0))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "server",
+        "satellite",
+        "--url",
+        f"ws://127.0.0.1:{free_port()}/",
+        "--input-file",
+        str(speech),
+        "--output-file",
+        str(tmp_path / "out.wav"),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    seen = ""
+    try:
+        async with asyncio.timeout(TIMEOUT_S):
+            while "reconnecting in 2 s" not in seen:
+                line = await process.stderr.readline()
+                assert line, seen
+                seen += line.decode(errors="replace")
+    finally:
+        process.terminate()
+        _, rest = await process.communicate()
+    assert "reconnecting in 1 s" in seen
+    assert process.returncode == 0, seen + rest.decode(errors="replace")
