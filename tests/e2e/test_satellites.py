@@ -76,7 +76,11 @@ class Satellite:
     def __init__(self, tmp: Path, wav: Path, name: str, port: int) -> None:
         self.go = tmp / f"{name}.go"
         self.out = tmp / f"{name}.raw"
-        self.detections = tmp / f"{name}.detections"  # what --detection-command was given
+        # What the satellite's event commands were given (its --*-command gets the text).
+        self.detections = tmp / f"{name}.detections"
+        self.transcripts = tmp / f"{name}.transcripts"
+        self.said = tmp / f"{name}.synthesize"
+        self.streaming = tmp / f"{name}.streaming"  # created when it starts streaming
         self.port = port
         python = shlex.quote(sys.executable)
         self.args = [
@@ -96,6 +100,12 @@ class Satellite:
             str(SND_RATE),
             "--detection-command",
             f"{python} {SCRIPTS / 'snd.py'} {self.detections}",
+            "--transcript-command",
+            f"{python} {SCRIPTS / 'snd.py'} {self.transcripts}",
+            "--synthesize-command",
+            f"{python} {SCRIPTS / 'snd.py'} {self.said}",
+            "--streaming-start-command",
+            f"{python} {SCRIPTS / 'snd.py'} {self.streaming}",
         ]
         self.process: asyncio.subprocess.Process | None = None
 
@@ -286,3 +296,52 @@ async def test_an_always_streaming_satellite_is_answered_only_after_the_wake_wor
     finally:
         served.app.hub.remove_observer(site)
         await satellite.stop()
+
+
+async def test_chinwag_serve_drives_a_satellite_from_its_config(
+    engines: Engines, tmp_path: Path
+) -> None:
+    """The whole command: `chinwag serve` with `[wyoming] satellites` in its config file, seen
+    only from the satellite's side (what it was told and what it played), as a deployment
+    would be checked."""
+    satellite = Satellite(tmp_path, QUESTION.path, "attic", free_port())
+    await satellite.start()
+    config = tmp_path / "chinwag.toml"
+    config.write_text(
+        "[wyoming]\n"
+        f'satellites = ["tcp://127.0.0.1:{satellite.port}"]\n'
+        "satellite_wake_words = []\n",
+        encoding="utf-8",
+    )
+    ready = tmp_path / "port"
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "server", "serve", "--port", "0", "--config", str(config),
+        "--ready-file", str(ready),
+        cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(240):
+            while not await asyncio.to_thread(ready.exists):
+                assert server.returncode is None, "chinwag serve exited"
+                await asyncio.sleep(0.2)
+        # chinwag says run-satellite once the models are loaded; the satellite then streams.
+        async with asyncio.timeout(60):
+            while not await asyncio.to_thread(satellite.streaming.exists):  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        satellite.go.touch()
+        await settled_size(satellite.said, timeout=240)  # the reply's text, once complete
+        await settled_size(satellite.out)
+        heard_question = await asyncio.to_thread(satellite.transcripts.read_text)
+        assert wer([QUESTION.text], [heard_question]) <= 0.2
+        said = await asyncio.to_thread(satellite.said.read_text)
+        audio = satellite.played()
+        assert len(audio) > 0.5 * SND_RATE
+        heard = await asyncio.to_thread(
+            engines.transcriber.transcribe, to_16k_float(audio, SND_RATE)
+        )
+        assert wer([said], [heard.text]) <= 0.35, (said, heard.text)
+    finally:
+        server.terminate()
+        _, err = await server.communicate()
+        await satellite.stop()
+    assert server.returncode == 0, err.decode(errors="replace")[-3000:]
