@@ -13,7 +13,7 @@ APT_PACKAGES := mosquitto mosquitto-clients chromium strace espeak-ng libportaud
 # runs on any x86-64 CPU of the last ten years (the flags are ignored on other architectures).
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: setup run test test-slow test-fast bench bench-load bench-levers bench-quality lint system-deps models frameworks satellite clean
+.PHONY: setup run test test-slow test-fast bench bench-load bench-fairness bench-levers bench-quality lint system-deps models frameworks satellite clean
 
 setup: system-deps $(STAMP) models
 
@@ -89,11 +89,16 @@ bench-wyoming: setup
 bench-intents: setup
 	$(BIN)/python -m bench.intent_accuracy $(BENCH_ARGS)
 
-# Fairness under load: time to first token beside a long reply and with 8 sessions at once,
-# a voice turn's first audio beside a long reply (docs/performance.md, "Several replies at
-# once"); writes bench/results-load.json.
+# Concurrent conversations: N = 1, 2, 4, 8 voice and text sessions at once, p50/p95 end of
+# speech -> first audio, time to first token, tokens/s, fairness (docs/scaling.md); writes
+# bench/results-load.json. BENCH_ARGS="--sessions 4 --compare-checkout DIR" compares.
 bench-load: setup
-	$(BIN)/python -m bench.load_latency
+	$(BIN)/python -m bench.load_latency $(BENCH_ARGS)
+
+# Fairness of text replies: time to first token beside a long reply and with 8 sessions at
+# once (docs/performance.md, "Several replies at once"); writes bench/results-fairness.json.
+bench-fairness: setup
+	$(BIN)/python -m bench.reply_fairness
 
 # Answer quality with the receptionist's example venue file: site facts, honest "I don't know",
 # no claimed actions, for every LLM preset present (docs/performance.md, "Answer quality");

@@ -1,18 +1,23 @@
-"""Fairness under load: time to first token while other sessions use the model.
+"""Concurrent conversations: latency and fairness with N = 1, 2, 4, 8 sessions at once.
 
-A real `chinwag serve` process with the real models (or two, `--compare-checkout`, run
-alternately scenario by scenario so that machine noise hits both alike):
+A real `chinwag serve` (its own process, the default models, WebSocket on loopback). For each
+N, one scenario after another on the same server:
 
-- idle: one short question at a time, nothing else running (the reference);
-- beside a long reply: one session streams a long reply (max_tokens 700) while another asks
-  short questions one after another; that session's time to first token;
-- eight at once: eight sessions send a question at the same moment; time to first token of
-  each;
-- voice beside a long reply: a recorded question spoken at real-time pace while a long text
-  reply streams; end of speech to first audio (and the same with nothing else running).
+- voice: N sessions, each speaking `--turns` recordings of tests/data/human one after another
+  (a different recording per session and turn), streamed at real-time pace in 20 ms frames with
+  silence after, as a live microphone sends (clients/talk.py). Session i starts i x `--stagger`
+  seconds after the first. After each answer the session listens to it (waits for as long as its
+  audio lasts, at most 4 s) before speaking again. The clock of a turn starts at the end of the
+  last voiced frame (DESIGN.md) and stops at the first reply audio frame received.
+- text: N sessions, each asking `--turns` short questions one after another (60 tokens, greedy),
+  staggered the same way: time to first token and tokens per second of each reply.
+- mixed: both at once (N voice and N text sessions), to see that speech keeps priority over
+  text under load.
 
-Writes bench/results-load.json and prints a table; docs/performance.md ("Several replies at
-once") has the figures.
+Per N and scenario: p50/p95 over all turns, and fairness: the slowest session's p50 over the
+fastest session's. A turn refused with `overloaded` (admission control, `[limits]
+max_reply_wait_s`) is counted, not timed. Writes bench/results-load.json with the hardware and
+prints a table; docs/scaling.md has the figures.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +35,9 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from bench.common import BENCH_DIR, hardware, median, percentile, server_process
 from clients.talk import read_wav, talk_turn
+from tests.speech import recordings
 
-SHORT = [
+QUESTIONS = [
     "What is the capital of France?",
     "Name three kinds of fruit.",
     "What is two plus two?",
@@ -39,201 +46,307 @@ SHORT = [
     "What is a rainbow?",
     "Tell me a fun fact about cats.",
     "How do I boil an egg?",
+    "What colour is grass?",
+    "How many days are in a week?",
+    "What do bees make?",
+    "Where does the sun rise?",
 ]
-LONG = "Write a very long story about a dragon who learns to bake bread, with many details."
-SHORT_GEN = {"max_tokens": 32, "temperature": 0.0}
-LONG_GEN = {"max_tokens": 700, "temperature": 0.7, "seed": 1}
-VOICE = Path(__file__).resolve().parent.parent / "tests" / "data" / "human" / "spk1_snt1.wav"
+GENERATION = {"max_tokens": 60, "temperature": 0.0}
+LISTEN_MAX_S = 4.0  # a session listens to at most this much of an answer before speaking again
+TEXT_GAP_S = 0.5  # between a text reply and the next question (reading it)
+SCENARIOS = ("voice", "text", "mixed")
 
 
-async def session(port: int, generation: dict[str, Any]) -> ClientConnection:
+@dataclass
+class Turn:
+    """One turn of one session; latency_ms is None when the turn was refused or failed."""
+
+    session: int
+    latency_ms: float | None
+    error: str | None = None
+    stages_ms: dict[str, float] = field(default_factory=dict)
+    tokens: int = 0
+    tokens_per_s: float | None = None
+
+
+async def open_session(port: int) -> ClientConnection:
     ws = await connect(f"ws://127.0.0.1:{port}/", max_size=None)
     json.loads(await ws.recv())  # session.started
-    await ws.send(json.dumps({"type": "session.update", "generation": generation}))
+    await ws.send(json.dumps({"type": "session.update", "generation": GENERATION}))
     while json.loads(await ws.recv())["type"] != "session.updated":
         pass
     return ws
 
 
-async def ask(ws: ClientConnection, text: str) -> dict[str, float]:
-    """Send one message; time to its first delta and to its reply.done."""
+def error_code(exc: Exception) -> str:
+    """The server's `error` code from talk_turn's RuntimeError("code: message")."""
+    return str(exc).split(":", 1)[0]
+
+
+async def voice_session(
+    port: int, index: int, delay: float, paths: list[Path], timeout: float
+) -> list[Turn]:
+    await asyncio.sleep(delay)
+    turns: list[Turn] = []
+    ws = await open_session(port)
+    try:
+        for path in paths:
+            pcm, rate = read_wav(path)
+            try:
+                result = await talk_turn(ws, pcm, rate, timeout=timeout)
+            except RuntimeError as exc:
+                turns.append(Turn(index, None, error=error_code(exc)))
+                await asyncio.sleep(1.0)
+                continue
+            except TimeoutError:
+                turns.append(Turn(index, None, error="timeout"))
+                continue
+            t = result.timings_ms
+            if "speech_end_to_first_audio" not in t:
+                turns.append(Turn(index, None, error="no audio"))
+                continue
+            queued = [
+                e["timings"]["queued_ms"]
+                for e in result.events
+                if e["type"] == "reply.done" and e.get("timings")
+            ]
+            turn_end = t.get("speech_end_to_turn_end", 0.0)
+            transcript = t.get("speech_end_to_transcript", turn_end)
+            first_token = t.get("speech_end_to_first_token", transcript)
+            turns.append(
+                Turn(
+                    index,
+                    t["speech_end_to_first_audio"],
+                    stages_ms={
+                        # As in voice_latency: with speculation the transcript and even the
+                        # first token may be ready when the turn ends (then a stage is <= 0).
+                        "end_of_turn": turn_end,
+                        "asr_after_turn_end": transcript - turn_end,
+                        "llm_first_token": first_token - transcript,
+                        "tts_first_phrase": t["speech_end_to_first_audio"] - first_token,
+                        "llm_queued": float(queued[-1]) if queued else 0.0,
+                    },
+                )
+            )
+            heard_s = len(result.audio) / 2 / result.audio_rate if result.audio_rate else 0.0
+            await asyncio.sleep(min(heard_s, LISTEN_MAX_S))
+    finally:
+        await ws.close()
+    return turns
+
+
+async def ask(ws: ClientConnection, text: str, index: int, timeout: float) -> Turn:
     start = time.perf_counter()
     await ws.send(json.dumps({"type": "user.message", "text": text}))
     first: float | None = None
-    while True:
-        frame = await ws.recv()
-        if isinstance(frame, bytes):
-            continue
-        event = json.loads(frame)
-        if event["type"] == "reply.delta" and first is None:
-            first = time.perf_counter() - start
-        elif event["type"] == "reply.done":
-            total = time.perf_counter() - start
-            return {
-                "ttft_ms": (first if first is not None else total) * 1000,
-                "total_ms": total * 1000,
-                "tokens": float(event.get("usage", {}).get("completion_tokens", 0)),
-            }
-        elif event["type"] == "error":
-            raise RuntimeError(event["code"])
+    error: str | None = None
+    async with asyncio.timeout(timeout):
+        while True:
+            frame = await ws.recv()
+            if isinstance(frame, bytes):
+                continue
+            event = json.loads(frame)
+            kind = event["type"]
+            if kind == "reply.delta" and first is None:
+                first = time.perf_counter() - start
+            elif kind == "error":
+                error = event["code"]
+            elif kind == "reply.done":
+                if event["status"] != "completed" or first is None:
+                    return Turn(index, None, error=error or event["status"])
+                tokens = int((event.get("usage") or {}).get("completion_tokens", 0))
+                tps = (event.get("timings") or {}).get("tokens_per_second")
+                queued = (event.get("timings") or {}).get("queued_ms") or 0.0
+                return Turn(
+                    index,
+                    first * 1000,
+                    stages_ms={"llm_queued": float(queued)},
+                    tokens=tokens,
+                    tokens_per_s=float(tps) if tps else None,
+                )
 
 
-@contextlib.asynccontextmanager
-async def long_reply(port: int) -> Any:
-    """A session streaming a long reply for as long as the block runs (restarted if done)."""
-    ws = await session(port, LONG_GEN)
-    stop = asyncio.Event()
-    stats: dict[str, float] = {"replies": 0, "tokens": 0}
-
-    async def run() -> None:
-        while not stop.is_set():
-            result = await ask(ws, LONG)
-            stats["replies"] += 1
-            stats["tokens"] += result["tokens"]
-
-    task = asyncio.create_task(run())
-    # Wait until it streams.
-    await asyncio.sleep(1.0)
+async def text_session(
+    port: int, index: int, delay: float, questions: list[str], timeout: float
+) -> list[Turn]:
+    await asyncio.sleep(delay)
+    turns: list[Turn] = []
+    ws = await open_session(port)
     try:
-        yield stats
-    finally:
-        stop.set()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await ws.close()
-
-
-async def idle(port: int, rounds: int) -> list[float]:
-    ws = await session(port, SHORT_GEN)
-    try:
-        return [(await ask(ws, q))["ttft_ms"] for q in SHORT[:rounds]]
+        for question in questions:
+            try:
+                turns.append(await ask(ws, question, index, timeout))
+            except TimeoutError:
+                turns.append(Turn(index, None, error="timeout"))
+            await asyncio.sleep(TEXT_GAP_S)
     finally:
         await ws.close()
+    return turns
 
 
-async def beside_long(port: int, rounds: int) -> list[float]:
-    ws = await session(port, SHORT_GEN)
-    try:
-        async with long_reply(port):
-            return [(await ask(ws, q))["ttft_ms"] for q in SHORT[:rounds]]
-    finally:
-        await ws.close()
+async def run_scenario(
+    port: int, scenario: str, n: int, args: argparse.Namespace, paths: list[Path]
+) -> dict[str, list[Turn]]:
+    """N sessions of the scenario at once; the turns of each kind."""
+    jobs: dict[str, list[Any]] = {"voice": [], "text": []}
+    for i in range(n):
+        delay = i * args.stagger
+        if scenario in ("voice", "mixed"):
+            mine = [paths[(i + t * n) % len(paths)] for t in range(args.turns)]
+            jobs["voice"].append(voice_session(port, i, delay, mine, args.timeout))
+        if scenario in ("text", "mixed"):
+            mine_q = [QUESTIONS[(i + t * n) % len(QUESTIONS)] for t in range(args.turns)]
+            jobs["text"].append(text_session(port, i, delay, mine_q, args.timeout))
+    kinds = [k for k in jobs if jobs[k]]
+    results = await asyncio.gather(*(asyncio.gather(*jobs[k]) for k in kinds))
+    return {k: [t for session in r for t in session] for k, r in zip(kinds, results, strict=True)}
 
 
-async def eight_at_once(port: int) -> list[float]:
-    clients = [await session(port, SHORT_GEN) for _ in range(8)]
-    try:
-        results = await asyncio.gather(*(ask(ws, q) for ws, q in zip(clients, SHORT, strict=True)))
-        return [r["ttft_ms"] for r in results]
-    finally:
-        for ws in clients:
-            await ws.close()
-
-
-async def voice_first_audio(port: int, *, beside: bool) -> float:
-    pcm, rate = read_wav(VOICE)
-    ws = await session(port, {"max_tokens": 60, "temperature": 0.0})
-    try:
-        if beside:
-            async with long_reply(port):
-                result = await talk_turn(ws, pcm, rate, timeout=180)
-        else:
-            result = await talk_turn(ws, pcm, rate, timeout=180)
-        return float(result.timings_ms["speech_end_to_first_audio"])
-    finally:
-        await ws.close()
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    return {
+def summarise(turns: list[Turn]) -> dict[str, Any]:
+    timed = [t for t in turns if t.latency_ms is not None]
+    values = [t.latency_ms for t in timed if t.latency_ms is not None]
+    per_session: dict[int, list[float]] = {}
+    for t in timed:
+        assert t.latency_ms is not None
+        per_session.setdefault(t.session, []).append(t.latency_ms)
+    session_p50 = [median(v) for v in per_session.values()]
+    errors: dict[str, int] = {}
+    for t in turns:
+        if t.error is not None:
+            errors[t.error] = errors.get(t.error, 0) + 1
+    out: dict[str, Any] = {
+        "turns": len(turns),
+        "timed": len(values),
+        "errors": errors,
         "p50_ms": round(median(values), 1),
         "p95_ms": round(percentile(values, 95), 1),
-        "max_ms": round(max(values), 1) if values else float("nan"),
-        "n": len(values),
+        "max_ms": round(max(values), 1) if values else None,
+        "session_p50_ms": sorted(round(v, 1) for v in session_p50),
+        "fairness": round(max(session_p50) / min(session_p50), 2) if session_p50 else None,
     }
-
-
-async def one_pass(port: int, rounds: int, rows: dict[str, list[float]]) -> None:
-    # A first untimed question pages the weights in.
-    await idle(port, 1)
-    rows["idle_ttft"] += await idle(port, rounds)
-    rows["beside_long_ttft"] += await beside_long(port, rounds)
-    rows["eight_at_once_ttft"] += await eight_at_once(port)
-    rows["voice_idle_first_audio"].append(await voice_first_audio(port, beside=False))
-    rows["voice_beside_long_first_audio"].append(await voice_first_audio(port, beside=True))
+    stage_names = sorted({name for t in timed for name in t.stages_ms})
+    out["stage_p50_ms"] = {
+        name: round(median([t.stages_ms[name] for t in timed if name in t.stages_ms]), 1)
+        for name in stage_names
+    }
+    rates = [t.tokens_per_s for t in timed if t.tokens_per_s]
+    if rates:
+        out["tokens_per_s_p50"] = round(median(rates), 1)
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=6, help="short questions per scenario")
-    parser.add_argument("--passes", type=int, default=2, help="passes over all scenarios")
+    parser.add_argument("--sessions", default="1,2,4,8", help="the N to run, comma-separated")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="voice,text,mixed")
+    parser.add_argument("--turns", type=int, default=3, help="turns per session")
+    parser.add_argument("--stagger", type=float, default=0.4, help="seconds between starts")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per turn")
+    parser.add_argument("--config", type=Path, help="server config file")
+    parser.add_argument("--label", default="default settings")
     parser.add_argument(
-        "--compare-checkout", type=Path, help="another source tree's server, run alternately"
+        "--compare", type=Path, help="a second server config, run alternately in the same run"
     )
-    parser.add_argument("--label", default="this checkout")
+    parser.add_argument(
+        "--compare-checkout",
+        type=Path,
+        help="another source tree (a git worktree of an older commit), its server run "
+        "alternately with this one in the same run",
+    )
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results-load.json")
     args = parser.parse_args()
+    levels = [int(n) for n in args.sessions.split(",")]
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    for s in scenarios:
+        if s not in SCENARIOS:
+            parser.error(f"unknown scenario {s!r}")
+    paths = [r.path for r in recordings()]
 
-    names = ["server"] + (["compare"] if args.compare_checkout else [])
-    keys = [
-        "idle_ttft",
-        "beside_long_ttft",
-        "eight_at_once_ttft",
-        "voice_idle_first_audio",
-        "voice_beside_long_first_audio",
-    ]
-    rows: dict[str, dict[str, list[float]]] = {n: {k: [] for k in keys} for n in names}
     load_before = hardware()["load_average"]
+    names = ["server"] + (["compare"] if args.compare or args.compare_checkout else [])
+    results: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in names}
+    extra = ("--config", str(args.config)) if args.config else ()
+    started = time.perf_counter()
     with contextlib.ExitStack() as stack:
-        ports = {"server": stack.enter_context(server_process())}
-        if args.compare_checkout:
-            ports["compare"] = stack.enter_context(server_process(checkout=args.compare_checkout))
-        for _ in range(args.passes):
-            for name in names:
-                asyncio.run(one_pass(ports[name], args.rounds, rows[name]))
-
-    results: dict[str, Any] = {}
-    for name in names:
-        results[name] = {key: summary(values) for key, values in rows[name].items()}
-        r = results[name]
-        r["ratios"] = {
-            "beside_long_over_idle_ttft_p50": round(
-                r["beside_long_ttft"]["p50_ms"] / r["idle_ttft"]["p50_ms"], 2
-            ),
-            "eight_at_once_over_idle_ttft_p50": round(
-                r["eight_at_once_ttft"]["p50_ms"] / r["idle_ttft"]["p50_ms"], 2
-            ),
-            "voice_beside_long_over_idle_first_audio_p50": round(
-                r["voice_beside_long_first_audio"]["p50_ms"]
-                / r["voice_idle_first_audio"]["p50_ms"],
-                2,
-            ),
-        }
+        ports = {"server": stack.enter_context(server_process(*extra))}
+        if args.compare:
+            ports["compare"] = stack.enter_context(server_process("--config", str(args.compare)))
+        elif args.compare_checkout:
+            ports["compare"] = stack.enter_context(
+                server_process(*extra, checkout=args.compare_checkout)
+            )
+        warm_up = argparse.Namespace(**{**vars(args), "turns": 1})
+        for port in ports.values():
+            # Untimed: a voice turn and a text reply page the models in.
+            asyncio.run(run_scenario(port, "mixed", 1, warm_up, paths))
+        for n in levels:
+            for scenario in scenarios:
+                # Each server in turn, scenario by scenario, so machine noise hits both alike.
+                for name, port in ports.items():
+                    turns = asyncio.run(run_scenario(port, scenario, n, args, paths))
+                    for kind, kind_turns in turns.items():
+                        key = scenario if scenario != "mixed" else f"mixed_{kind}"
+                        results[name].setdefault(str(n), {})[key] = summarise(kind_turns)
+                    elapsed = time.perf_counter() - started
+                    print(f"N={n} {scenario} {name} done ({elapsed:.0f} s)", flush=True)
     hw = hardware()
     hw["load_average_before"] = load_before
-    result: dict[str, Any] = {
+    result = {
         "benchmark": "load_latency",
+        "labels": {
+            "server": args.label,
+            "compare": str(args.compare or args.compare_checkout or ""),
+        },
         "hardware": hw,
-        "labels": {"server": args.label, "compare": str(args.compare_checkout or "")},
-        "goals": {"beside_long_ttft_p50_ms": 1000, "eight_at_once_ttft_p95_ms": 3000},
-        "long_reply": LONG_GEN,
-        "short_question": SHORT_GEN,
+        "measure": {
+            "voice": "end of the last voiced 20 ms frame -> first reply audio frame received",
+            "text": "user.message sent -> first reply.delta received",
+            "fairness": "slowest session's p50 / fastest session's p50",
+        },
+        "settings": {
+            "turns_per_session": args.turns,
+            "stagger_s": args.stagger,
+            "generation": GENERATION,
+            "config": str(args.config or ""),
+        },
+        "goals": {"voice_4_p50_ms": 1000, "voice_4_fairness": 2.0},
         "results": results,
     }
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"load latency, {hw['cpu']} x{hw['cores']}, load average {hw['load_average']}")
-    header = f"{'scenario':<30}" + "".join(f"{n + ' p50':>14}{n + ' p95':>14}" for n in names)
-    print(header)
-    for key in keys:
-        line = f"{key:<30}"
-        for name in names:
-            s = results[name][key]
-            line += f"{s['p50_ms']:>14.0f}{s['p95_ms']:>14.0f}"
-        print(line)
-    for name in names:
-        print(f"{name}: ratios {results[name]['ratios']}")
+    print_table(result)
     print(f"wrote {args.out}")
 
 
+def print_table(result: dict[str, Any]) -> None:
+    hw = result["hardware"]
+    print(
+        f"load latency, {hw['cpu']} x{hw['cores']}, load average "
+        f"{hw['load_average_before']} before, {hw['load_average']} after"
+    )
+    for name, by_n in result["results"].items():
+        print(f"{name}: {result['labels'][name]}")
+        print(
+            f"{'N':>2} {'scenario':<11} {'p50 ms':>8} {'p95 ms':>8} {'fair':>5} {'tok/s':>6} "
+            f"{'refused':>7}  stage p50 (ms)"
+        )
+        for n, rows in by_n.items():
+            for key, s in rows.items():
+                stages = ", ".join(f"{k} {v:.0f}" for k, v in s["stage_p50_ms"].items())
+                tps = f"{s['tokens_per_s_p50']:.0f}" if "tokens_per_s_p50" in s else "-"
+                fair = f"{s['fairness']:.2f}" if s["fairness"] is not None else "-"
+                refused = sum(s["errors"].values())
+                print(
+                    f"{n:>2} {key:<11} {s['p50_ms']:>8.0f} {s['p95_ms']:>8.0f} {fair:>5} "
+                    f"{tps:>6} {refused:>7}  {stages}"
+                )
+    if "compare" in result["results"]:
+        print("compare / server, p50:")
+        for n, rows in result["results"]["server"].items():
+            for key, s in rows.items():
+                other = result["results"]["compare"][n][key]
+                print(f"{n:>2} {key:<11} {other['p50_ms'] / s['p50_ms']:.2f}")
+
+
 if __name__ == "__main__":
-    main()
+    with contextlib.suppress(KeyboardInterrupt):
+        main()
