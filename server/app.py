@@ -56,9 +56,14 @@ class App:
 
     def attach(self, engines: Engines) -> None:
         priority = CpuPriority(enabled=self.settings.llm.pause_for_speech)
-        self.chat = ChatRunner(engines.chat, priority)
+        max_wait_s = self.settings.limits.max_reply_wait_s
+        self.chat = ChatRunner(engines.chat, priority, max_wait_s=max_wait_s)
         self.speech = SpeechRunner(
-            engines.transcriber, engines.synthesizer, engines.vad, priority=priority
+            engines.transcriber,
+            engines.synthesizer,
+            engines.vad,
+            priority=priority,
+            max_wait_s=max_wait_s,
         )
         # Loaded (and cached) by load_engines on its worker thread; here it is looked up.
         self.intents = load_recognizer(self.settings.intents)

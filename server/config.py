@@ -97,6 +97,11 @@ class LimitsSettings(_Group):
     # is dropped.
     # (A WebSocket client that stops reading for 30 s is dropped instead.)
     max_queued_events: int = Field(1024, ge=16)
+    # Admission control: a turn that has waited this long for the model (every place taken
+    # by other sessions' replies) or for the speech recognizer (other sessions' turns ahead)
+    # is refused with an `overloaded` error, and a voice turn hears a short spoken apology,
+    # instead of waiting without end (docs/scaling.md). 0: wait as long as it takes.
+    max_reply_wait_s: float = Field(10.0, ge=0.0)
 
 
 class HttpSettings(_Group):

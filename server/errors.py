@@ -34,6 +34,9 @@ class ErrorCode(StrEnum):
     # Server-side conditions.
     CONTEXT_OVERFLOW = "context_overflow"
     TOO_MANY_SESSIONS = "too_many_sessions"
+    # A turn that could not start within [limits] max_reply_wait_s (the model or the speech
+    # recognizer busy with other sessions); a voice turn also hears a short apology.
+    OVERLOADED = "overloaded"
     UNAUTHORIZED = "unauthorized"
     ORIGIN_NOT_ALLOWED = "origin_not_allowed"
     HOST_NOT_ALLOWED = "host_not_allowed"  # a Host header not among the server's names

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.engines.base import ChatMessage, ChatModel, Generation, GenerationStats
+from server.pipeline.admission import WaitLimit
 from server.pipeline.history import messages_to_drop
 from server.pipeline.priority import CpuPriority
 from server.prompts import GenerationSettings
@@ -41,6 +42,7 @@ class _Job:
     start: Callable[[], Generation] | None = None  # a reply: begins its generation
     finish: Callable[[GenerationStats], None] | None = None
     generation: Generation | None = None
+    deadline: float | None = None  # refused (admission control) if still waiting then
 
 
 class ChatRunner:
@@ -52,12 +54,16 @@ class ChatRunner:
     before text replies, and one place is kept for them; a prefill runs only when no reply
     is waiting or under way. The model is free for the next reply as soon as a reply's last
     token is out, even if a slow client is still reading it. Deltas reach the event loop
-    through an unbounded queue, which max_tokens bounds.
+    through an unbounded queue, which max_tokens bounds. A reply that waits for a place
+    longer than `max_wait_s` is refused with `overloaded` (pipeline/admission.py).
     """
 
-    def __init__(self, model: ChatModel, priority: CpuPriority | None = None) -> None:
+    def __init__(
+        self, model: ChatModel, priority: CpuPriority | None = None, *, max_wait_s: float = 0.0
+    ) -> None:
         self.model = model
         self.priority = priority or CpuPriority(enabled=False)
+        self.limit = WaitLimit(max_wait_s)
         self._lock = threading.Condition()
         self._waiting: list[_Job] = []
         self._active: list[_Job] = []  # touched by the worker thread only
@@ -104,11 +110,16 @@ class ChatRunner:
         text_places = parallel - 1 if parallel > 1 else 1
         admitted: list[_Job] = []
         running = len(self._active)
+        now = time.monotonic()
         for job in list(self._waiting):
             if job.start is None:  # a prefill: only on an idle model
                 if running or admitted or any(j.start is not None for j in self._waiting):
                     continue
             elif running >= (parallel if job.urgent else text_places):
+                if self.limit.expired(job.deadline, now):
+                    self._waiting.remove(job)
+                    if not job.future.cancelled():
+                        job.future.set_exception(self.limit.error("the reply"))
                 continue
             self._waiting.remove(job)
             if not job.future.set_running_or_notify_cancel():
@@ -247,6 +258,7 @@ class ChatRunner:
         future: Future[None] = Future()
         future.add_done_callback(lambda _f: push(None))
         job = _Job(None, urgent, next(self._order), future, cancel, start, finish)
+        job.deadline = self.limit.deadline(time.monotonic())
         self._submit(job)
         try:
             finished = False

@@ -17,6 +17,7 @@ from server.engines.base import PromptTooLong, UnsupportedAudio
 from server.errors import ChinwagError, ErrorCode
 from server.logs import log_failure
 from server.metrics import Metrics
+from server.pipeline.admission import APOLOGY
 from server.pipeline.chat import ChatOutcome, ChatRunner
 from server.pipeline.conversation import Conversation
 from server.pipeline.grounding import ReplyPlan, SaidAnswer
@@ -136,6 +137,10 @@ class Responder:
                 self._conversation.add("user", transcript.text, utterance.id)
         except asyncio.CancelledError:
             raise  # before the reply began nothing was started; the reply closes its own
+        except ChinwagError as exc:  # the transcription was refused: the server is busy
+            await self.send_error(out, exc, "audio")
+            if exc.code is ErrorCode.OVERLOADED and start.speak and start.respond:
+                await self.apologize(ctx, start.output_sample_rate)
         except UnsupportedAudio as exc:
             await self.send_error(
                 out, ChinwagError(ErrorCode.INVALID_AUDIO_FORMAT, str(exc)), "audio"
@@ -159,6 +164,10 @@ class Responder:
         phrases.put_nowait(None)
         ctx.spoken = self._speaker.new_reply(stream_id)
         await self._speaker.speak(ctx.spoken, phrases, message.sample_rate, ctx.out)
+
+    async def apologize(self, ctx: TurnContext, sample_rate: int | None) -> None:
+        """A voice turn refused by admission control hears why, as its own audio stream."""
+        await self.say(ctx, proto.Say(text=APOLOGY, sample_rate=sample_rate))
 
     # --- the model's answer -------------------------------------------------------------
 
@@ -191,6 +200,7 @@ class Responder:
         outcome = ChatOutcome()
         status: Status = "failed"
         cancelled: asyncio.CancelledError | None = None
+        refused = False  # by admission control: no reply, and the question is withdrawn
         speaking: asyncio.Task[None] | None = None
         phrases: asyncio.Queue[str | None] = asyncio.Queue()
         splitter = PhraseSplitter(first_phrase_max_words=self._first_phrase_max_words)
@@ -237,6 +247,13 @@ class Responder:
             status, cancelled = "cancelled", exc
         except ChinwagError as exc:
             await self.send_error(out, exc, "user.message")
+            if exc.code is ErrorCode.OVERLOADED:
+                refused = True
+                if speaking is not None:
+                    # Nothing was generated: the apology is the reply's only phrase.
+                    phrases.put_nowait(APOLOGY)
+                    phrases.put_nowait(None)
+                    await speaking
         except PromptTooLong as exc:
             await self.send_error(
                 out, ChinwagError(ErrorCode.CONTEXT_OVERFLOW, str(exc)), "user.message"
@@ -256,6 +273,11 @@ class Responder:
             if out.discarded:
                 # A speculative reply thrown away: it never happened, for the history too.
                 conversation.withdraw(asked)
+            elif refused:
+                # Never answered: the history does not keep the question (nor the apology).
+                conversation.withdraw(asked)
+                total_s = time.perf_counter() - start
+                await out.emit(done_event(reply_id, status, "", None, outcome, None, total_s))
             else:
                 full = "".join(parts)
                 spoken = ctx.spoken if speak else None

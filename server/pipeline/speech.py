@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from server.engines.base import (
     Transcriber,
     Transcript,
 )
+from server.pipeline.admission import WaitLimit
 from server.pipeline.priority import CpuPriority
 
 T = TypeVar("T")
@@ -50,8 +52,11 @@ class SpeechRunner:
         vad: VadModel,
         *,
         priority: CpuPriority | None = None,
+        max_wait_s: float = 0.0,
     ) -> None:
         self.transcriber = transcriber
+        self.limit = WaitLimit(max_wait_s)
+        self._turn_jobs = 0  # turn transcriptions submitted and not finished
         self.priority = priority or CpuPriority(enabled=False)
         self.synthesizer = synthesizer
         self.vad = vad
@@ -75,13 +80,22 @@ class SpeechRunner:
         return await asyncio.get_running_loop().run_in_executor(self._vad_pool, func)
 
     async def transcribe(self, audio: Float32Audio) -> Transcript:
-        """A turn's transcription: someone waits for it, so LLM tokens wait instead."""
+        """A turn's transcription: someone waits for it, so LLM tokens wait instead.
+        Raises ChinwagError(OVERLOADED) if it waited behind other sessions' turns for longer
+        than the limit (pipeline/admission.py); one that can start at once always runs."""
+        deadline = self.limit.deadline(time.monotonic()) if self._turn_jobs else None
 
         def run() -> Transcript:
+            if self.limit.expired(deadline, time.monotonic()):
+                raise self.limit.error("the transcription")
             with self.priority.urgent():
                 return self.transcriber.transcribe(audio)
 
-        return await asyncio.get_running_loop().run_in_executor(self._asr_pool, run)
+        self._turn_jobs += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._asr_pool, run)
+        finally:
+            self._turn_jobs -= 1
 
     async def transcribe_partial(self, audio: Float32Audio) -> Transcript:
         """The words so far of a turn still going on; in the background."""
