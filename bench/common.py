@@ -52,11 +52,14 @@ def median(values: list[float]) -> float:
 
 
 @contextlib.contextmanager
-def server_process(*extra: str, checkout: Path | None = None) -> Iterator[int]:
+def server_process(
+    *extra: str, checkout: Path | None = None, log_file: Path | None = None
+) -> Iterator[int]:
     """`chinwag serve` on a free loopback port, in its own process; yields the port.
 
     checkout: run the server package of another source tree (e.g. a `git worktree` of an
-    older commit) with this environment's packages, to compare two versions in one run."""
+    older commit) with this environment's packages, to compare two versions in one run.
+    log_file: the server's debug log goes there (timestamps of each step of a turn)."""
     with tempfile.TemporaryDirectory() as tmp:
         ready = Path(tmp) / "port"
         env = None
@@ -64,11 +67,13 @@ def server_process(*extra: str, checkout: Path | None = None) -> Iterator[int]:
             # `python -m server` finds the package in the working directory before the
             # editable install of this checkout.
             env = {**os.environ, "PYTHONPATH": str(checkout.resolve())}
+        verbose = ("--verbose",) if log_file is not None else ()
+        log = log_file.open("w") if log_file is not None else None
         proc = subprocess.Popen(
-            [sys.executable, "-m", "server", "serve", "--port", "0", "--ready-file", str(ready),
-             *extra],
+            [sys.executable, "-m", "server", *verbose, "serve", "--port", "0", "--ready-file",
+             str(ready), *extra],
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=log if log is not None else subprocess.PIPE,
             text=True,
             cwd=checkout,
             env=env,
@@ -77,9 +82,8 @@ def server_process(*extra: str, checkout: Path | None = None) -> Iterator[int]:
             deadline = time.monotonic() + 300
             while not ready.exists():
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"server did not start: {proc.stderr.read() if proc.stderr else ''}"
-                    )
+                    reason = proc.stderr.read() if proc.stderr else f"see {log_file}"
+                    raise RuntimeError(f"server did not start: {reason}")
                 time.sleep(0.1)
             yield int(ready.read_text())
         finally:
@@ -88,3 +92,5 @@ def server_process(*extra: str, checkout: Path | None = None) -> Iterator[int]:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+            if log is not None:
+                log.close()

@@ -140,11 +140,14 @@ async def send_paced(
     rate: int,
     start: float,
     mark: dict[str, float],
+    end_s: float | None = None,
 ) -> None:
     """The recording at real-time pace in 20 ms frames of PCM16, each through `send`, then
-    silence for as long as needed; mark["speech_end"] is set when the last voiced frame is out."""
+    silence for as long as needed; mark["speech_end"] is set when the last voiced frame is out
+    (end_s: where the speech ends, when the file's loudness cannot tell, as under noise)."""
     size = int(rate * FRAME_S)
-    end_s = speech_end_s(pcm, rate)
+    if end_s is None:
+        end_s = speech_end_s(pcm, rate)
     silence = np.zeros(size, dtype="<i2").tobytes()
     index = 0
     while True:
@@ -170,15 +173,19 @@ async def talk_turn(
     output_sample_rate: int | None = None,
     timeout: float = 120.0,
     wait_for_audio_end: bool = True,
+    speech_end: float | None = None,
 ) -> TalkResult:
-    """Speak one utterance on an open session and collect the spoken answer."""
+    """Speak one utterance on an open session and collect the spoken answer (speech_end: the
+    end of the speech in the file, in seconds, if the file's loudness cannot tell)."""
     result = TalkResult()
     start_msg: dict[str, Any] = {"type": "audio.start", "sample_rate": rate}
     if output_sample_rate:
         start_msg["output_sample_rate"] = output_sample_rate
     await ws.send(json.dumps(start_msg))
     mark: dict[str, float] = {}
-    sender = asyncio.create_task(send_paced(ws.send, pcm, rate, time.perf_counter(), mark))
+    sender = asyncio.create_task(
+        send_paced(ws.send, pcm, rate, time.perf_counter(), mark, speech_end)
+    )
     reply_done = audio_done = False
     transcripts: list[tuple[str, str]] = []  # (utterance id, text)
     try:
