@@ -73,9 +73,12 @@ satellite: .venv-satellite/.installed
 test-fast: $(STAMP)
 	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest -q tests/unit -m "not models"
 
+# Text, then voice over the broader set (human recordings, Piper and espeak-ng voices, made into
+# bench/.cache on the first run), then the pause corpus (docs/performance.md).
 bench: setup
 	$(BIN)/python -m bench.text_latency
 	$(BIN)/python -m bench.voice_latency
+	$(BIN)/python -m bench.pause_cuts
 
 # The Wyoming server against wyoming-faster-whisper and wyoming-piper on the same model files
 # (docs/performance.md, docs/home-assistant.md); writes bench/results-wyoming.json.

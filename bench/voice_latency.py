@@ -323,6 +323,13 @@ def main() -> None:
                     order.reverse()
                 for name, p in order:
                     rows[name].append(asyncio.run(through_server(p, item)))
+                    turn = rows[name][-1]
+                    print(
+                        f"{name:<8} {item.path.name:<28} first audio {turn['first_audio_ms']:6.0f}"
+                        f" ms, turn end {turn['turn_end_ms']:5.0f} ms, "
+                        f"gap {turn['turn_end_to_first_audio_ms']:5.0f} ms",
+                        flush=True,
+                    )
                 if args.realtime:
                     rows["realtime"].append(asyncio.run(through_realtime(port, item)))
                 if naive is not None:
@@ -411,11 +418,12 @@ def trace_steps(path: Path) -> dict[str, Any]:
 
     sessions: dict[str, list[tuple[float, str]]] = {}
     for line in path.read_text(errors="replace").splitlines():
-        parts = line.split(" ", 5)
-        if len(parts) < 6 or not parts[5].startswith("["):
+        # "2026-12-02 07:09:33,289 DEBUG server.pipeline.session: [session] message"
+        parts = line.split(" ", 4)
+        if len(parts) < 5 or not parts[4].startswith("["):
             continue
         stamp = datetime.strptime(f"{parts[0]} {parts[1]}", "%Y-%m-%d %H:%M:%S,%f").timestamp()
-        session, _, message = parts[5][1:].partition("] ")
+        session, _, message = parts[4][1:].partition("] ")
         sessions.setdefault(session, []).append((stamp, message))
     found: dict[str, list[float]] = {step: [] for step in TRACE_STEPS}
     for lines in sessions.values():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from server.config import VadSettings
+
 # A sentence that ends on one of these words is almost always going on ("I went to the").
 _CONTINUING = frozenset(
     {
@@ -108,3 +110,11 @@ def looks_complete(text: str) -> bool:
         return False  # Whisper writes a trailing ellipsis for speech that trails off
     words = _WORD.findall(stripped.lower())
     return len(words) >= 2 and words[-1] not in _CONTINUING
+
+
+def end_of_turn_silence_ms(text: str, settings: VadSettings) -> int:
+    """The silence after which a turn whose transcript so far is `text` ends: shorter when it
+    reads as a finished sentence (measured on the pause corpus, docs/performance.md)."""
+    if looks_complete(text):
+        return min(settings.complete_silence_ms, settings.silence_ms)
+    return settings.silence_ms

@@ -36,7 +36,7 @@ from server.errors import ChinwagError, ErrorCode
 from server.pipeline.audio_input import AudioInput
 from server.pipeline.chat import ChatRunner
 from server.pipeline.conversation import Conversation
-from server.pipeline.endpointing import looks_complete
+from server.pipeline.endpointing import end_of_turn_silence_ms
 from server.pipeline.grounding import ReplyPlan, plan_reply
 from server.pipeline.intents import SessionIntents
 from server.pipeline.listener import Listener
@@ -425,13 +425,13 @@ class Session:
             return
         samples, joins = self.turns.join_carry(event.audio)
         detector = audio.vad.detector
-        complete_ms = self.app.settings.vad.complete_silence_ms
+        vad_settings = self.app.settings.vad
 
         async def end_sooner_if_complete(text: str) -> None:
-            silence_ms = complete_ms
+            silence_ms = end_of_turn_silence_ms(text, vad_settings)
             if await self.intents.is_command(text):  # a whole command: shorter still
-                silence_ms = min(complete_ms, self.app.settings.intents.command_silence_ms)
-            if silence_ms < complete_ms or looks_complete(text):
+                silence_ms = min(silence_ms, self.app.settings.intents.command_silence_ms)
+            if silence_ms < vad_settings.silence_ms:
                 shorten = functools.partial(detector.shorten_pause, event.pause_id, silence_ms)
                 await self.speech.on_vad_thread(shorten)
 

@@ -1,6 +1,7 @@
 import pytest
 
-from server.pipeline.endpointing import looks_complete
+from server.config import VadSettings
+from server.pipeline.endpointing import end_of_turn_silence_ms, looks_complete
 
 
 @pytest.mark.parametrize(
@@ -30,3 +31,13 @@ def test_complete_sentences(text: str) -> None:
 )
 def test_sentences_that_go_on(text: str) -> None:
     assert not looks_complete(text)
+
+
+def test_the_silence_that_ends_a_turn_is_shorter_only_for_a_complete_sentence() -> None:
+    settings = VadSettings(silence_ms=500, complete_silence_ms=350)
+    assert end_of_turn_silence_ms("What is the capital of Australia?", settings) == 350
+    assert end_of_turn_silence_ms("What is the capital of", settings) == 500
+    assert end_of_turn_silence_ms("Set a timer.", settings) == 350  # why 300 ms pauses matter
+    # Never longer than the plain silence, whatever is configured.
+    short = VadSettings(silence_ms=300, complete_silence_ms=350)
+    assert end_of_turn_silence_ms("Set a timer.", short) == 300
