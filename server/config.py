@@ -27,6 +27,7 @@ from server import IS_CHECKOUT, PROJECT_ROOT, PROMPTS_DIR
 
 # Defined in server.errors with the other exceptions (pure modules raise it too).
 from server.errors import ConfigError as ConfigError
+from server.pipeline.text_split import PhraseSplitter
 from server.protocol.mqtt import parse_broker_url
 from server.protocol.wyoming import parse_tcp_uri
 
@@ -157,6 +158,21 @@ class TtsSettings(_Group):
     # The first phrase of a reply ends after this many words if no punctuation came sooner:
     # the first sound waits for the first phrase's synthesis (0: whole first sentence).
     first_phrase_max_words: int = Field(4, ge=0, le=50)
+    # ...and at a comma or other clause boundary once it has this many words.
+    first_phrase_min_words: int = Field(3, ge=1, le=50)
+
+    @model_validator(mode="after")
+    def _first_phrase_bounds(self) -> TtsSettings:
+        if 0 < self.first_phrase_max_words < self.first_phrase_min_words:
+            raise ValueError("first_phrase_max_words must be 0 or >= first_phrase_min_words")
+        return self
+
+    def phrase_splitter(self) -> PhraseSplitter:
+        """The splitter every reply and Wyoming synthesis cuts its text with."""
+        return PhraseSplitter(
+            first_phrase_min_words=self.first_phrase_min_words,
+            first_phrase_max_words=self.first_phrase_max_words or None,
+        )
 
 
 class VadSettings(_Group):

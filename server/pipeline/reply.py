@@ -70,7 +70,7 @@ class Responder:
         speaker: Speaker,
         persona: ReplySettings,
         metrics: Metrics,
-        first_phrase_max_words: int | None,
+        splitter: Callable[[], PhraseSplitter],
         next_id: Callable[[str], str],
         log: logging.LoggerAdapter[logging.Logger],
         commands: CommandStage | None = None,
@@ -81,7 +81,7 @@ class Responder:
         self._speaker = speaker
         self._persona = persona
         self._metrics = metrics
-        self._first_phrase_max_words = first_phrase_max_words
+        self._new_splitter = splitter
         self._next_id = next_id
         self._log = log
         self._commands = commands
@@ -203,7 +203,7 @@ class Responder:
         refused = False  # by admission control: no reply, and the question is withdrawn
         speaking: asyncio.Task[None] | None = None
         phrases: asyncio.Queue[str | None] = asyncio.Queue()
-        splitter = PhraseSplitter(first_phrase_max_words=self._first_phrase_max_words)
+        splitter = self._new_splitter()
         if speak:
             ctx.spoken = self._speaker.new_reply(reply_id)
             speaking = asyncio.create_task(

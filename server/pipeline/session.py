@@ -115,7 +115,7 @@ class Session:
             speaker=self.speaker,
             persona=self,
             metrics=app.metrics,
-            first_phrase_max_words=app.settings.tts.first_phrase_max_words or None,
+            splitter=app.settings.tts.phrase_splitter,
             next_id=self._next_id,
             log=self.log,
             commands=self.intents,

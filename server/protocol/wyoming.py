@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -506,11 +506,11 @@ class RequestReader:
         *,
         max_audio_s: float,
         max_text_chars: int,
-        first_phrase_max_words: int | None,
+        splitter: Callable[[], PhraseSplitter] = PhraseSplitter,
     ) -> None:
         self.max_audio_s = max_audio_s
         self.max_text_chars = max_text_chars
-        self.first_phrase_max_words = first_phrase_max_words
+        self.new_splitter = splitter
         self.transcription: BeginTranscription | None = None
         self.audio: AudioFormat | None = None
         self.audio_bytes = 0  # mono 16-bit bytes received in the open stream
@@ -518,7 +518,7 @@ class RequestReader:
         self.text_chars = 0
 
     def _splitter(self) -> PhraseSplitter:
-        return PhraseSplitter(first_phrase_max_words=self.first_phrase_max_words)
+        return self.new_splitter()
 
     def receive(self, event: Event) -> Action:
         try:

@@ -203,7 +203,7 @@ class Connection:
         self.requests = wire.RequestReader(
             max_audio_s=settings.wyoming.max_audio_s,
             max_text_chars=settings.limits.max_text_chars,
-            first_phrase_max_words=settings.tts.first_phrase_max_words or None,
+            splitter=settings.tts.phrase_splitter,
         )
         self.language: str | None = settings.asr.language
         self.stream = EventStream(reader, writer, settings.wyoming.max_event_bytes, self.peer)

@@ -103,3 +103,15 @@ def test_installed_models_folder_is_per_user(monkeypatch: pytest.MonkeyPatch) ->
     assert default_models_dir({"XDG_DATA_HOME": "relative/ignored"}) == home
     settings = load_settings(environ={"XDG_DATA_HOME": "/data"})
     assert settings.llm.model_path == Path("/data/chinwag/models") / DEFAULT_LLM
+
+
+def test_first_phrase_bounds_build_the_splitter() -> None:
+    settings = load_settings(
+        overrides={"tts": {"first_phrase_min_words": 2, "first_phrase_max_words": 2}}, environ={}
+    )
+    assert settings.tts.phrase_splitter().feed("Turned on the kitchen light now.") == ["Turned on"]
+    with pytest.raises(ConfigError, match="first_phrase_max_words"):
+        load_settings(
+            overrides={"tts": {"first_phrase_min_words": 5, "first_phrase_max_words": 3}},
+            environ={},
+        )

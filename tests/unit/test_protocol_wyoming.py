@@ -16,6 +16,7 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 
 from server.config import load_settings
 from server.errors import ChinwagError, ErrorCode
+from server.pipeline.text_split import PhraseSplitter
 from server.protocol import wyoming as wire
 
 LIMIT = 1 << 20
@@ -23,7 +24,9 @@ LIMIT = 1 << 20
 
 def reader(max_audio_s: float = 60.0, max_text_chars: int = 1000) -> wire.RequestReader:
     return wire.RequestReader(
-        max_audio_s=max_audio_s, max_text_chars=max_text_chars, first_phrase_max_words=4
+        max_audio_s=max_audio_s,
+        max_text_chars=max_text_chars,
+        splitter=lambda: PhraseSplitter(first_phrase_max_words=4),
     )
 
 
