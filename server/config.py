@@ -158,8 +158,11 @@ class TtsSettings(_Group):
     # The first phrase of a reply ends after this many words if no punctuation came sooner:
     # the first sound waits for the first phrase's synthesis (0: whole first sentence).
     first_phrase_max_words: int = Field(4, ge=0, le=50)
-    # ...and at a comma or other clause boundary once it has this many words.
-    first_phrase_min_words: int = Field(3, ge=1, le=50)
+    # ...and at a comma or other clause boundary once it has this many words, or (with
+    # first_phrase_prosodic_cut) before a word that opens a new phrase: "Turned on | the
+    # kitchen light" (docs/performance.md: same word error rate through Whisper as 3-4 words).
+    first_phrase_min_words: int = Field(2, ge=1, le=50)
+    first_phrase_prosodic_cut: bool = True
 
     @model_validator(mode="after")
     def _first_phrase_bounds(self) -> TtsSettings:
@@ -172,6 +175,7 @@ class TtsSettings(_Group):
         return PhraseSplitter(
             first_phrase_min_words=self.first_phrase_min_words,
             first_phrase_max_words=self.first_phrase_max_words or None,
+            prosodic_cut=self.first_phrase_prosodic_cut,
         )
 
 

@@ -33,6 +33,18 @@ _DOTTED = re.compile(r"(?:[A-Za-z]{1,2}\.)*[A-Za-z]\.")
 _CLAUSE = re.compile("[,;:](?=\\s)|\\s[-\u2013\u2014](?=\\s)|\u2014")
 
 
+# Words that open a new prosodic phrase (a noun or prepositional phrase, a clause): cutting the
+# first phrase just before one keeps its intonation whole ("Turned on | the kitchen light"),
+# where cutting after a word count can split "Paris | is" and blur both halves.
+_PHRASE_OPENERS = frozenset(
+    """
+    the a an this that these those my your his her its our their to for in on at of with from
+    by about into onto over under after before until and but or so because if when while
+    which who where
+    """.split()  # noqa: SIM905
+)
+
+
 class _Decision(Enum):
     CUT = 1
     NO = 2
@@ -52,7 +64,9 @@ class PhraseSplitter:
     boundary (", " "; " ": " " - " "—") once it has `first_phrase_min_words` words, so the
     first audio needs the least synthesis; with `first_phrase_max_words` it also ends at the
     space after that many words when no boundary came sooner (a sentence-long first phrase
-    costs a sentence of synthesis before the first sound). A phrase longer than `max_chars` is
+    costs a sentence of synthesis before the first sound). With `prosodic_cut`, it also ends
+    before a word that opens a new phrase ("the", "to", "and"...) once it has
+    `first_phrase_min_words` words. A phrase longer than `max_chars` is
     cut at its last clause boundary or space, so TTS never waits on a huge phrase.
     """
 
@@ -62,6 +76,7 @@ class PhraseSplitter:
         first_phrase_min_words: int = 3,
         max_chars: int = 200,
         first_phrase_max_words: int | None = None,
+        prosodic_cut: bool = False,
     ) -> None:
         if first_phrase_min_words < 1 or max_chars < 2:
             raise ValueError("first_phrase_min_words must be >= 1 and max_chars >= 2")
@@ -69,6 +84,7 @@ class PhraseSplitter:
             raise ValueError("first_phrase_max_words must be >= first_phrase_min_words")
         self._min_words = first_phrase_min_words
         self._max_words = first_phrase_max_words
+        self._prosodic_cut = prosodic_cut
         self._max_chars = max_chars
         self._buf = ""
         self._scan = 0  # buf[:scan] holds no cut: decisions there are final
@@ -123,6 +139,13 @@ class PhraseSplitter:
                 continue
             if self._first and self._word_limit_at(buf, i):
                 return _Cut(i, i + 1)
+            if self._first and self._prosodic_cut:
+                before = self._before_phrase_opener(buf, i, final)
+                if before is _Decision.CUT:
+                    return _Cut(i, i + 1)
+                if before is _Decision.WAIT:
+                    self._scan = i
+                    return None
             if self._first:
                 clause = self._clause_end(buf, i, final)
                 if isinstance(clause, _Cut):
@@ -141,6 +164,20 @@ class PhraseSplitter:
         if not self._max_words or buf[i] != " " or i == 0 or buf[i - 1] == " ":
             return False
         return len(buf[:i].split()) >= self._max_words
+
+    def _before_phrase_opener(self, buf: str, i: int, final: bool) -> _Decision:
+        """buf[i] is a space before a word that opens a phrase, after enough words."""
+        if buf[i] != " " or i == 0 or buf[i - 1] == " " or not buf[i - 1].isalnum():
+            return _Decision.NO
+        if len(buf[:i].split()) < self._min_words:
+            return _Decision.NO
+        match = re.match(r"[A-Za-z']+", buf[i + 1 :])
+        if match is None:
+            return _Decision.NO if (final or i + 1 < len(buf)) else _Decision.WAIT
+        end = i + 1 + match.end()
+        if end == len(buf) and not final:
+            return _Decision.WAIT  # "th" may become "the" or "then"
+        return _Decision.CUT if match.group().lower() in _PHRASE_OPENERS else _Decision.NO
 
     def _clause_end(self, buf: str, i: int, final: bool) -> _Cut | _Decision:
         ch = buf[i]

@@ -1,16 +1,17 @@
 import random
+from typing import Any
 
 import pytest
 
 from server.pipeline.text_split import PhraseSplitter, speakable
 
 
-def whole(text: str, **kwargs: int) -> list[str]:
+def whole(text: str, **kwargs: Any) -> list[str]:
     splitter = PhraseSplitter(**kwargs)
     return splitter.feed(text) + splitter.flush()
 
 
-def by_chunks(text: str, sizes: list[int], **kwargs: int) -> list[str]:
+def by_chunks(text: str, sizes: list[int], **kwargs: Any) -> list[str]:
     splitter = PhraseSplitter(**kwargs)
     phrases: list[str] = []
     pos = 0
@@ -21,7 +22,7 @@ def by_chunks(text: str, sizes: list[int], **kwargs: int) -> list[str]:
     return phrases + splitter.flush()
 
 
-def by_chars(text: str, **kwargs: int) -> list[str]:
+def by_chars(text: str, **kwargs: Any) -> list[str]:
     return by_chunks(text, [1] * len(text), **kwargs)
 
 
@@ -210,14 +211,16 @@ def test_any_fragmentation_gives_the_same_phrases() -> None:
     rng = random.Random(1234)
     for _ in range(400):
         text = random_text(rng)
-        max_chars = rng.choice([20, 60, 200])
-        min_words = rng.choice([1, 3, 5])
-        expected = whole(text, max_chars=max_chars, first_phrase_min_words=min_words)
+        options: dict[str, Any] = {
+            "max_chars": rng.choice([20, 60, 200]),
+            "first_phrase_min_words": rng.choice([1, 2, 3, 5]),
+            "prosodic_cut": rng.choice([False, True]),
+        }
+        max_chars = options["max_chars"]
+        expected = whole(text, **options)
         sizes = [rng.randint(1, 8) for _ in range(len(text))]
-        assert by_chunks(text, sizes, max_chars=max_chars, first_phrase_min_words=min_words) == (
-            expected
-        ), text
-        assert by_chars(text, max_chars=max_chars, first_phrase_min_words=min_words) == expected
+        assert by_chunks(text, sizes, **options) == expected, text
+        assert by_chars(text, **options) == expected
         # Nothing spoken is lost or repeated, and no phrase is over the limit.
         assert alnum(expected) == alnum([text])
         assert all(len(p) <= max_chars for p in expected)
@@ -296,3 +299,26 @@ def test_first_phrase_max_words_cuts_a_long_first_sentence_at_a_space() -> None:
         "Well, in that case,",
         "we open at nine tomorrow morning.",
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "first"),
+    [
+        ("Turned on the kitchen light.", "Turned on"),
+        ("Paris is the capital of France.", "Paris is"),
+        ("Glue the sheet to the dark blue background.", "Glue the sheet"),
+        ("The kitchen lights are on.", "The kitchen lights are"),  # no opener: the word limit
+        ("Then there was one.", "Then there was one."),  # "Then" is not "the"
+        ("Sure, the lights are on.", "Sure, the lights are"),  # "Sure," alone is too short
+    ],
+)
+def test_prosodic_cut_ends_the_first_phrase_before_a_phrase_opener(text: str, first: str) -> None:
+    options: dict[str, Any] = {
+        "first_phrase_min_words": 2,
+        "first_phrase_max_words": 4,
+        "prosodic_cut": True,
+    }
+    phrases = whole(text, **options)
+    assert phrases[0] == first
+    assert by_chars(text, **options) == phrases
+    assert alnum(phrases) == alnum([text])
