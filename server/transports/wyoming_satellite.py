@@ -113,6 +113,7 @@ class SatelliteSink:
 
     def __init__(self, link: SatelliteLink) -> None:
         self.link = link
+        self.rate = 0  # of the audio being sent (a run's reply, or an announcement)
 
     async def send(self, event: proto.ServerEvent) -> None:
         run = self.link.run_state
@@ -130,10 +131,11 @@ class SatelliteSink:
             case proto.Transcript():
                 await self.link.send(wire.transcript_event(event.text, None))
             case proto.OutputAudioStart():
+                self.rate = event.sample_rate
                 await self.link.send(wire.audio_start_event(event.sample_rate))
             case proto.OutputAudioDone():
                 await self.link.send(wire.audio_stop_event())
-            case proto.ReplyDone() if event.text.strip():
+            case proto.ReplyDone() if event.text.strip() and (run is None or run.request.speak):
                 # The text the satellite's --synthesize-command gets (its audio streamed as
                 # it was written; the full text is known only now).
                 await self.link.send(sat.synthesize_event((event.heard_text or event.text).strip()))
@@ -146,11 +148,10 @@ class SatelliteSink:
 
     async def send_audio(self, pcm: bytes) -> None:
         run = self.link.run_state
-        rate = run.audio_rate if run is not None and run.audio_rate else 0
         if run is not None:
             run.audio_bytes += len(pcm)
-        if rate:
-            await self.link.send(wire.audio_chunk_event(rate, pcm))
+        if self.rate:
+            await self.link.send(wire.audio_chunk_event(self.rate, pcm))
 
 
 def _code(code: str) -> ErrorCode:

@@ -288,3 +288,33 @@ def test_satellite_uris_are_checked_when_the_settings_load() -> None:
         make_settings(wyoming={"satellites": ["http://kitchen:10700"]})
     with pytest.raises(ConfigError, match="twice"):
         make_settings(wyoming={"satellites": ["tcp://a:1", "tcp://a:1"]})
+
+
+@pytest.mark.parametrize(
+    ("end", "replies"), [(PipelineStage.ASR, False), (PipelineStage.HANDLE, True)]
+)
+async def test_the_end_stage_decides_what_the_satellite_gets(
+    end: PipelineStage, replies: bool
+) -> None:
+    satellite = ScriptedSatellite()
+    async with linked(satellite) as (running, link):
+        recorded: list[str] = []
+
+        class Recorder:
+            def on_event(self, session: object, event: object) -> None:
+                recorded.append(getattr(event, "type", ""))
+
+            def on_state(self, session: object, previous: object, state: object) -> None:
+                pass
+
+        running.app.hub.add_observer(Recorder())
+        request = RunPipeline(start_stage=PipelineStage.ASR, end_stage=end).event()
+        await satellite.send(request)
+        await satellite.send(*chunks(tone(1.0) + silence(1.5)))
+        assert (await satellite.wait_for("transcript")).data["text"] == "hello"
+        async with asyncio.timeout(TIMEOUT_S):
+            while link.run_state is not None:  # noqa: ASYNC110 - the link's own state
+                await asyncio.sleep(0.01)
+        types = satellite.types()
+        assert "audio-start" not in types and "synthesize" not in types
+        assert ("reply.done" in recorded) is replies
