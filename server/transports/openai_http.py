@@ -110,6 +110,7 @@ class OpenAIHttp:
         self.web_app.router.add_post(TRANSCRIPTIONS_PATH, self.transcriptions)
         self.web_app.router.add_post(SPEECH_PATH, self.speech)
         self.web_app.router.add_route("*", "/{tail:.*}", self.other)
+        self.web_app.on_response_prepare.append(_server_header)
         self.runner = web.AppRunner(
             self.web_app,
             handle_signals=False,
@@ -588,6 +589,11 @@ async def _synthesized(
         if pending is not None:
             pending.cancel()
             await asyncio.gather(pending, return_exceptions=True)
+
+
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    """The same Server header as the WebSocket routes' (not aiohttp's version)."""
+    response.headers["Server"] = "chinwag"
 
 
 def _event_stream() -> web.StreamResponse:

@@ -5,11 +5,13 @@ back by the real Whisper."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 import wave
 from collections.abc import AsyncIterator
 
+import aiohttp
 import av
 import numpy as np
 import openai
@@ -147,6 +149,32 @@ async def test_persona_as_model_and_caller_system_message(
     )
     assert reply.usage is not None
     assert reply.usage.prompt_tokens == prompt_tokens(server, system, question)
+
+
+async def test_disconnect_mid_stream_frees_the_model(server: RunningServer) -> None:
+    runner = server.app.chat
+    assert runner is not None
+    body = {
+        "model": "assistant",
+        "messages": [{"role": "user", "content": "Write a very long story about a dragon."}],
+        "max_tokens": 1000,
+        "stream": True,
+    }
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(server.http + "/v1/chat/completions", json=body) as response,
+    ):
+        assert response.headers["Server"] == "chinwag"
+        async for line in response.content:
+            if b'"content": "' in line and b'"content": ""' not in line:
+                break  # the first words: the reply is being generated
+        assert runner.busy
+    # The client is gone: the reply stops at the model's next token.
+    for _ in range(500):
+        if not runner.busy:
+            break
+        await asyncio.sleep(0.02)
+    assert not runner.busy
 
 
 # --- transcription --------------------------------------------------------------------------
