@@ -101,16 +101,17 @@ class OutputFormat:
     content_type: str
     container: str | None  # FFmpeg muxer; None: raw PCM (with a WAV header for "wav")
     codec: str | None
+    bit_rate: int | None = None  # lossy codecs: FFmpeg's defaults are low for speech (32k mp3)
 
 
 # The formats OpenAI's speech endpoint names; all at 24 kHz mono, as OpenAI's.
 OUTPUT_FORMATS: dict[str, OutputFormat] = {
     "wav": OutputFormat("audio/wav", None, None),
     "pcm": OutputFormat("audio/pcm", None, None),
-    "mp3": OutputFormat("audio/mpeg", "mp3", "libmp3lame"),
-    "opus": OutputFormat("audio/ogg", "ogg", "libopus"),
+    "mp3": OutputFormat("audio/mpeg", "mp3", "libmp3lame", 64_000),
+    "opus": OutputFormat("audio/ogg", "ogg", "libopus", 32_000),
     "flac": OutputFormat("audio/flac", "flac", "flac"),
-    "aac": OutputFormat("audio/aac", "adts", "aac"),
+    "aac": OutputFormat("audio/aac", "adts", "aac", 64_000),
 }
 OUTPUT_RATE = 24_000
 
@@ -153,6 +154,8 @@ class SpeechEncoder:
             self._stream = self._container.add_stream(
                 self.format.codec, rate=OUTPUT_RATE, layout="mono"
             )
+            if self.format.bit_rate is not None:
+                self._stream.bit_rate = self.format.bit_rate
 
     def encode(self, pcm: Int16Audio) -> bytes:
         if self._container is None:
