@@ -126,13 +126,18 @@ async def http_rounds(
     port: int, prompts: list[str], direct: Any, rows: dict[str, list[dict[str, float]]]
 ) -> None:
     """Every prompt through the three paths in turn; one kept-alive HTTP connection, as an
-    SDK client keeps one."""
+    SDK client keeps one. The server's two paths swap places from prompt to prompt: the second
+    finds the first's prompt in the model's KV cache, which would otherwise favour one."""
     async with aiohttp.ClientSession() as session:
         await through_http(session, port, PROMPTS[0])  # untimed: opens the connection
-        for prompt in prompts:
+        for i, prompt in enumerate(prompts):
             rows["direct"].append(direct(prompt))
-            rows["server"].append(await through_server(port, prompt))
-            rows["http"].append(await through_http(session, port, prompt))
+            if i % 2:
+                rows["http"].append(await through_http(session, port, prompt))
+                rows["server"].append(await through_server(port, prompt))
+            else:
+                rows["server"].append(await through_server(port, prompt))
+                rows["http"].append(await through_http(session, port, prompt))
 
 
 def main() -> None:
