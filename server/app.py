@@ -7,9 +7,10 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from server.audio.vad import SileroVad, VadModel
-from server.config import Settings
+from server.config import AsrSettings, LlmSettings, Settings, TtsSettings
 from server.engines.base import ChatModel, EngineError, Synthesizer, Transcriber, WakeWordEngine
 from server.errors import ChinwagError, ErrorCode
 from server.intents.recognizer import IntentRecognizer
@@ -20,6 +21,9 @@ from server.pipeline.priority import CpuPriority
 from server.pipeline.speech import SpeechRunner
 from server.prompts import PersonaLibrary
 from server.sessions import SessionHub
+
+if TYPE_CHECKING:
+    from server.engines.remote import RemoteClient
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +59,9 @@ class App:
         self.hub = SessionHub(self.settings.limits, self.metrics)
 
     def attach(self, engines: Engines) -> None:
-        priority = CpuPriority(enabled=self.settings.llm.pause_for_speech)
+        # A remote LLM takes none of our cores: nothing to pause for speech.
+        llm = self.settings.llm
+        priority = CpuPriority(enabled=llm.pause_for_speech and not llm.remote)
         max_wait_s = self.settings.limits.max_reply_wait_s
         self.chat = ChatRunner(engines.chat, priority, max_wait_s=max_wait_s)
         self.speech = SpeechRunner(
@@ -84,8 +90,11 @@ class App:
     def close(self) -> None:
         if self.chat is not None:
             self.chat.close()
+            close_engine(self.chat.model)
         if self.speech is not None:
             self.speech.close()
+            close_engine(self.speech.transcriber)
+            close_engine(self.speech.synthesizer)
 
     def health(self) -> dict[str, object]:
         body: dict[str, object] = {
@@ -111,14 +120,65 @@ class App:
         return body
 
 
+@runtime_checkable
+class _Closes(Protocol):
+    def close(self) -> None: ...
+
+
+def close_engine(engine: object) -> None:
+    """Release what an engine holds beyond memory (a remote engine's connections and thread)."""
+    if isinstance(engine, _Closes):
+        engine.close()
+
+
 def load_engines(settings: Settings) -> Engines:
     """Load every model once (blocking; call from a worker thread) and warm it up, so the
-    first turn does not pay for page faults and lazy initialisation."""
-    from server.engines.faster_whisper import WhisperTranscriber
-    from server.engines.llama_cpp import LlamaCppChatModel
-    from server.engines.piper import PiperSynthesizer
+    first turn does not pay for page faults and lazy initialisation. A stage on a remote
+    server (`backend = "openai"`) loads nothing here."""
+    chat = load_chat_model(settings.llm)
+    transcriber = load_transcriber(settings.asr)
+    synthesizer = load_synthesizer(settings.tts)
+    load_recognizer(settings.intents)  # the intent templates, cached for App.attach
+    return Engines(
+        chat=chat,
+        transcriber=transcriber,
+        synthesizer=synthesizer,
+        vad=SileroVad.load(),
+        wake=load_wake_engine(settings),
+    )
 
-    llm, asr = settings.llm, settings.asr
+
+def _client(stage: LlmSettings | AsrSettings | TtsSettings, role: str) -> RemoteClient:
+    from server.engines.remote import RemoteClient
+
+    assert stage.base_url is not None  # the settings check it
+    connections = stage.parallel + 2 if isinstance(stage, LlmSettings) else 4
+    return RemoteClient(
+        stage.base_url,
+        api_key=stage.api_key,
+        timeout_s=stage.timeout_s,
+        role=role,
+        connections=connections,
+    )
+
+
+def load_chat_model(llm: LlmSettings) -> ChatModel:
+    if llm.remote:
+        from server.engines.openai_chat import OpenAIChatModel
+
+        remote = OpenAIChatModel(
+            _client(llm, "LLM"),
+            model=llm.model,
+            context_size=llm.context_size if "context_size" in llm.model_fields_set else None,
+            default_context_size=llm.context_size,
+            parallel=llm.parallel,
+            tokenizer=llm.tokenizer,
+            sampling_extras=llm.sampling_extras,
+        )
+        remote.probe()  # a server not up yet is asked again later; turns get an error
+        return remote
+    from server.engines.llama_cpp import LlamaCppChatModel
+
     chat = LlamaCppChatModel(
         llm.model_path,
         context_size=llm.context_size,
@@ -129,6 +189,16 @@ def load_engines(settings: Settings) -> Engines:
         kv_cache_tokens=llm.kv_cache_tokens,
     )
     chat.warm_up()
+    return chat
+
+
+def load_transcriber(asr: AsrSettings) -> Transcriber:
+    if asr.remote:
+        from server.engines.openai_audio import OpenAITranscriber
+
+        return OpenAITranscriber(_client(asr, "ASR"), model=asr.model, language=asr.language)
+    from server.engines.faster_whisper import WhisperTranscriber
+
     transcriber = WhisperTranscriber(
         asr.model_path,
         compute_type=asr.compute_type,
@@ -140,16 +210,25 @@ def load_engines(settings: Settings) -> Engines:
         workers=2,
     )
     transcriber.warm_up()
-    synthesizer = PiperSynthesizer(settings.tts.voice_path)
-    load_recognizer(settings.intents)  # the intent templates, cached for App.attach
+    return transcriber
+
+
+def load_synthesizer(tts: TtsSettings) -> Synthesizer:
+    if tts.remote:
+        from server.engines.openai_audio import OpenAISynthesizer
+
+        return OpenAISynthesizer(
+            _client(tts, "TTS"),
+            model=tts.model,
+            voice=tts.voice,
+            response_format=tts.response_format,
+            sample_rate=tts.sample_rate,
+        )
+    from server.engines.piper import PiperSynthesizer
+
+    synthesizer = PiperSynthesizer(tts.voice_path)
     synthesizer.warm_up()
-    return Engines(
-        chat=chat,
-        transcriber=transcriber,
-        synthesizer=synthesizer,
-        vad=SileroVad.load(),
-        wake=load_wake_engine(settings),
-    )
+    return synthesizer
 
 
 def load_wake_engine(settings: Settings) -> WakeWordEngine | None:

@@ -12,7 +12,8 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -117,9 +118,65 @@ class HttpSettings(_Group):
     max_audio_s: float = Field(600.0, gt=0.0, le=7200.0)
 
 
-class LlmSettings(_Group):
+def check_base_url(url: str) -> str:
+    """An OpenAI-compatible server's API root: http(s)://HOST[:PORT][/PATH], e.g.
+    http://gpu-box:8080/v1. Returned without a trailing slash."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected http://HOST[:PORT]/v1 or https://...")
+    if parts.query or parts.fragment:
+        raise ValueError("no query or fragment: the API root only, e.g. http://HOST:8080/v1")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ValueError("not a valid port") from None
+    return url.strip().rstrip("/")
+
+
+class _Remote(_Group):
+    """A stage that may run here (`backend = "local"`) or on an OpenAI-compatible server
+    (`backend = "openai"`; docs/scaling.md, "Remote engines"). No connection is made unless
+    `backend = "openai"`."""
+
+    backend: Literal["local", "openai"] = "local"
+    # The server's API root, e.g. http://gpu-box:8080/v1 (llama-server, vLLM, Ollama,
+    # llama_cpp.server, another chinwag).
+    base_url: str | None = None
+    # Sent as `Authorization: Bearer ...`; better from the environment
+    # (CHINWAG_LLM__API_KEY, CHINWAG_ASR__API_KEY, CHINWAG_TTS__API_KEY) than in a file.
+    api_key: str | None = None
+    # Longest wait for the connection, the first byte, or the next chunk of a stream.
+    timeout_s: float = Field(30.0, gt=0.0, le=600.0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, url: str | None) -> str | None:
+        return None if url is None else check_base_url(url)
+
+    @model_validator(mode="after")
+    def _remote_needs_url(self) -> _Remote:
+        if self.backend == "openai" and self.base_url is None:
+            raise ValueError('backend = "openai" needs base_url (e.g. http://HOST:8080/v1)')
+        return self
+
+    @property
+    def remote(self) -> bool:
+        return self.backend == "openai"
+
+
+class LlmSettings(_Remote):
     model_path: Path = MODELS_DIR / DEFAULT_LLM
+    # Remote: the model name sent in requests; none: the first one the server lists.
+    model: str | None = None
+    # Remote: unless set, taken from the server where it says (llama-server, vLLM), else 2048.
     context_size: int = Field(2048, ge=256)
+    # Remote: count prompt tokens with the server's tokenizer where it has one
+    # (llama-server's /tokenize, llama_cpp.server's /extras/tokenize) or "estimate" them
+    # from the text's length (for servers without one).
+    tokenizer: Literal["auto", "estimate"] = "auto"
+    # Remote: also send llama.cpp's top_k and repeat_penalty (llama-server, llama_cpp.server
+    # and vLLM take them; turn off for a server that refuses unknown fields).
+    sampling_extras: bool = True
     threads: int = Field(0, ge=0, description="0: all cores")
     batch_size: int = Field(256, ge=8)
     seed: int = -1
@@ -139,8 +196,10 @@ class LlmSettings(_Group):
     prefill_while_speaking: bool = True
 
 
-class AsrSettings(_Group):
+class AsrSettings(_Remote):
     model_path: Path = MODELS_DIR / DEFAULT_ASR
+    # Remote: the model name sent to /v1/audio/transcriptions.
+    model: str = "whisper-1"
     compute_type: str = "int8"
     beam_size: int = Field(1, ge=1, le=10)
     language: str | None = "en"
@@ -151,8 +210,14 @@ class AsrSettings(_Group):
     short_window: bool = True
 
 
-class TtsSettings(_Group):
+class TtsSettings(_Remote):
     voice_path: Path = MODELS_DIR / DEFAULT_VOICE
+    # Remote: what is asked of /v1/audio/speech. "pcm" is raw 16-bit mono at sample_rate
+    # (OpenAI's is 24 kHz); "wav" states its rate, and audio at another one is resampled.
+    model: str = "tts-1"
+    voice: str = "alloy"
+    response_format: Literal["pcm", "wav"] = "pcm"
+    sample_rate: int = Field(24000, ge=8000, le=48000)
     # Seconds of audio per binary frame sent to clients.
     frame_s: float = Field(0.1, gt=0.0, le=1.0)
     # The first phrase of a reply ends after this many words if no punctuation came sooner:
@@ -444,7 +509,8 @@ def settings_as_toml(settings: Settings) -> str:
     """The effective settings as TOML text (what --print-config shows)."""
     lines: list[str] = []
     dumped = settings.model_dump(mode="json")
-    for group, secret in (("server", "token"), ("mqtt", "password")):
+    secrets = (("server", "token"), ("mqtt", "password"))
+    for group, secret in (*secrets, ("llm", "api_key"), ("asr", "api_key"), ("tts", "api_key")):
         if dumped[group].get(secret):
             dumped[group][secret] = "***"
     for group, fields in dumped.items():

@@ -51,6 +51,12 @@ class ErrorCode(StrEnum):
     BODY_TOO_LARGE = "body_too_large"  # a request body over [http] max_body_bytes / upload
     AUDIO_TOO_LONG = "audio_too_long"  # an uploaded file over [http] max_audio_s
     MODELS_LOADING = "models_loading"  # the models are not loaded yet (or failed to load)
+    # A remote engine (`backend = "openai"`: the LLM, ASR or TTS on another server) failed;
+    # the turn fails, the session goes on (docs/scaling.md, "Remote engines").
+    REMOTE_UNAVAILABLE = "remote_unavailable"  # no connection (down, refused, reset)
+    REMOTE_UNAUTHORIZED = "remote_unauthorized"  # 401 or 403: check the api_key
+    REMOTE_TIMEOUT = "remote_timeout"  # no answer, or no next chunk, within timeout_s
+    REMOTE_ERROR = "remote_error"  # an error status or a response that is not what was asked
 
 
 class ChinwagException(Exception):

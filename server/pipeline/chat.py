@@ -12,7 +12,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from server.engines.base import ChatMessage, ChatModel, Generation, GenerationStats
+from server.engines.base import (
+    ChatMessage,
+    ChatModel,
+    CountsAhead,
+    Generation,
+    GenerationStats,
+)
 from server.pipeline.admission import WaitLimit
 from server.pipeline.history import messages_to_drop
 from server.pipeline.priority import CpuPriority
@@ -255,6 +261,10 @@ class ChatRunner:
         def finish(stats: GenerationStats) -> None:
             outcome.stats = stats
 
+        if isinstance(self.model, CountsAhead):
+            await asyncio.to_thread(
+                self.model.count_ahead, [ChatMessage("system", system_prompt), *snapshot]
+            )
         future: Future[None] = Future()
         future.add_done_callback(lambda _f: push(None))
         job = _Job(None, urgent, next(self._order), future, cancel, start, finish)

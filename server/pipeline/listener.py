@@ -265,8 +265,13 @@ class Listener:
     # --- words so far -------------------------------------------------------------------
 
     def _prefill_wanted(self, start: proto.AudioStart) -> bool:
+        llm = self._settings.llm
+        # A remote LLM has no cache of ours to fill: partial transcriptions would be wasted.
         return (
-            self._settings.llm.prefill_while_speaking and start.task == "converse" and start.respond
+            llm.prefill_while_speaking
+            and not llm.remote
+            and start.task == "converse"
+            and start.respond
         )
 
     async def _maybe_partial(self, audio: AudioInput) -> None:

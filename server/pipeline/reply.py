@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from server.engines.base import PromptTooLong, UnsupportedAudio
+from server.engines.base import PromptTooLong, RemoteFailure, UnsupportedAudio
 from server.errors import ChinwagError, ErrorCode
 from server.logs import log_failure
 from server.metrics import Metrics
@@ -145,6 +145,9 @@ class Responder:
             await self.send_error(
                 out, ChinwagError(ErrorCode.INVALID_AUDIO_FORMAT, str(exc)), "audio"
             )
+        except RemoteFailure as exc:  # the remote ASR server failed
+            self._log.warning("transcription of %s failed: %s", utterance.id, exc.message)
+            await self.send_error(out, exc, "audio")
         except Exception as exc:
             log_failure(self._log, LOG_FAILURE, exc, "voice turn", utterance.id)
             await self.send_error(
@@ -163,7 +166,11 @@ class Responder:
             phrases.put_nowait(phrase)
         phrases.put_nowait(None)
         ctx.spoken = self._speaker.new_reply(stream_id)
-        await self._speaker.speak(ctx.spoken, phrases, message.sample_rate, ctx.out)
+        try:
+            await self._speaker.speak(ctx.spoken, phrases, message.sample_rate, ctx.out)
+        except RemoteFailure as exc:  # the remote TTS server failed
+            self._log.warning("say %s failed: %s", stream_id, exc.message)
+            await self.send_error(ctx.out, exc, "say")
 
     async def apologize(self, ctx: TurnContext, sample_rate: int | None) -> None:
         """A voice turn refused by admission control hears why, as its own audio stream."""
@@ -246,6 +253,8 @@ class Responder:
         except asyncio.CancelledError as exc:
             status, cancelled = "cancelled", exc
         except ChinwagError as exc:
+            if isinstance(exc, RemoteFailure):  # a remote LLM or TTS server failed
+                self._log.warning("reply %s failed: %s", reply_id, exc.message)
             await self.send_error(out, exc, "user.message")
             if exc.code is ErrorCode.OVERLOADED:
                 refused = True
