@@ -53,13 +53,17 @@ def median(values: list[float]) -> float:
 
 @contextlib.contextmanager
 def server_process(
-    *extra: str, checkout: Path | None = None, log_file: Path | None = None
+    *extra: str,
+    checkout: Path | None = None,
+    log_file: Path | None = None,
+    pids: list[int] | None = None,
 ) -> Iterator[int]:
     """`chinwag serve` on a free loopback port, in its own process; yields the port.
 
     checkout: run the server package of another source tree (e.g. a `git worktree` of an
     older commit) with this environment's packages, to compare two versions in one run.
-    log_file: the server's debug log goes there (timestamps of each step of a turn)."""
+    log_file: the server's debug log goes there (timestamps of each step of a turn).
+    pids: gets the server's process id (to read its CPU time)."""
     with tempfile.TemporaryDirectory() as tmp:
         ready = Path(tmp) / "port"
         env = None
@@ -78,6 +82,8 @@ def server_process(
             cwd=checkout,
             env=env,
         )  # fmt: skip
+        if pids is not None:
+            pids.append(proc.pid)
         try:
             deadline = time.monotonic() + 300
             while not ready.exists():

@@ -5,6 +5,7 @@ tests/e2e/test_wake_word.py does the same with real speech and models."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ from server.engines.base import Float32Audio, Transcript
 from server.engines.fakes import FakeChatModel, FakeSynthesizer, FakeWakeWordEngine
 from server.pipeline.session import Session
 from server.pipeline.state import SessionState, StateTracker
+from server.pipeline.wake import WakePlan
 from server.prompts import PersonaLibrary
 from server.protocol import native as proto
 from tests.conftest import fake_engines, make_settings
@@ -243,3 +245,26 @@ def test_realtime_session_extension_is_checked_and_shown() -> None:
         assert config.wake is not None and config.wake.words == ["alexa"]  # unchanged
     config.apply(update({"wake": None}), words)
     assert config.wake == proto.WakeOptions(words=[])
+
+
+def test_persona_wake_words_and_precedence(tmp_path: Path) -> None:
+    from server.config import WakeSettings
+    from server.pipeline.wake import wake_plan
+    from server.prompts import PersonaFileError, load_persona_file
+
+    kiosk = tmp_path / "kiosk.toml"
+    kiosk.write_text('system_prompt = "Hi."\nwake_words = ["okay_nabu"]\n', encoding="utf-8")
+    persona = load_persona_file(kiosk)
+    assert persona.wake_words == ("okay_nabu",)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('system_prompt = "Hi."\nwake_words = "okay_nabu"\n', encoding="utf-8")
+    with pytest.raises(PersonaFileError, match="wake_words"):
+        load_persona_file(bad)
+
+    defaults = WakeSettings(wake_words=["alexa"], listen_s=3.0, follow_up_s=1.0)
+    assert wake_plan(None, None, WakeSettings()) is None
+    assert wake_plan(None, None, defaults) == WakePlan(("alexa",), 3.0, 1.0)
+    assert wake_plan(None, persona.wake_words, defaults) == WakePlan(("okay_nabu",), 3.0, 1.0)
+    asked = proto.WakeOptions(words=["hey_jarvis"], follow_up_s=0)
+    assert wake_plan(asked, persona.wake_words, defaults) == WakePlan(("hey_jarvis",), 3.0, 0.0)
+    assert wake_plan(proto.WakeOptions(words=[]), persona.wake_words, defaults) is None
