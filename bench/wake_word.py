@@ -73,7 +73,7 @@ async def listening_devices(port: int, count: int, audio: np.ndarray) -> AsyncIt
     """`count` sessions waiting for hey_jarvis, each streaming `audio` on a loop."""
 
     async def device(index: int) -> None:
-        async with connect(f"ws://127.0.0.1:{port}/", max_size=None) as ws:
+        async with connect(f"ws://127.0.0.1:{port}/", max_size=None, ping_interval=None) as ws:
             await ws.recv()
             wake = {"words": ["hey_jarvis"]}
             await ws.send(json.dumps({"type": "session.start", "wake": wake}))
@@ -101,7 +101,7 @@ async def listening_devices(port: int, count: int, audio: np.ndarray) -> AsyncIt
 
 async def ask(port: int, path: Path) -> float:
     pcm, rate = read_wav(path)
-    async with connect(f"ws://127.0.0.1:{port}/", max_size=None) as ws:
+    async with connect(f"ws://127.0.0.1:{port}/", max_size=None, ping_interval=None) as ws:
         await ws.recv()
         generation = {"max_tokens": 40, "temperature": 0.0}
         await ws.send(json.dumps({"type": "session.update", "generation": generation}))

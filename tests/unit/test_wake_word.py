@@ -159,6 +159,7 @@ def test_engine_takes_extra_models_by_path(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.models
+@pytest.mark.timeout(3600)  # ~5 min of CPU; much longer on a busy machine
 def test_an_hour_without_wake_words_wakes_rarely(engine: OpenWakeWordEngine) -> None:
     """An hour of speech without wake words, and noise (tests/wake_corpus.py), streamed to one
     detector listening for all five wake words, as fast as it goes (~4 min of CPU).
