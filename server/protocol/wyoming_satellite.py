@@ -28,7 +28,7 @@ from wyoming.event import Event
 from wyoming.info import Describe, Info
 from wyoming.ping import Ping, Pong
 from wyoming.pipeline import RunPipeline
-from wyoming.satellite import RunSatellite
+from wyoming.satellite import PauseSatellite, RunSatellite
 from wyoming.snd import Played
 from wyoming.tts import Synthesize
 from wyoming.vad import VoiceStarted, VoiceStopped
@@ -254,6 +254,10 @@ def describe_event() -> Event:
 
 def run_satellite_event() -> Event:
     return RunSatellite().event()
+
+
+def pause_satellite_event() -> Event:
+    return PauseSatellite().event()
 
 
 def ping_event(text: str) -> Event:

@@ -48,11 +48,14 @@ INFO_TIMEOUT_S = 10.0
 # silent for PING_TIMEOUT_S is taken for gone (old satellites never answer: TCP tells).
 PING_EVERY_S = 5.0
 PING_TIMEOUT_S = 15.0
+PAUSE_TIMEOUT_S = 2.0
 # A connection that lasted this long starts the next reconnection at 1 s again.
 STABLE_S = 30.0
 FIRST_RETRY_S = 1.0
 # Microphone chunks waiting for the run (~4 s of 1024-sample chunks); then the reader waits.
 RUN_AUDIO_CHUNKS = 64
+# How long the reader waits for room in that queue before dropping the oldest chunk.
+MIC_WAIT_S = 2.0
 # An always-on satellite whose run failed: the next run waits this long, doubling while runs
 # keep failing (no tight loop).
 RESTART_AFTER_ERROR_S = 1.0
@@ -184,6 +187,7 @@ class SatelliteLink:
         self._pongs = 0
         self._last_pong = 0.0
         self._warned_no_wake = False
+        self.dropped_chunks = 0  # microphone audio dropped because the VAD was behind
 
     # --- the connection loop ------------------------------------------------------------
 
@@ -319,8 +323,19 @@ class SatelliteLink:
         if run is not None and run.hears_itself:
             return  # not a turn
         # Once the reply has played, and between two runs of an always-on satellite, the
-        # audio waits for the next run.
-        await queue.put(audio)  # bounded: a satellite faster than the VAD waits (TCP)
+        # audio waits for the next run. Bounded: a satellite faster than the VAD waits (TCP),
+        # but not so long that a ping goes unanswered (newer satellites drop a server that
+        # does not answer within 5 s): then the oldest audio is dropped.
+        try:
+            async with asyncio.timeout(MIC_WAIT_S):
+                await queue.put(audio)
+        except TimeoutError:
+            with contextlib.suppress(asyncio.QueueEmpty):
+                queue.get_nowait()
+            queue.put_nowait(audio)
+            self.dropped_chunks += 1
+            if self.dropped_chunks == 1 or self.dropped_chunks % 100 == 0:
+                log.warning("satellite %s: audio dropped, the VAD is behind", self.site)
 
     # --- pipeline runs ------------------------------------------------------------------
 
@@ -489,6 +504,12 @@ class WyomingSatellites:
         ]
 
     async def close(self) -> None:
+        # As Home Assistant does: tell each satellite to stop streaming before hanging up.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(PAUSE_TIMEOUT_S):
+                await asyncio.gather(
+                    *(link.send(sat.pause_satellite_event()) for link in self.links)
+                )
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -318,3 +318,42 @@ async def test_the_end_stage_decides_what_the_satellite_gets(
         types = satellite.types()
         assert "audio-start" not in types and "synthesize" not in types
         assert ("reply.done" in recorded) is replies
+
+
+async def test_shutting_down_pauses_the_satellite_first() -> None:
+    satellite = ScriptedSatellite()
+    await satellite.start()
+    uri = f"tcp://127.0.0.1:{satellite.port}"
+    settings = make_settings(wyoming={"satellites": [uri], "satellite_persona": "assistant"})
+    try:
+        async with serving(fake_engines(), settings) as running:
+            satellites = WyomingSatellites(running.app, settings.wyoming)
+            satellites.start()
+            await asyncio.wait_for(satellites.links[0].connected.wait(), TIMEOUT_S)
+            await satellites.close()
+            assert (await satellite.wait_for("pause-satellite")).type == "pause-satellite"
+            assert running.app.hub.count == 0
+    finally:
+        await satellite.close()
+
+
+async def test_a_vad_that_falls_behind_drops_audio_rather_than_the_satellite(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(link_module, "RUN_AUDIO_CHUNKS", 2)
+    monkeypatch.setattr(link_module, "MIC_WAIT_S", 0.01)
+    satellite = ScriptedSatellite()
+    async with linked(satellite, wake_words=[]) as (_, link):
+        assert link.session is not None
+
+        async def overloaded(frame: bytes) -> None:  # a VAD far behind real time
+            await asyncio.sleep(0.2)
+
+        monkeypatch.setattr(link.session, "handle_audio", overloaded)
+        await satellite.send(run_pipeline(restart=False))
+        # Audio in a burst: the reader does not wait behind the VAD for long.
+        await satellite.send(*chunks(tone(0.5) + silence(1.0), size=320))
+        await satellite.send(Ping(text="still there?").event())
+        pong = await satellite.wait_for("pong")
+        assert pong.data["text"] == "still there?"
+        assert link.dropped_chunks > 0
