@@ -50,6 +50,10 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides["wyoming"] = {"uri": args.wyoming}
     if args.model is not None:
         overrides["llm"] = {"model_path": str(Path(args.model).resolve())}
+    for stage in ("llm", "asr", "tts"):
+        url = getattr(args, f"{stage}_url")
+        if url is not None:  # a remote stage (docs/scaling.md, "Remote engines")
+            overrides.setdefault(stage, {}).update(backend="openai", base_url=url)
     return overrides | _models_dir_override(args)
 
 
@@ -235,6 +239,14 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--config", type=Path, help="TOML config file")
     p_serve.add_argument("--model", help="path to a GGUF chat model to use instead")
     p_serve.add_argument("--models-dir", type=Path, help=MODELS_DIR_HELP)
+    for stage, what in (("llm", "the chat model"), ("asr", "speech to text"),
+                        ("tts", "text to speech")):  # fmt: skip
+        p_serve.add_argument(
+            f"--{stage}-url",
+            metavar="URL",
+            help=f"{what} on this OpenAI-compatible server (http://HOST:PORT/v1); "
+            f'sets [{stage}] backend = "openai" and base_url',
+        )
     p_serve.add_argument("--token", help="require this token from clients")
     p_serve.add_argument("--mqtt", metavar="URL", help="join this MQTT broker (mqtt://HOST:PORT)")
     p_serve.add_argument(

@@ -387,14 +387,26 @@ class OpenAIChatModel:
                     if done:
                         break
                 if not done and finish_reason is None:
+                    # llama_cpp.server, for one, ends the stream so on a prompt over its context.
+                    hint = (
+                        ""
+                        if gen.chunks
+                        else (" before it began (is [llm] context_size over the server's context?)")
+                    )
                     raise RemoteFailure(
-                        ErrorCode.REMOTE_ERROR, f"{client.what} ended the reply part-way"
+                        ErrorCode.REMOTE_ERROR, f"{client.what} ended the reply part-way{hint}"
                     )
                 over = "length" if finish_reason == "length" else "stop"
         except asyncio.CancelledError:
             over = "cancelled"
             raise
-        except (RemoteFailure, PromptTooLong) as exc:
+        except RemoteFailure as exc:
+            if exc.code == ErrorCode.REMOTE_ERROR and _is_context_overflow(exc.message):
+                # Refused as too long (HTTP 400): our count or context size was off.
+                gen.error = PromptTooLong(exc.message)
+            else:
+                gen.error = exc
+        except PromptTooLong as exc:
             gen.error = exc
         except SseError as exc:
             gen.error = RemoteFailure(ErrorCode.REMOTE_ERROR, f"{client.what}: {exc}")

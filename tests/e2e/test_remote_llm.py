@@ -77,7 +77,9 @@ async def proxy(llama_server: LlamaServer) -> AsyncIterator[TcpProxy]:
     await relay.close()
 
 
-def remote_settings(base_url: str, prompts: Path, **llm: Any) -> Settings:
+def remote_settings(
+    base_url: str, prompts: Path, limits: dict[str, Any] | None = None, **llm: Any
+) -> Settings:
     values: dict[str, Any] = {
         "backend": "openai",
         "base_url": base_url,
@@ -87,7 +89,7 @@ def remote_settings(base_url: str, prompts: Path, **llm: Any) -> Settings:
         "parallel": 2,
     }
     values.update(llm)
-    return make_settings(llm=values, prompts={"directory": str(prompts)})
+    return make_settings(llm=values, prompts={"directory": str(prompts)}, limits=limits or {})
 
 
 @pytest.fixture(scope="module")
@@ -382,9 +384,18 @@ async def test_wrong_key_and_a_stalled_server_are_errors_with_codes(
     stalled = TcpProxy(llama_server.port)
     stalled.stalled = True
     await stalled.start()
+    # A context_size over the server's own: llama_cpp.server fails the long prompt by ending
+    # the stream at once (llama-server and vLLM answer 400 instead: context_overflow).
+    too_big = remote_settings(
+        llama_server.base_url,
+        prompts,
+        {"max_text_chars": 8000, "max_message_bytes": 16384},
+        context_size=8192,
+    )
     cases = [
         (remote_settings(llama_server.base_url, prompts, api_key="wrong"), "remote_unauthorized"),
         (remote_settings(stalled.base_url, prompts, timeout_s=1.0), "remote_timeout"),
+        (too_big, "remote_error"),
     ]
     try:
         for settings, code in cases:
@@ -392,9 +403,12 @@ async def test_wrong_key_and_a_stalled_server_are_errors_with_codes(
             try:
                 ws, client = await open_client(running, max_tokens=10)
                 async with ws:
-                    events = await client.ask("Hello?")
+                    question = "Hello? " * (900 if settings is too_big else 1)
+                    events = await client.ask(question)
                     errors = [e for e in events if e["type"] == "error"]
                     assert errors and errors[0]["code"] == code, events
+                    if settings is too_big:
+                        assert "context_size" in errors[0]["message"]
                     # The session goes on: it still answers what needs no model.
                     await client.send({"type": "session.update", "generation": {"top_k": 5}})
                     assert (await client.event())["type"] == "session.updated"
