@@ -85,6 +85,12 @@ bench: setup
 bench-wyoming: setup
 	$(BIN)/python -m bench.wyoming_latency
 
+# A Wyoming satellite driven by chinwag vs a native WebSocket client on one server, alternated
+# (docs/satellites.md); writes bench/results-satellites.json.
+.PHONY: bench-satellites
+bench-satellites: setup
+	$(BIN)/python -m bench.satellite_latency
+
 # The intent stage: accuracy on typed and spoken commands (Piper and espeak-ng), false actions
 # on chit-chat, end of speech -> first audio (docs/performance.md, docs/intents.md); writes
 # bench/results-intents.json. BENCH_ARGS="--every 5" speaks a sample.
