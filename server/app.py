@@ -206,9 +206,8 @@ def load_transcriber(asr: AsrSettings) -> Transcriber:
         beam_size=asr.beam_size,
         language=asr.language,
         short_window=asr.short_window,
-        # A partial transcription in progress must not hold up the end of a turn, nor a
-        # speculative one thrown away hold up the next pause's (pipeline/speech.py).
-        workers=3,
+        # Two: a partial transcription in progress must not hold up the end of a turn.
+        workers=2,
     )
     transcriber.warm_up()
     return transcriber

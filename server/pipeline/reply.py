@@ -104,7 +104,7 @@ class Responder:
         out = ctx.out
         try:
             began = time.perf_counter()
-            transcript = await self._speech().transcribe(utterance.audio, speculative=out.held)
+            transcript = await self._speech().transcribe(utterance.audio)
             transcribe_ms = round((time.perf_counter() - began) * 1000, 1)
             self._log.debug("transcribed in %.0f ms: %r", transcribe_ms, transcript.text)
             if on_transcript is not None:

@@ -62,13 +62,6 @@ class SpeechRunner:
         self.vad = vad
         self._vad_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vad")
         self._asr_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr")
-        # Speculative transcriptions (a pause that may end the turn) have two threads: one
-        # thrown away when the person went on still runs to its end (Whisper cannot be
-        # stopped mid-way), and the next pause's must not wait behind it (docs/performance.md,
-        # issue 16). Speculations of one session never overlap otherwise.
-        self._speculative_pool = ThreadPoolExecutor(
-            max_workers=2, thread_name_prefix="asr-speculative"
-        )
         # Partial transcriptions have their own thread, so that one in progress never holds
         # up a turn's transcription (the Whisper model runs two at once).
         self._partial_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr-partial")
@@ -76,8 +69,7 @@ class SpeechRunner:
         self._partial_jobs = 0
 
     def close(self) -> None:
-        pools = (self._vad_pool, self._asr_pool, self._speculative_pool, self._partial_pool)
-        for pool in (*pools, self._tts_pool):
+        for pool in (self._vad_pool, self._asr_pool, self._partial_pool, self._tts_pool):
             pool.shutdown(wait=False, cancel_futures=True)
 
     @property
@@ -87,11 +79,10 @@ class SpeechRunner:
     async def on_vad_thread(self, func: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._vad_pool, func)
 
-    async def transcribe(self, audio: Float32Audio, *, speculative: bool = False) -> Transcript:
+    async def transcribe(self, audio: Float32Audio) -> Transcript:
         """A turn's transcription: someone waits for it, so LLM tokens wait instead.
         Raises ChinwagError(OVERLOADED) if it waited behind other sessions' turns for longer
-        than the limit (pipeline/admission.py); one that can start at once always runs.
-        `speculative`: for a pause that may end the turn (its own threads)."""
+        than the limit (pipeline/admission.py); one that can start at once always runs."""
         deadline = self.limit.deadline(time.monotonic()) if self._turn_jobs else None
 
         def run() -> Transcript:
@@ -102,8 +93,7 @@ class SpeechRunner:
 
         self._turn_jobs += 1
         try:
-            pool = self._speculative_pool if speculative else self._asr_pool
-            return await asyncio.get_running_loop().run_in_executor(pool, run)
+            return await asyncio.get_running_loop().run_in_executor(self._asr_pool, run)
         finally:
             self._turn_jobs -= 1
 

@@ -62,24 +62,3 @@ async def test_only_a_first_phrase_is_urgent() -> None:
         assert seen == [True, False]
     finally:
         runner.close()
-
-
-async def test_a_thrown_away_speculation_still_running_never_holds_up_the_next() -> None:
-    """Whisper cannot be stopped mid-way: a speculative transcription whose turn was thrown
-    away runs to its end; the next pause's speculative transcription must not wait for it."""
-    priority = CpuPriority()
-    transcriber = BlockingPartials(priority)  # blocks on PARTIAL-sized audio
-    runner = SpeechRunner(transcriber, FakeSynthesizer(), FakeVad(), priority=priority)
-    try:
-        stale = asyncio.create_task(
-            runner.transcribe(np.zeros(PARTIAL, np.float32), speculative=True)
-        )
-        await asyncio.sleep(0.05)
-        stale.cancel()  # the person went on speaking; the thread goes on
-        fresh = await asyncio.wait_for(
-            runner.transcribe(np.zeros(16000, np.float32), speculative=True), 5
-        )
-        assert fresh.text == "hello there"
-    finally:
-        transcriber.release.set()
-        runner.close()
