@@ -196,12 +196,17 @@ def main() -> None:
     args = parser.parse_args()
     settings = load_settings(None)
     labelled = load_set(args.set)
-    personas = PersonaLibrary.load(settings.prompts.directory, settings.prompts.default_persona)
+    personas = PersonaLibrary.load(
+        settings.prompts.directory, settings.prompts.default_persona, settings.models.directory
+    )
     persona = personas.get(labelled.persona)
     if labelled.knowledge is not None:
         from server.pipeline.knowledge import load_knowledge
 
-        persona = dataclasses.replace(persona, knowledge=load_knowledge(labelled.knowledge))
+        # The set's own venue, matched as the persona's would be (with embeddings or without).
+        encoder = persona.knowledge.encoder if persona.knowledge is not None else None
+        knowledge = load_knowledge(labelled.knowledge, encoder=encoder)
+        persona = dataclasses.replace(persona, knowledge=knowledge)
     if persona.knowledge is None:
         raise SystemExit(f"the {persona.name} persona has no [knowledge] file")
     models = model_presets(settings.models.directory, settings.llm.model_path)

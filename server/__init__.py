@@ -41,3 +41,9 @@ PRIVACY_ENVIRONMENT = {
 PRIVACY_DEFAULTS = frozenset(name for name in PRIVACY_ENVIRONMENT if name not in os.environ)
 for _name, _value in PRIVACY_ENVIRONMENT.items():
     os.environ.setdefault(_name, _value)
+
+# numpy's OpenBLAS starts one thread per core for every matrix product. The sentence encoder
+# (server/pipeline/embedding.py) multiplies small matrices per question, where those threads
+# cost more than they save, and on a busy machine they make a 20 ms encoding take seconds
+# (docs/performance.md, "Site knowledge"). One thread; a value already set wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

@@ -78,7 +78,9 @@ def _load_personas(settings: Settings) -> PersonaLibrary:
 
     prompts = settings.prompts
     try:
-        return PersonaLibrary.load(prompts.directory, prompts.default_persona)
+        return PersonaLibrary.load(
+            prompts.directory, prompts.default_persona, settings.models.directory
+        )
     except PersonaFileError as exc:
         files = sorted(prompts.directory.glob("*.toml")) if prompts.directory.is_dir() else []
         if not prompts.directory.is_dir():

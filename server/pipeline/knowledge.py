@@ -19,16 +19,20 @@ import re
 import time
 import tomllib
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import bm25s
+import numpy as np
 import Stemmer
 
 from server.errors import ChinwagException
+
+if TYPE_CHECKING:
+    from server.pipeline.embedding import SentenceEncoder, Vector
 
 # bm25s sets its own logger to DEBUG; its progress lines are not ours to print.
 logging.getLogger("bm25s").setLevel(logging.WARNING)
@@ -236,6 +240,7 @@ class Hit:
     passage: Passage
     score: float  # BM25
     coverage: float  # share of the question's content terms (or synonyms) in the passage
+    similarity: float = 0.0  # best cosine of the question and one of its units (embeddings)
 
 
 @dataclass(frozen=True)
@@ -243,6 +248,8 @@ class Search:
     question_terms: tuple[str, ...]
     hits: tuple[Hit, ...]  # best first, only passages that share a term with the question
     elapsed_ms: float
+    # Each question term's word vectors (with embeddings), for choosing what to extract.
+    term_vectors: dict[str, Vector] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def best(self) -> Hit | None:
@@ -255,17 +262,45 @@ def _passage_terms(passage: Passage) -> list[str]:
     return fact_terms(text)
 
 
+# With embeddings (all-MiniLM-L6-v2), chosen on the tuned set and the first held-out set
+# (docs/performance.md, "Site knowledge"):
+# - a question word matches a fact word it does not share when their contextual vectors are
+#   this close (cosine): "toddlers" and "children", "shut" and "closed";
+WORD_MATCH = 0.65
+# - a passage that holds this share of the question answers it;
+STRONG_COVERAGE = 0.8
+# - one that holds less (but at least the persona's min_coverage) answers it only when one of
+#   its lines also means much the same as the whole question (sentence cosine).
+MIN_SIMILARITY = 0.45
+
+
+@dataclass(frozen=True)
+class _PassageVectors:
+    """A passage's words as vectors (title and units), and each unit's sentence vector."""
+
+    title: Vector  # (words, dims)
+    units: tuple[Vector, ...]  # each unit's own words, without the title
+    sentences: Vector  # (units, dims): "title: unit" as one sentence
+    everything: Vector  # title and unit words together
+
+
 @dataclass
 class KnowledgeBase:
-    """A persona's facts, indexed once; `search` is pure and thread-safe after loading."""
+    """A persona's facts, indexed once; `search` is pure and thread-safe after loading.
+
+    With a sentence encoder (server/pipeline/embedding.py) a question word also matches a fact
+    word of the same meaning, not only one of the same stem or a listed synonym."""
 
     name: str
     passages: list[Passage]
     source: str = ""
     ask: str | None = None  # where to ask what the facts do not say
+    encoder: SentenceEncoder | None = field(default=None, repr=False)
     _index: Any = field(init=False, repr=False)
     _terms: list[frozenset[str]] = field(init=False, repr=False)
+    _vectors: list[_PassageVectors] = field(init=False, repr=False)
     vocabulary: frozenset[str] = field(init=False, repr=False)
+    load_ms: float = field(init=False, default=0.0)
 
     def __post_init__(self) -> None:
         if not self.passages:
@@ -278,41 +313,154 @@ class KnowledgeBase:
         self._index.index([t or ["_"] for t in corpus], show_progress=False)
         if self.ask is None:
             self.ask = _contact_line(self.passages)
+        began = time.perf_counter()
+        encoder = self.encoder
+        self._vectors = [_passage_vectors(encoder, p) for p in self.passages] if encoder else []
+        self.load_ms = (time.perf_counter() - began) * 1000
 
     def search(self, question: str, k: int = 3) -> Search:
         began = time.perf_counter()
         asked = terms(question)
         unique = list(dict.fromkeys(asked))
         hits: list[Hit] = []
+        vectors: dict[str, Vector] = {}
         if unique:
             expanded = sorted({s for t in unique for s in expand(t)})
             scores = self._index.get_scores(expanded)
             generic = _generic()
+            sentence: Vector | None = None
+            if self.encoder is not None:
+                sentence, vectors = _question_vectors(self.encoder, question, unique)
             for i, score in enumerate(scores):
-                if score > 0:
-                    matched = [t for t in unique if expand(t) & self._terms[i]]
-                    # An everyday verb names no topic: not a miss.
-                    counted = [t for t in unique if t in matched or t not in generic]
-                    coverage = len(matched) / len(counted)
-                    hits.append(Hit(self.passages[i], float(score), coverage))
+                matched = [t for t in unique if self._matches(t, i, vectors)]
+                if score <= 0 and not matched:
+                    continue
+                # An everyday verb names no topic: not a miss.
+                counted = [t for t in unique if t in matched or t not in generic]
+                coverage = len(matched) / len(counted)
+                similarity = 0.0
+                if sentence is not None:
+                    similarity = float((self._vectors[i].sentences @ sentence).max())
+                hits.append(Hit(self.passages[i], float(score), coverage, similarity))
             # Most of the question covered first; then a question word naming the passage's
-            # topic (its title); then BM25.
-            hits.sort(key=lambda h: (-h.coverage, -self._title_matches(h, unique), -h.score))
+            # topic (its title); then meaning (embeddings), then BM25.
+            hits.sort(
+                key=lambda h: (
+                    -h.coverage,
+                    -self._title_matches(h, unique),
+                    -h.similarity,
+                    -h.score,
+                )
+            )
             del hits[k:]
         elapsed = (time.perf_counter() - began) * 1000
-        return Search(tuple(unique), tuple(hits), elapsed)
+        return Search(tuple(unique), tuple(hits), elapsed, vectors)
+
+    def covers(self, hit: Hit, min_coverage: float) -> bool:
+        """Whether `hit` answers the question it was found for."""
+        if self.encoder is None:
+            return hit.coverage >= min_coverage
+        if hit.coverage >= max(STRONG_COVERAGE, min_coverage):
+            return True
+        return hit.coverage >= min_coverage and hit.similarity >= MIN_SIMILARITY
+
+    def _matches(self, term: str, index: int, vectors: dict[str, Vector]) -> bool:
+        if expand(term) & self._terms[index]:
+            return True
+        found = vectors.get(term)
+        return found is not None and _close(found, self._vectors[index].everything)
 
     def _title_matches(self, hit: Hit, asked: Sequence[str]) -> int:
         title = set(terms(hit.passage.title))
         return sum(1 for t in asked if expand(t) & title)
 
+    def extract(self, question: str, search: Search, passage: Passage) -> str:
+        """The passage's own words that answer the question (see `extract_answer`), matching
+        words by meaning too when the search had embeddings."""
+        if not search.term_vectors or passage not in self.passages:
+            return extract_answer(question, passage)
+        vectors = self._vectors[self.passages.index(passage)]
+
+        def in_title(term: str) -> bool:
+            found = search.term_vectors.get(term)
+            return found is not None and _close(found, vectors.title)
+
+        def in_unit(term: str, unit: int) -> bool:
+            found = search.term_vectors.get(term)
+            return found is not None and _close(found, vectors.units[unit])
+
+        return extract_answer(question, passage, in_title=in_title, in_unit=in_unit)
+
     def known(self, term: str) -> bool:
         return bool(expand(term) & self.vocabulary)
 
 
-def extract_answer(question: str, passage: Passage, max_words: int = 40) -> str:
+_vector_cache: dict[tuple[int, Passage], _PassageVectors] = {}
+_VECTOR_CACHE_SIZE = 4096  # passages; a venue has tens
+
+
+def _passage_vectors(encoder: SentenceEncoder, passage: Passage) -> _PassageVectors:
+    """A passage embedded once per process: the same file loaded again (every persona load,
+    every test) costs nothing."""
+    key = (id(encoder), passage)
+    cached = _vector_cache.get(key)
+    if cached is not None:
+        return cached
+    title = encoder.encode_words(passage.title)[2]
+    units: list[Vector] = []
+    sentences: list[Vector] = []
+    for unit in _answer_units(passage):
+        sentence, _, unit_words = encoder.encode_words(f"{passage.title}: {unit}")
+        # The unit's own words: those after the title's in the sentence.
+        units.append(unit_words[len(title) :])
+        sentences.append(sentence)
+    vectors = _PassageVectors(
+        title, tuple(units), np.stack(sentences), np.concatenate([title, *units])
+    )
+    if len(_vector_cache) >= _VECTOR_CACHE_SIZE:
+        _vector_cache.clear()
+    _vector_cache[key] = vectors
+    return vectors
+
+
+def _answer_units(passage: Passage) -> list[str]:
+    """What an answer is made of: an FAQ's whole answer, else the passage's units."""
+    if passage.kind == "faq":
+        return [passage.text.strip()]
+    return passage.units() or [passage.render()]
+
+
+def _question_vectors(
+    encoder: SentenceEncoder, question: str, asked: Sequence[str]
+) -> tuple[Vector, dict[str, Vector]]:
+    """The question's sentence vector and, for each of its terms, the vectors of the words
+    that make it (a term the tokeniser splits differently, like "wi-fi", gets none)."""
+    sentence, found, matrix = encoder.encode_words(question)
+    rows: dict[str, list[int]] = {}
+    for row, word in enumerate(found):
+        stems = terms(word)
+        if len(stems) == 1 and stems[0] in asked:
+            rows.setdefault(stems[0], []).append(row)
+    return sentence, {term: matrix[r] for term, r in rows.items()}
+
+
+def _close(question_words: Vector, fact_words: Vector) -> bool:
+    if not len(fact_words):
+        return False
+    return bool((question_words @ fact_words.T).max() >= WORD_MATCH)
+
+
+def extract_answer(
+    question: str,
+    passage: Passage,
+    max_words: int = 40,
+    *,
+    in_title: Callable[[str], bool] | None = None,
+    in_unit: Callable[[str, int], bool] | None = None,
+) -> str:
     """The passage's own words that answer the question: an FAQ's answer, the sentences or
-    list items that share the most words with the question, or the whole (short) section."""
+    list items that share the most words with the question, or the whole (short) section.
+    `in_title` and `in_unit` say whether a term matches by meaning (embeddings)."""
     if passage.kind == "faq":
         return passage.text.strip()
     units = passage.units()
@@ -320,15 +468,25 @@ def extract_answer(question: str, passage: Passage, max_words: int = 40) -> str:
         return passage.render()
     asked = [t for t in dict.fromkeys(terms(question))]
     title_terms = set(terms(passage.title))
-    specific = [t for t in asked if not (expand(t) & title_terms)]
+    specific = [
+        t
+        for t in asked
+        if not (expand(t) & title_terms) and not (in_title is not None and in_title(t))
+    ]
+    unit_terms = [set(terms(u)) for u in units]
 
-    def overlap(unit: str) -> int:
-        unit_terms = set(terms(unit))
-        return sum(1 for t in specific if expand(t) & unit_terms)
+    def overlap(index: int) -> tuple[int, int]:
+        # Shared words first, then words of the same meaning: "Sunday" is close to "Monday"
+        # by meaning, but only the line that says Sunday answers it.
+        shared = [t for t in specific if expand(t) & unit_terms[index]]
+        similar = [
+            t for t in specific if in_unit is not None and t not in shared and in_unit(t, index)
+        ]
+        return len(shared), len(similar)
 
-    scored = [overlap(u) for u in units]
-    best = max(scored) if scored else 0
-    if best == 0:
+    scored = [overlap(i) for i in range(len(units))]
+    best = max(scored) if scored else (0, 0)
+    if best == (0, 0):
         # The question names only the topic ("the opening hours?"): the section, if short.
         chosen = units if len(" ".join(units).split()) <= max_words else units[:2]
     else:
@@ -362,8 +520,11 @@ def _contact_line(passages: Sequence[Passage]) -> str | None:
 # --- loading --------------------------------------------------------------------------------
 
 
-def load_knowledge(path: Path, name: str | None = None) -> KnowledgeBase:
-    """A knowledge file (.md, .markdown, .toml) or a folder of them, sorted by name."""
+def load_knowledge(
+    path: Path, name: str | None = None, encoder: SentenceEncoder | None = None
+) -> KnowledgeBase:
+    """A knowledge file (.md, .markdown, .toml) or a folder of them, sorted by name; with an
+    encoder, its passages are embedded too."""
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix in {".md", ".markdown", ".toml"})
         if not files:
@@ -388,7 +549,7 @@ def load_knowledge(path: Path, name: str | None = None) -> KnowledgeBase:
         title = title or file_title
         ask = ask or file_ask
         passages.extend(found)
-    return KnowledgeBase(name or title or path.stem, passages, str(path), ask)
+    return KnowledgeBase(name or title or path.stem, passages, str(path), ask, encoder)
 
 
 def parse_markdown(text: str) -> tuple[str | None, list[Passage]]:

@@ -218,11 +218,6 @@ class Responder:
             )
         conversation = self._conversation
         asked = conversation.add("user", text, message_id) if text is not None else None
-        plan = self._persona.plan_reply(text, instructions)
-        system_prompt = plan.system_prompt
-        if plan.answer is not None:
-            # The site's facts, an honest "I don't know" or a refusal: said, not generated.
-            chat = SaidAnswer(plan.answer)
         generation = self._persona.generation
 
         async def on_delta(delta: str) -> None:
@@ -238,9 +233,19 @@ class Responder:
 
         try:
             await out.emit(proto.ReplyStarted(reply_id=reply_id, message_id=message_id))
+            # Site knowledge embeds the question (milliseconds of numpy): off the event loop.
+            plan = await asyncio.to_thread(self._persona.plan_reply, text, instructions)
+            if plan.answer is not None:
+                # The site's facts, an honest "I don't know" or a refusal: said, not generated.
+                chat = SaidAnswer(plan.answer)
             # A reply someone waits to hear goes before text replies.
             await chat.reply(
-                system_prompt, conversation.messages, generation, on_delta, outcome, urgent=speak
+                plan.system_prompt,
+                conversation.messages,
+                generation,
+                on_delta,
+                outcome,
+                urgent=speak,
             )
             if (note := plan.correction("".join(parts))) is not None:
                 await on_delta(note)  # the reply claimed an action nothing took

