@@ -19,6 +19,7 @@ import re
 import time
 import tomllib
 import unicodedata
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -395,15 +396,18 @@ class KnowledgeBase:
         return bool(expand(term) & self.vocabulary)
 
 
-_vector_cache: dict[tuple[int, Passage], _PassageVectors] = {}
-_VECTOR_CACHE_SIZE = 4096  # passages; a venue has tens
+# Per encoder (weakly held: a test's throwaway encoder takes its vectors with it).
+_vector_cache: weakref.WeakKeyDictionary[SentenceEncoder, dict[Passage, _PassageVectors]] = (
+    weakref.WeakKeyDictionary()
+)
+_VECTOR_CACHE_SIZE = 4096  # passages per encoder; a venue has tens
 
 
 def _passage_vectors(encoder: SentenceEncoder, passage: Passage) -> _PassageVectors:
     """A passage embedded once per process: the same file loaded again (every persona load,
     every test) costs nothing."""
-    key = (id(encoder), passage)
-    cached = _vector_cache.get(key)
+    cache = _vector_cache.setdefault(encoder, {})
+    cached = cache.get(passage)
     if cached is not None:
         return cached
     title = encoder.encode_words(passage.title)[2]
@@ -417,9 +421,9 @@ def _passage_vectors(encoder: SentenceEncoder, passage: Passage) -> _PassageVect
     vectors = _PassageVectors(
         title, tuple(units), np.stack(sentences), np.concatenate([title, *units])
     )
-    if len(_vector_cache) >= _VECTOR_CACHE_SIZE:
-        _vector_cache.clear()
-    _vector_cache[key] = vectors
+    if len(cache) >= _VECTOR_CACHE_SIZE:
+        cache.clear()
+    cache[passage] = vectors
     return vectors
 
 
