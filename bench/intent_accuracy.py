@@ -25,6 +25,7 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
+import soxr
 from websockets.asyncio.client import connect
 
 from bench.common import BENCH_DIR, hardware, median, percentile, server_process
@@ -234,6 +235,54 @@ async def spoken(
     return rows
 
 
+def asr_prompt_ab(recognizer: IntentRecognizer, voices: Voices, every: int) -> dict[str, Any]:
+    """The commands, synthesized and transcribed by Whisper in this process with and without
+    the home's prompt ([intents] asr_prompt), alternating; intent and slot accuracy of the
+    transcripts. No server, no real-time pacing: it isolates what the prompt does to hearing."""
+    from server.engines.faster_whisper import WhisperTranscriber
+
+    asr = load_settings(environ={}).asr
+    whisper = WhisperTranscriber(
+        asr.model_path, language=asr.language, short_window=asr.short_window, cpu_threads=1
+    )
+    prompt = recognizer.home.asr_prompt()
+    items = [i for i in ITEMS if i.kind == "command"][::every]
+    counts = {"without": 0, "with": 0}
+    misses: dict[str, list[str]] = {"without": [], "with": []}
+    total = 0
+    for item in items:
+        for voice in voices.names:
+            pcm, rate = voices.say(voice, item.text)
+            audio = soxr.resample(pcm.astype(np.float32) / 32768, rate, 16000)
+            total += 1
+            for label, given in (("without", None), ("with", prompt)):
+                heard = whisper.transcribe(audio.astype(np.float32), prompt=given).text
+                found = recognizer.understand(heard, SITE)
+                intent, slots, targets = None, {}, set()
+                if isinstance(found, Recognized):
+                    intent = found.intent
+                    slots = {s.name: s.value for s in found.slots}
+                    targets = {t.entity_id for t in found.targets}
+                row = score(item, intent, slots, targets)
+                if row["intent_ok"] and row["slots_ok"] is not False:
+                    counts[label] += 1
+                else:
+                    misses[label].append(f"{voice}: {item.text!r} -> {heard!r}")
+    result = {
+        "prompt": prompt,
+        "commands": total,
+        "right_without_prompt": counts["without"],
+        "right_with_prompt": counts["with"],
+        "misses": misses,
+    }
+    print(
+        f"ASR prompt A/B over {total} spoken commands: right without the home prompt "
+        f"{counts['without']} ({counts['without'] / total:.1%}), with it {counts['with']} "
+        f"({counts['with'] / total:.1%})"
+    )
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--voices", default="piper,espeak:en-us", help="comma-separated")
@@ -245,10 +294,22 @@ def main() -> None:
         "--every", type=int, default=1, help="spoken: every Nth item of each set (a sample)"
     )
     parser.add_argument("--typed-only", action="store_true")
+    parser.add_argument(
+        "--asr-prompt-ab",
+        action="store_true",
+        help="only: commands transcribed with and without the home's Whisper prompt",
+    )
     args = parser.parse_args()
 
     recognizer = load_recognizer(load_settings(environ={}).intents)
     assert recognizer is not None
+    if args.asr_prompt_ab:
+        found = asr_prompt_ab(recognizer, Voices(args.voices.split(",")), args.every)
+        found["hardware"] = hardware()
+        out = BENCH_DIR / "results-intents-asr-prompt.json"
+        out.write_text(json.dumps(found, indent=1) + "\n", encoding="utf-8")
+        print(f"written {out}")
+        return
     typed_rows = typed(recognizer)
     typed_rows += typed(recognizer)  # twice: the second pass is the warm one that counts
     typed_rows = typed_rows[len(ITEMS) :]

@@ -354,6 +354,8 @@ class IntentsSettings(_Group):
     # Silence that ends a turn whose words (so far) are a whole command the stage recognises
     # (at most [vad] complete_silence_ms): the answer is ready, and waits only for this.
     command_silence_ms: int = Field(250, ge=100, le=10000)
+    # Whisper is prompted with the home's device and area names in sessions that take commands.
+    asr_prompt: bool = True
     # Timers one session keeps at once, and the longest one.
     max_timers: int = Field(8, ge=1, le=100)
     max_timer_s: float = Field(24 * 3600.0, gt=0.0, le=7 * 24 * 3600.0)

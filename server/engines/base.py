@@ -136,8 +136,9 @@ class Transcript:
 class Transcriber(Protocol):
     sample_rate: int  # what transcribe() expects (16 kHz for Whisper)
 
-    def transcribe(self, audio: Float32Audio) -> Transcript:
-        """Transcribe one utterance of mono float32 audio in [-1, 1]."""
+    def transcribe(self, audio: Float32Audio, *, prompt: str | None = None) -> Transcript:
+        """Transcribe one utterance of mono float32 audio in [-1, 1]; `prompt`: words the
+        speech is likely to hold (Whisper's previous-text prompt), or None."""
         ...
 
 

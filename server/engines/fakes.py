@@ -41,10 +41,12 @@ class FakeTranscriber:
         self.avg_logprob = avg_logprob
         self.language = language
         self.calls: list[float] = []  # seconds of audio per call
+        self.prompts: list[str | None] = []  # the prompt of each call
 
-    def transcribe(self, audio: Float32Audio) -> Transcript:
+    def transcribe(self, audio: Float32Audio, *, prompt: str | None = None) -> Transcript:
         audio_s = len(audio) / self.sample_rate
         self.calls.append(audio_s)
+        self.prompts.append(prompt)
         return Transcript(self.text, self.language, self.no_speech_prob, self.avg_logprob, audio_s)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -81,8 +82,9 @@ class WhisperTranscriber:
         self._prompt = [*self._tokenizer.sot_sequence, self._tokenizer.no_timestamps]
         self._suppress = get_suppressed_tokens(self._tokenizer, [-1])
 
-    def transcribe(self, audio: Float32Audio) -> Transcript:
-        """Transcribe one utterance of mono 16 kHz float32 audio."""
+    def transcribe(self, audio: Float32Audio, *, prompt: str | None = None) -> Transcript:
+        """Transcribe one utterance of mono 16 kHz float32 audio; `prompt` is given to Whisper
+        as the text said before it, which makes its words likelier."""
         audio = np.asarray(audio, dtype=np.float32)
         if audio.ndim != 1:
             raise UnsupportedAudio("audio must be mono")
@@ -90,10 +92,10 @@ class WhisperTranscriber:
         if audio.size < _MIN_SAMPLES:
             return Transcript("", self._language or "en", 1.0, 0.0, audio_s)
         if self._short_window:
-            short = self._transcribe_short(audio, audio_s)
+            short = self._transcribe_short(audio, audio_s, prompt)
             if short is not None:
                 return short
-        return self._transcribe_standard(audio, audio_s)
+        return self._transcribe_standard(audio, audio_s, prompt)
 
     def transcribe_file(
         self, audio: Float32Audio, *, language: str | None, prompt: str | None
@@ -136,14 +138,26 @@ class WhisperTranscriber:
     def warm_up(self) -> None:
         self.transcribe(np.zeros(SAMPLE_RATE, dtype=np.float32))
 
-    def _max_new_tokens(self, audio_s: float) -> int:
-        limit = _MAX_DECODER_TOKENS - len(self._prompt) - 1
+    def _max_new_tokens(self, audio_s: float, prompt_tokens: int) -> int:
+        limit = _MAX_DECODER_TOKENS - prompt_tokens - 1
         return min(limit, int(_MAX_TOKENS_BASE + _MAX_TOKENS_PER_S * min(audio_s, 30.0)))
 
-    def _transcribe_standard(self, audio: Float32Audio, audio_s: float) -> Transcript:
+    @functools.lru_cache(maxsize=16)  # noqa: B019 (one transcriber per server, a few prompts)
+    def _decoder_prompt(self, prompt: str | None) -> tuple[int, ...]:
+        """The decoder's start: the previous-text prompt (its last half-context of tokens, as
+        Whisper does), then start of transcript, language, task, no timestamps."""
+        if not prompt:
+            return tuple(self._prompt)
+        previous = self._tokenizer.encode(" " + prompt.strip())[-(_MAX_DECODER_TOKENS // 2 - 1) :]
+        return (self._tokenizer.sot_prev, *previous, *self._prompt)
+
+    def _transcribe_standard(
+        self, audio: Float32Audio, audio_s: float, prompt: str | None = None
+    ) -> Transcript:
         segments, info = self._model.transcribe(
             audio,
             language=self._language,
+            initial_prompt=prompt or None,
             beam_size=self._beam_size,
             best_of=1,
             temperature=0.0,
@@ -155,7 +169,7 @@ class WhisperTranscriber:
             compression_ratio_threshold=None,
             condition_on_previous_text=False,
             without_timestamps=True,
-            max_new_tokens=self._max_new_tokens(audio_s),
+            max_new_tokens=self._max_new_tokens(audio_s, len(self._decoder_prompt(prompt))),
         )
         segs = list(segments)  # the generator does the decoding: run it inside this call
         if not segs:
@@ -172,7 +186,9 @@ class WhisperTranscriber:
             audio_s=audio_s,
         )
 
-    def _transcribe_short(self, audio: Float32Audio, audio_s: float) -> Transcript | None:
+    def _transcribe_short(
+        self, audio: Float32Audio, audio_s: float, prompt: str | None = None
+    ) -> Transcript | None:
         """One decoding on a short encoder window; None when the standard path must do it."""
         frames = audio.size // _HOP
         window = next((w for w in _SHORT_WINDOWS if frames + _SHORT_WINDOW_MIN_PAD <= w), None)
@@ -184,12 +200,13 @@ class WhisperTranscriber:
         mel = self._model.feature_extractor(padded, padding=0)[:, :window]
         mel = np.ascontiguousarray(mel[None])
         encoded = self._model.model.encode(ctranslate2.StorageView.from_array(mel))
-        max_new = self._max_new_tokens(audio_s)
+        start = list(self._decoder_prompt(prompt))
+        max_new = self._max_new_tokens(audio_s, len(start))
         result = self._model.model.generate(
             encoded,
-            [self._prompt],
+            [start],
             beam_size=self._beam_size,
-            max_length=len(self._prompt) + max_new,
+            max_length=len(start) + max_new,
             return_scores=True,
             return_no_speech_prob=True,
             suppress_blank=True,

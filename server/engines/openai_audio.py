@@ -74,7 +74,7 @@ class OpenAITranscriber:
         self._language = language
         self._format: Literal["verbose_json", "json"] = "verbose_json"
 
-    def transcribe(self, audio: Float32Audio) -> Transcript:
+    def transcribe(self, audio: Float32Audio, *, prompt: str | None = None) -> Transcript:
         if audio.ndim != 1:
             raise UnsupportedAudio("audio must be mono")
         audio_s = audio.size / ASR_SAMPLE_RATE
@@ -82,16 +82,16 @@ class OpenAITranscriber:
             return Transcript("", self._language or "en", 1.0, 0.0, audio_s)
         body = wav_bytes(audio, ASR_SAMPLE_RATE)
         try:
-            answer = self._client.run(self._post(body, self._format))
+            answer = self._client.run(self._post(body, self._format, prompt))
         except RemoteFailure as exc:
             if self._format != "verbose_json" or exc.code != ErrorCode.REMOTE_ERROR:
                 raise
-            answer = self._client.run(self._post(body, "json"))
+            answer = self._client.run(self._post(body, "json", prompt))
             log.info("the ASR server refused verbose_json; asking for json from now on")
             self._format = "json"
         return transcript_from_answer(answer, audio_s, self._language)
 
-    async def _post(self, wav: bytes, response_format: str) -> Any:
+    async def _post(self, wav: bytes, response_format: str, prompt: str | None) -> Any:
         form = aiohttp.FormData()
         form.add_field("file", wav, filename="speech.wav", content_type="audio/wav")
         form.add_field("model", self._model)
@@ -99,6 +99,8 @@ class OpenAITranscriber:
         form.add_field("temperature", "0")
         if self._language:
             form.add_field("language", self._language)
+        if prompt:
+            form.add_field("prompt", prompt)
         client = self._client
         async with client.request(
             "POST", client.url("audio/transcriptions"), data=form

@@ -127,6 +127,14 @@ class SessionIntents:
     def enabled(self) -> bool:
         return self._persona().intents and self._recognizer() is not None
 
+    def asr_prompt(self) -> str | None:
+        """What Whisper is told to expect in this session: the home's names, when it takes
+        commands ([asr] prompt_with_home)."""
+        recognizer = self._recognizer()
+        if not (self._settings.asr_prompt and self._persona().intents and recognizer):
+            return None
+        return recognizer.home.asr_prompt()
+
     # --- recognising --------------------------------------------------------------------------
 
     async def understand(self, text: str) -> tuple[Understanding, float]:

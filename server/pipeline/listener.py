@@ -72,8 +72,10 @@ class Listener:
         name: str,
         wake_plan: Callable[[], WakePlan | None] = lambda: None,
         wake_engine: Callable[[], WakeWordEngine] | None = None,
+        asr_prompt: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._speech = speech
+        self._asr_prompt = asr_prompt
         self._wake_plan = wake_plan
         self._wake_engine = wake_engine
         self._settings = settings
@@ -289,7 +291,7 @@ class Listener:
         snapshot, _ = self._turns.join_carry(snapshot)
 
         async def partial() -> None:
-            transcript = await speech.transcribe_partial(snapshot)
+            transcript = await speech.transcribe_partial(snapshot, prompt=self._asr_prompt())
             text = transcript.text.strip()
             if not (text and utterance_id and self.utterance_id == utterance_id):
                 return

@@ -59,6 +59,10 @@ class CommandStage(Protocol):
         sample_rate: int | None,
     ) -> bool: ...
 
+    def asr_prompt(self) -> str | None:
+        """Words Whisper should expect in this session's speech, if any."""
+        ...
+
 
 class Responder:
     def __init__(
@@ -104,7 +108,8 @@ class Responder:
         out = ctx.out
         try:
             began = time.perf_counter()
-            transcript = await self._speech().transcribe(utterance.audio)
+            prompt = self._commands.asr_prompt() if self._commands is not None else None
+            transcript = await self._speech().transcribe(utterance.audio, prompt=prompt)
             transcribe_ms = round((time.perf_counter() - began) * 1000, 1)
             self._log.debug("transcribed in %.0f ms: %r", transcribe_ms, transcript.text)
             if on_transcript is not None:

@@ -131,6 +131,7 @@ class Session:
             name=self.id,
             wake_plan=self.wake_plan,
             wake_engine=app.wake_engine,
+            asr_prompt=self.intents.asr_prompt,
         )
         # Utterances transcribed into the conversation without an answer (respond=False);
         # a reply asked for later waits for them.

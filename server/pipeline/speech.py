@@ -79,7 +79,7 @@ class SpeechRunner:
     async def on_vad_thread(self, func: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._vad_pool, func)
 
-    async def transcribe(self, audio: Float32Audio) -> Transcript:
+    async def transcribe(self, audio: Float32Audio, *, prompt: str | None = None) -> Transcript:
         """A turn's transcription: someone waits for it, so LLM tokens wait instead.
         Raises ChinwagError(OVERLOADED) if it waited behind other sessions' turns for longer
         than the limit (pipeline/admission.py); one that can start at once always runs."""
@@ -89,7 +89,7 @@ class SpeechRunner:
             if self.limit.expired(deadline, time.monotonic()):
                 raise self.limit.error("the transcription")
             with self.priority.urgent():
-                return self.transcriber.transcribe(audio)
+                return self.transcriber.transcribe(audio, prompt=prompt)
 
         self._turn_jobs += 1
         try:
@@ -97,12 +97,14 @@ class SpeechRunner:
         finally:
             self._turn_jobs -= 1
 
-    async def transcribe_partial(self, audio: Float32Audio) -> Transcript:
+    async def transcribe_partial(
+        self, audio: Float32Audio, *, prompt: str | None = None
+    ) -> Transcript:
         """The words so far of a turn still going on; in the background."""
         self._partial_jobs += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(
-                self._partial_pool, self.transcriber.transcribe, audio
+                self._partial_pool, lambda: self.transcriber.transcribe(audio, prompt=prompt)
             )
         finally:
             self._partial_jobs -= 1

@@ -148,7 +148,7 @@ class GatedTranscriber(FakeTranscriber):
         self.gate = threading.Event()
         self.started = threading.Event()
 
-    def transcribe(self, audio: Float32Audio) -> Transcript:
+    def transcribe(self, audio: Float32Audio, *, prompt: str | None = None) -> Transcript:
         self.started.set()
         self.gate.wait(10)
         return super().transcribe(audio)

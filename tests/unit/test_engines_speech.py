@@ -115,6 +115,32 @@ def test_short_window_gives_the_same_words(whisper_short: WhisperTranscriber, na
     assert not is_probably_not_speech(t)
 
 
+HOME_PROMPT = "Turn on the kitchen light, ceiling fan, thermostat, front door, living room."
+
+
+@pytest.mark.models
+@pytest.mark.parametrize("name", RECORDINGS)
+def test_a_prompt_leaves_other_speech_alone(
+    whisper: WhisperTranscriber, whisper_short: WhisperTranscriber, name: str
+) -> None:
+    """A session's home prompt makes its names likelier; it must not put them (or itself)
+    into speech about something else, on either decoding path."""
+    for engine in (whisper, whisper_short):
+        t = engine.transcribe(load_wav(DATA / name), prompt=HOME_PROMPT)
+        assert jiwer.wer(words(reference(name)), words(t.text)) <= 0.2, t.text
+        assert "thermostat" not in t.text.lower() and "kitchen" not in t.text.lower()
+
+
+@pytest.mark.models
+def test_a_prompt_helps_a_command_through(
+    piper: PiperSynthesizer, whisper_short: WhisperTranscriber
+) -> None:
+    pcm = np.concatenate(list(piper.synthesize("Turn on the ceiling fan.")))
+    audio = soxr.resample(pcm.astype(np.float32) / 32768, piper.sample_rate, RATE)
+    t = whisper_short.transcribe(audio.astype(np.float32), prompt=HOME_PROMPT)
+    assert words(t.text) == words("turn on the ceiling fan"), t.text
+
+
 @pytest.mark.models
 @pytest.mark.parametrize(
     "audio",

@@ -18,7 +18,7 @@ class BlockingPartials(FakeTranscriber):
         self.release = threading.Event()
         self.urgent_seen: list[bool] = []
 
-    def transcribe(self, audio: Float32Audio) -> Transcript:
+    def transcribe(self, audio: Float32Audio, *, prompt: str | None = None) -> Transcript:
         self.urgent_seen.append(self.priority.busy)
         if audio.size == PARTIAL:
             self.release.wait(10)

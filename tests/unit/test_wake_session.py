@@ -39,7 +39,7 @@ class RecordingTranscriber:
         self.text = text
         self.audio: list[Float32Audio] = []
 
-    def transcribe(self, audio: Float32Audio) -> Transcript:
+    def transcribe(self, audio: Float32Audio, *, prompt: str | None = None) -> Transcript:
         self.audio.append(audio.copy())
         return Transcript(self.text, "en", 0.01, -0.1, len(audio) / RATE)
 

@@ -1,0 +1,65 @@
+"""Whisper is told the home's names in sessions that take commands (and only there), on fake
+engines; tests/e2e/test_intents.py and `make bench-intents` hear the difference for real."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from server import PROJECT_ROOT
+from server.app import App
+from server.engines.fakes import FakeChatModel, FakeTranscriber
+from server.intents.home import load_home
+from server.pipeline.session import Session
+from server.prompts import PersonaLibrary
+from server.protocol import native as proto
+from tests.conftest import fake_engines, make_settings
+from tests.unit.test_session_turns import RATE, Harness, RecordingSink, silence, tone
+
+DEMO = PROJECT_ROOT / "prompts" / "devices.example.toml"
+
+
+def test_the_home_prompt_names_its_devices_and_rooms_once() -> None:
+    prompt = load_home(DEMO).asr_prompt()
+    assert prompt is not None and prompt.startswith("Turn on the ")
+    for name in ("kitchen light", "ceiling fan", "living room", "garage"):
+        assert name in prompt
+    assert prompt.count("garage door") == 1
+    assert load_home(None).asr_prompt() is None  # no home, nothing to expect
+
+
+async def spoken_turn(persona: str, **intents: Any) -> list[str | None]:
+    """One spoken turn in a session with `persona`; the prompts Whisper was given."""
+    settings = make_settings(
+        vad={"speculate": False, "silence_ms": 500, "min_speech_ms": 100},
+        llm={"prefill_while_speaking": False},
+        intents={"devices": str(DEMO), **intents},
+    )
+    personas = PersonaLibrary.load(settings.prompts.directory, settings.prompts.default_persona)
+    app = App(settings=settings, personas=personas)
+    engines = fake_engines(FakeChatModel("It is noon."), transcriber=FakeTranscriber("hello"))
+    app.attach(engines)
+    sink = RecordingSink()
+    session = Session(app, sink)
+    harness = Harness(session, sink, engines)
+    try:
+        await session.start()
+        await session.handle(proto.SessionStart(persona=persona))
+        await session.handle(proto.AudioStart(sample_rate=RATE))
+        await harness.speak(np.concatenate([tone(1.0), silence(1.0)]))
+        await harness.reply_done()
+        return harness.transcriber.prompts
+    finally:
+        await session.close()
+        app.close()
+
+
+async def test_a_session_that_takes_commands_prompts_whisper_with_its_home() -> None:
+    prompts = await spoken_turn("smart_home")
+    assert prompts and set(prompts) == {load_home(DEMO).asr_prompt()}
+
+
+async def test_other_sessions_and_the_switched_off_setting_prompt_nothing() -> None:
+    assert set(await spoken_turn("assistant")) == {None}
+    assert set(await spoken_turn("smart_home", asr_prompt=False)) == {None}
