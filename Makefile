@@ -13,7 +13,7 @@ APT_PACKAGES := mosquitto mosquitto-clients chromium strace espeak-ng libportaud
 # runs on any x86-64 CPU of the last ten years (the flags are ignored on other architectures).
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
-.PHONY: setup run test test-slow test-fast bench bench-load bench-fairness bench-remote bench-levers bench-quality lint system-deps models frameworks satellite clean
+.PHONY: setup run test test-slow test-fast bench bench-load bench-fairness bench-remote bench-stages bench-levers bench-quality lint system-deps models frameworks satellite clean
 
 setup: system-deps $(STAMP) models
 
@@ -108,6 +108,11 @@ bench-load: setup
 # side by side with the same requests sent straight to the server (docs/scaling.md).
 bench-remote: setup
 	$(BIN)/python -m bench.remote_llm $(BENCH_ARGS)
+
+# What each stage of a turn costs, each engine alone in one process (docs/scaling.md);
+# writes bench/results-stages.json.
+bench-stages: setup
+	$(BIN)/python -m bench.stage_costs
 
 # Fairness of text replies: time to first token beside a long reply and with 8 sessions at
 # once (docs/performance.md, "Several replies at once"); writes bench/results-fairness.json.
