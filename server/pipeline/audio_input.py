@@ -19,7 +19,7 @@ from server.audio.vad import (
     VadEvent,
 )
 from server.config import VadSettings
-from server.pipeline.wake import WakeGate, WakeHeard, WakeWaitingAgain
+from server.pipeline.wake import GateStep, WakeGate, WakeHeard, WakeWaitingAgain
 from server.protocol.native import AudioStart
 
 InputEvent = VadEvent | WakeHeard | WakeWaitingAgain
@@ -60,15 +60,22 @@ class AudioInput:
         self._resampler = StreamResampler(start.sample_rate, SAMPLE_RATE, np.float32)
 
     def feed(self, pcm: np.ndarray) -> list[InputEvent]:
-        audio = self._resampler.process(int16_to_float32(pcm))
-        if not len(audio):
-            return []
+        """Resample and run the VAD (and the wake word gate, if any) on one frame."""
         if self.wake is None:
-            return list(self.vad.feed(audio))
-        return self._feed_gated(self.wake, audio)
+            audio = self._resampler.process(int16_to_float32(pcm))
+            return list(self.vad.feed(audio)) if len(audio) else []
+        return self.hear(self.listen(pcm))
 
-    def _feed_gated(self, gate: WakeGate, audio: np.ndarray) -> list[InputEvent]:
-        step = gate.feed(audio)
+    def listen(self, pcm: np.ndarray) -> GateStep:
+        """With a wake word, first: resample, and the gate's detector (on the wake thread)."""
+        assert self.wake is not None
+        audio = self._resampler.process(int16_to_float32(pcm))
+        return self.wake.feed(audio) if len(audio) else GateStep()
+
+    def hear(self, step: GateStep) -> list[InputEvent]:
+        """With a wake word, then: what the gate let through, to the VAD (on the VAD thread)."""
+        gate = self.wake
+        assert gate is not None
         events: list[InputEvent] = []
         if step.heard is not None:
             events.append(step.heard)

@@ -197,7 +197,15 @@ class Listener:
 
     async def _analyse(self, audio: AudioInput, pcm: np.ndarray) -> None:
         speech = self._speech()
-        events: list[InputEvent] = await speech.on_vad_thread(functools.partial(audio.feed, pcm))
+        events: list[InputEvent]
+        if audio.wake is None:
+            events = await speech.on_vad_thread(functools.partial(audio.feed, pcm))
+        else:
+            # The wake word detector on its own thread; the VAD only when the gate is open.
+            step = await speech.on_wake_thread(functools.partial(audio.listen, pcm))
+            if audio.wake.waiting and step.heard is None:
+                return
+            events = await speech.on_vad_thread(functools.partial(audio.hear, step))
         for event in events:
             if isinstance(event, WakeHeard):
                 self._log.info("wake word %s heard", event.detection.wake_word_id)

@@ -61,6 +61,9 @@ class SpeechRunner:
         self.synthesizer = synthesizer
         self.vad = vad
         self._vad_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vad")
+        # Wake word detection for streams waiting for one (pipeline/wake.py): a thread of its
+        # own, so that the VAD of a turn under way never queues behind idle devices.
+        self._wake_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wake")
         self._asr_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr")
         # Partial transcriptions have their own thread, so that one in progress never holds
         # up a turn's transcription (the Whisper model runs two at once).
@@ -69,7 +72,8 @@ class SpeechRunner:
         self._partial_jobs = 0
 
     def close(self) -> None:
-        for pool in (self._vad_pool, self._asr_pool, self._partial_pool, self._tts_pool):
+        pools = (self._vad_pool, self._wake_pool, self._asr_pool, self._partial_pool)
+        for pool in (*pools, self._tts_pool):
             pool.shutdown(wait=False, cancel_futures=True)
 
     @property
@@ -78,6 +82,9 @@ class SpeechRunner:
 
     async def on_vad_thread(self, func: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._vad_pool, func)
+
+    async def on_wake_thread(self, func: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._wake_pool, func)
 
     async def transcribe(self, audio: Float32Audio, *, prompt: str | None = None) -> Transcript:
         """A turn's transcription: someone waits for it, so LLM tokens wait instead.
