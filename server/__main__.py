@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,6 +71,15 @@ class StartupError(ChinwagException):
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def _prepare_default_knowledge(personas: PersonaLibrary) -> None:
+    """Embed the default persona's facts beside the first turns (about a second of CPU), so its
+    first site question does not wait for it; other personas' facts are embedded on their
+    first question. The thread ends by itself."""
+    knowledge = personas.get(None).knowledge
+    if knowledge is not None and knowledge.encoder is not None:
+        threading.Thread(target=knowledge.prepare, name="knowledge", daemon=True).start()
 
 
 def _load_personas(settings: Settings) -> PersonaLibrary:
@@ -196,6 +206,7 @@ async def serve(settings: Settings, ready_file: Path | None = None) -> None:
         )
         if loading in done and loading.exception() is None:
             log.info("ready: ws://%s:%d/", settings.server.host, web.port)
+            _prepare_default_knowledge(personas)
             if ready_file is not None:
                 await asyncio.to_thread(ready_file.write_text, str(web.port))
             await stop.wait()

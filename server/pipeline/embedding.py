@@ -20,6 +20,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -67,18 +68,37 @@ class SentenceEncoder:
     """all-MiniLM-L6-v2 (or any BERT sentence-transformer with mean pooling) in numpy."""
 
     def __init__(self, directory: Path) -> None:
-        from safetensors.numpy import load_file
-        from tokenizers import Tokenizer
-
+        """Checks the folder now; reads the 90 MB of weights on first use (`load`), so that a
+        server starts as fast without site questions as before."""
         config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
         pooling_file = directory / "pooling.json"
         if pooling_file.is_file():
             pooling = json.loads(pooling_file.read_text(encoding="utf-8"))
             if not pooling.get("pooling_mode_mean_tokens", False):
                 raise ValueError(f"{pooling_file}: only mean pooling is implemented")
+        for name in ("tokenizer.json", "model.safetensors"):
+            if not (directory / name).is_file():
+                raise FileNotFoundError(directory / name)
+        self.directory = directory
+        self.config = config
         self.hidden = int(config["hidden_size"])
         self.heads = int(config["num_attention_heads"])
         self.eps = float(config.get("layer_norm_eps", 1e-12))
+        self.dimensions = self.hidden
+        self._load_lock = threading.Lock()
+        self._loaded = False
+
+    def load(self) -> None:
+        """Read the tokenizer and the weights (once; thread-safe)."""
+        with self._load_lock:
+            if not self._loaded:
+                self._read(self.directory, self.config)
+                self._loaded = True
+
+    def _read(self, directory: Path, config: dict[str, Any]) -> None:
+        from safetensors.numpy import load_file
+        from tokenizers import Tokenizer
+
         self.tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
         self.tokenizer.enable_truncation(MAX_TOKENS)
         self.tokenizer.no_padding()
@@ -117,10 +137,10 @@ class SentenceEncoder:
                     norm2=(w(f"{p}output.LayerNorm.weight"), w(f"{p}output.LayerNorm.bias")),
                 )
             )
-        self.dimensions = self.hidden
 
     def encode(self, texts: list[str]) -> Vector:
         """One L2-normalised row per text (texts of any length, one at a time: no padding)."""
+        self.load()
         out = np.zeros((len(texts), self.hidden), dtype=np.float32)
         for row, encoding in enumerate(self.tokenizer.encode_batch(texts)):
             out[row] = self._encode_ids(np.asarray(encoding.ids, dtype=np.int64))
@@ -129,6 +149,7 @@ class SentenceEncoder:
     def encode_words(self, text: str) -> tuple[Vector, list[str], Vector]:
         """The text's sentence vector, and each word's own (contextual, L2-normalised) vector:
         one row per word of letters or digits, in order, with the word as written."""
+        self.load()
         encoding = self.tokenizer.encode(text)
         states = self._states(np.asarray(encoding.ids, dtype=np.int64))
         pooled = states.mean(axis=0)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 import tomllib
 import unicodedata
@@ -34,6 +35,8 @@ from server.errors import ChinwagException
 
 if TYPE_CHECKING:
     from server.pipeline.embedding import SentenceEncoder, Vector
+
+log = logging.getLogger(__name__)
 
 # bm25s sets its own logger to DEBUG; its progress lines are not ours to print.
 logging.getLogger("bm25s").setLevel(logging.WARNING)
@@ -300,6 +303,7 @@ class KnowledgeBase:
     _index: Any = field(init=False, repr=False)
     _terms: list[frozenset[str]] = field(init=False, repr=False)
     _vectors: list[_PassageVectors] = field(init=False, repr=False)
+    _prepared: threading.Lock = field(init=False, repr=False)
     vocabulary: frozenset[str] = field(init=False, repr=False)
     load_ms: float = field(init=False, default=0.0)
 
@@ -314,12 +318,28 @@ class KnowledgeBase:
         self._index.index([t or ["_"] for t in corpus], show_progress=False)
         if self.ask is None:
             self.ask = _contact_line(self.passages)
-        began = time.perf_counter()
-        encoder = self.encoder
-        self._vectors = [_passage_vectors(encoder, p) for p in self.passages] if encoder else []
-        self.load_ms = (time.perf_counter() - began) * 1000
+        self._vectors = []
+        self._prepared = threading.Lock()
+
+    def prepare(self) -> None:
+        """Embed the passages (once; thread-safe). Done on the first search, in the worker
+        thread that runs it, so a server starts as fast as without embeddings; call it at
+        start-up to pay the cost then. A model that fails to load leaves word matching."""
+        if self.encoder is None or self._vectors:
+            return
+        with self._prepared:
+            if self.encoder is None or self._vectors:
+                return
+            began = time.perf_counter()
+            try:
+                self._vectors = [_passage_vectors(self.encoder, p) for p in self.passages]
+            except Exception as exc:  # the weights unreadable: answer with words alone
+                log.warning("sentence embeddings off for %s: %s", self.source or self.name, exc)
+                self.encoder = None
+            self.load_ms = (time.perf_counter() - began) * 1000
 
     def search(self, question: str, k: int = 3) -> Search:
+        self.prepare()
         began = time.perf_counter()
         asked = terms(question)
         unique = list(dict.fromkeys(asked))
@@ -378,7 +398,7 @@ class KnowledgeBase:
     def extract(self, question: str, search: Search, passage: Passage) -> str:
         """The passage's own words that answer the question (see `extract_answer`), matching
         words by meaning too when the search had embeddings."""
-        if not search.term_vectors or passage not in self.passages:
+        if not search.term_vectors or not self._vectors or passage not in self.passages:
             return extract_answer(question, passage)
         vectors = self._vectors[self.passages.index(passage)]
 

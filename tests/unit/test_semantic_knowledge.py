@@ -122,6 +122,9 @@ def test_the_answer_rule(coverage: float, similarity: float, answers: bool) -> N
 def test_passages_are_embedded_once_per_process() -> None:
     encoder = FakeEncoder()
     first = _venue(encoder)
+    assert not first._vectors  # embedded on the first search, not at load
+    first.search("Is there a pool?")
+    assert len(first._vectors) == len(first.passages)
     calls = 0
     original = encoder.encode_words
 
@@ -132,6 +135,7 @@ def test_passages_are_embedded_once_per_process() -> None:
 
     encoder.encode_words = counting  # type: ignore[method-assign]
     again = _venue(encoder)
+    again.prepare()
     assert calls == 0 and len(again._vectors) == len(first._vectors)
     assert knowledge_module._VECTOR_CACHE_SIZE >= 100
 
