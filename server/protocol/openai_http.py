@@ -32,7 +32,9 @@ _TYPES: dict[int, ErrorType] = {
     401: "authentication_error",
     403: "permission_error",
     500: "server_error",
+    502: "server_error",
     503: "server_error",
+    504: "server_error",
 }
 # The HTTP status of a ChinwagError raised below the HTTP layer, by its code.
 _STATUS_OF_CODE: dict[str, HTTPStatus] = {
@@ -40,7 +42,12 @@ _STATUS_OF_CODE: dict[str, HTTPStatus] = {
     ErrorCode.TOO_MANY_SESSIONS: HTTPStatus.SERVICE_UNAVAILABLE,
     ErrorCode.MODELS_LOADING: HTTPStatus.SERVICE_UNAVAILABLE,
     ErrorCode.INTERNAL_ERROR: HTTPStatus.INTERNAL_SERVER_ERROR,
-    "overloaded": HTTPStatus.SERVICE_UNAVAILABLE,
+    ErrorCode.OVERLOADED: HTTPStatus.SERVICE_UNAVAILABLE,
+    # A remote engine (docs: [llm|asr|tts] backend = "openai") failed: not the caller's doing.
+    ErrorCode.REMOTE_UNAVAILABLE: HTTPStatus.BAD_GATEWAY,
+    ErrorCode.REMOTE_UNAUTHORIZED: HTTPStatus.BAD_GATEWAY,
+    ErrorCode.REMOTE_TIMEOUT: HTTPStatus.GATEWAY_TIMEOUT,
+    ErrorCode.REMOTE_ERROR: HTTPStatus.BAD_GATEWAY,
 }
 
 

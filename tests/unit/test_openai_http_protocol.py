@@ -122,6 +122,22 @@ def test_error_types_follow_openai() -> None:
     )
 
 
+def test_errors_raised_below_http_get_their_status() -> None:
+    from server.errors import ChinwagError, ErrorCode
+
+    cases = {
+        ErrorCode.OVERLOADED: 503,
+        ErrorCode.REMOTE_TIMEOUT: 504,
+        ErrorCode.REMOTE_UNAVAILABLE: 502,
+        ErrorCode.CONTEXT_OVERFLOW: 400,
+        ErrorCode.INVALID_AUDIO_FORMAT: 400,
+    }
+    for code, status in cases.items():
+        error = oa.OpenAIError.from_chinwag(ChinwagError(code, "m"))
+        assert (error.status.value, error.code) == (status, code.value)
+        assert error.type == ("invalid_request_error" if status == 400 else "server_error")
+
+
 # --- stop sequences -------------------------------------------------------------------------
 
 
