@@ -113,6 +113,8 @@ def main() -> None:
             asr_ms.append(ms)
             per_audio_s.append(ms / (len(samples) / 16000))
 
+    print(f"ASR done: turn p50 {median(asr_ms):.0f} ms", flush=True)
+
     # LLM: one reply at a time (the system prompt cached, as in a running server).
     first_ms: list[float] = []
     rates: list[float] = []
@@ -133,6 +135,8 @@ def main() -> None:
             gen_s = s.total_s - (s.first_token_s or 0.0)
             if s.completion_tokens > 1 and gen_s > 0:
                 rates.append((s.completion_tokens - 1) / gen_s)
+
+    print(f"LLM done: first token p50 {median(first_ms):.0f} ms", flush=True)
 
     # LLM: several replies in one batch, as ChatRunner steps them.
     batched = {str(width): batch(llm, system, width) for width in (1, 2, 4, 8)}
