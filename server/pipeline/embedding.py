@@ -9,8 +9,9 @@ Why numpy and not torch or onnxruntime: torch is a 700 MB dependency for one sma
 and the package ships safetensors weights, not an ONNX graph (building one would need `onnx`
 and a hand-made graph anyway). The forward pass of a 6-layer BERT is twenty lines of matrix
 products; `tokenizers` (already here with faster-whisper) tokenises exactly as the model was
-trained and `safetensors` reads the weights. A question of a dozen words takes a few
-milliseconds on one core (docs/performance.md). Pure code: no I/O after loading, no asyncio.
+trained and `safetensors` reads the weights. A question of a dozen words takes about 15 ms
+of one core (docs/performance.md), so callers run it off the event loop. Pure code: no I/O
+after loading, no asyncio.
 """
 
 from __future__ import annotations

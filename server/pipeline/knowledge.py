@@ -8,8 +8,11 @@ the passages against the user's words in well under a millisecond for a venue-si
 decides between answering from the facts and saying honestly that the facts do not say.
 
 Lexical retrieval misses paraphrases ("restroom" for "toilets"), so the question's words are
-expanded with a small list of venue synonyms before matching. Pure code: no I/O after loading,
-no asyncio.
+expanded with a small list of venue synonyms before matching; with a sentence encoder
+(embedding.py), a word also matches a fact word of close meaning, and a passage that holds
+only part of the question must also mean much the same as it (`KnowledgeBase.covers`). With
+the encoder a search costs about 15 ms of CPU (embedding the question), without it well under
+one. Pure code: no I/O after loading, no asyncio.
 """
 
 from __future__ import annotations
