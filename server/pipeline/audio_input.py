@@ -58,6 +58,8 @@ class AudioInput:
         # Waiting for a wake word (pipeline/wake.py): the VAD hears only what the gate lets by.
         self.wake = wake
         self._resampler = StreamResampler(start.sample_rate, SAMPLE_RATE, np.float32)
+        self._held: list[np.ndarray] = []  # frames waiting to be batched (see hold)
+        self._held_samples = 0
 
     def feed(self, pcm: np.ndarray) -> list[InputEvent]:
         """Resample and run the VAD (and the wake word gate, if any) on one frame."""
@@ -65,6 +67,17 @@ class AudioInput:
             audio = self._resampler.process(int16_to_float32(pcm))
             return list(self.vad.feed(audio)) if len(audio) else []
         return self.hear(self.listen(pcm))
+
+    def hold(self, pcm: np.ndarray, seconds: float) -> np.ndarray | None:
+        """Frames kept until `seconds` of them are here, then all of them (bounded: a batch is
+        at most `seconds` plus one frame)."""
+        self._held.append(pcm)
+        self._held_samples += len(pcm)
+        if self._held_samples < seconds * self.start.sample_rate:
+            return None
+        batch = np.concatenate(self._held)
+        self._held, self._held_samples = [], 0
+        return batch
 
     def listen(self, pcm: np.ndarray) -> GateStep:
         """With a wake word, first: resample, and the gate's detector (on the wake thread)."""
