@@ -215,7 +215,7 @@ async def test_wake_event_on_mqtt_and_hermes(
                 "chinwag/kitchen/event/state",
                 since,
                 lambda b: ours(b) and b["state"] == "waiting_for_wake_word",
-                count=2,
+                count=3,  # before the wake word, after the turn, after the reply
             )
     assert wake["type"] == "wake.detected" and wake["wake_word_id"] == "hey_jarvis"
     assert hotword["modelId"] == "hey_jarvis" and hotword["siteId"] == "kitchen"
