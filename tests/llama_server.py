@@ -108,6 +108,7 @@ class Relayed:
 
     opened: float
     requests: list[str] = field(default_factory=list)  # "POST /v1/chat/completions", ...
+    asked_at: list[float] = field(default_factory=list)  # when each was seen (monotonic)
     client_closed: float | None = None  # when the client closed its side (monotonic)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -192,9 +193,9 @@ class TcpProxy:
         try:
             while data := await source.read(65536):
                 if relayed is not None:
-                    relayed.requests += [
-                        f"{m[1].decode()} {m[2].decode()}" for m in _REQUEST_LINE.finditer(data)
-                    ]
+                    for match in _REQUEST_LINE.finditer(data):
+                        relayed.requests.append(f"{match[1].decode()} {match[2].decode()}")
+                        relayed.asked_at.append(time.monotonic())
                 sink.write(data)
                 await sink.drain()
         except (ConnectionError, OSError):
