@@ -238,6 +238,10 @@ async def test_barge_in_closes_the_remote_stream(
         async with asyncio.timeout(240):
             while not speaking.is_set():  # silence until the story is heard
                 await stream(silence)
+        # The answer to the second question: short (a story would take minutes to speak on
+        # a busy machine); the story under way keeps its own settings.
+        short = {"max_tokens": 20, "temperature": 0.0}
+        await client.send({"type": "session.update", "generation": short})
         barge_at = time.monotonic()
         await stream(pcm2)  # the person talks over it
         async with asyncio.timeout(240):
