@@ -246,11 +246,24 @@ def asr_prompt_ab(recognizer: IntentRecognizer, voices: Voices, every: int) -> d
         asr.model_path, language=asr.language, short_window=asr.short_window, cpu_threads=1
     )
     prompt = recognizer.home.asr_prompt()
-    items = [i for i in ITEMS if i.kind == "command"][::every]
+    items = [i for i in ITEMS if i.kind in ("command", "chit-chat")][::every]
     counts = {"without": 0, "with": 0}
+    false_actions = {"without": 0, "with": 0}
     misses: dict[str, list[str]] = {"without": [], "with": []}
-    total = 0
+    total = chat = 0
     for item in items:
+        if item.kind == "chit-chat":
+            # A prompt must not make Whisper hear a command in chit-chat.
+            for voice in voices.names:
+                pcm, rate = voices.say(voice, item.text)
+                audio = soxr.resample(pcm.astype(np.float32) / 32768, rate, 16000)
+                chat += 1
+                for label, given in (("without", None), ("with", prompt)):
+                    heard = whisper.transcribe(audio.astype(np.float32), prompt=given).text
+                    if isinstance(recognizer.understand(heard, SITE), Recognized):
+                        false_actions[label] += 1
+                        misses[label].append(f"FALSE ACTION {voice}: {item.text!r} -> {heard!r}")
+            continue
         for voice in voices.names:
             pcm, rate = voices.say(voice, item.text)
             audio = soxr.resample(pcm.astype(np.float32) / 32768, rate, 16000)
@@ -273,12 +286,16 @@ def asr_prompt_ab(recognizer: IntentRecognizer, voices: Voices, every: int) -> d
         "commands": total,
         "right_without_prompt": counts["without"],
         "right_with_prompt": counts["with"],
+        "chit_chat": chat,
+        "false_actions_without_prompt": false_actions["without"],
+        "false_actions_with_prompt": false_actions["with"],
         "misses": misses,
     }
     print(
         f"ASR prompt A/B over {total} spoken commands: right without the home prompt "
         f"{counts['without']} ({counts['without'] / total:.1%}), with it {counts['with']} "
-        f"({counts['with'] / total:.1%})"
+        f"({counts['with'] / total:.1%}); false actions over {chat} spoken chit-chat: "
+        f"{false_actions['without']} without, {false_actions['with']} with"
     )
     return result
 
