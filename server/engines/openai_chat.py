@@ -265,6 +265,11 @@ class OpenAIChatModel:
                     counted[key] = self._counts[key]
                 else:
                     missing[key] = message.content
+        estimates = {key: estimate_tokens(text) for key, text in missing.items()}
+        if missing and self._total(keys, {**counted, **estimates}) <= self.context_size // 4:
+            # Far below the context, an estimate decides nothing a count would not; it spares
+            # a round trip to the server before the reply (most turns of most conversations).
+            return self._total(keys, {**counted, **estimates})
         if missing:
             server = self._count_with_server(list(missing.values()))
             if server is not None:
@@ -274,10 +279,15 @@ class OpenAIChatModel:
                     while len(self._counts) > COUNT_CACHE_SIZE:
                         self._counts.popitem(last=False)
             else:  # estimated: not cached, the server may count them next time
-                new = {key: estimate_tokens(text) for key, text in missing.items()}
+                new = estimates
             counted.update(new)
+        return self._total(keys, counted)
+
+    @staticmethod
+    def _total(keys: list[bytes], counts: dict[bytes, int]) -> int:
+        """The prompt's size from its messages' counts, with the chat template's allowance."""
         return TEMPLATE_TOKENS_FOR_REPLY + sum(
-            counted[key] + TEMPLATE_TOKENS_PER_MESSAGE for key in keys
+            counts[key] + TEMPLATE_TOKENS_PER_MESSAGE for key in keys
         )
 
     def _count_with_server(self, texts: list[str]) -> list[int] | None:

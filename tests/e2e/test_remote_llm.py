@@ -176,7 +176,8 @@ async def test_prompt_token_counts_cover_the_servers_own(llama_server: LlamaServ
     counts = {}
     for tokenizer in ("auto", "estimate"):
         client = RemoteClient(llama_server.base_url, api_key=API_KEY, timeout_s=60, role="LLM")
-        model = OpenAIChatModel(client, context_size=N_CTX, tokenizer=tokenizer)
+        # A small context: the prompt is not far below it, so it is counted, not estimated.
+        model = OpenAIChatModel(client, context_size=256, tokenizer=tokenizer)
         try:
             counts[tokenizer] = await asyncio.to_thread(model.count_prompt_tokens, messages)
         finally:
