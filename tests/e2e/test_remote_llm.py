@@ -36,7 +36,8 @@ from tests.llama_server import LlamaServer, Relayed, TcpProxy
 from tests.model_paths import chat_gguf
 from tests.speech import recording, to_16k_float, wer
 
-pytestmark = pytest.mark.models
+# Real models and servers started per test: minutes on 2 cores, so CI runs them in test-slow.
+pytestmark = [pytest.mark.models, pytest.mark.slow]
 
 N_CTX = 640
 API_KEY = f"test-{secrets.token_hex(8)}"
@@ -334,7 +335,6 @@ async def test_realtime_endpoint_on_the_remote_llm(remote: RunningServer) -> Non
     assert wer([said], [heard.text]) <= 0.4
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(900)
 async def test_long_conversation_stays_within_the_remote_context(
     remote: RunningServer, llama_server: LlamaServer

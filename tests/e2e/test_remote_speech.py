@@ -19,7 +19,8 @@ from tests.conftest import Client, RunningServer, make_settings, start_server
 from tests.llama_server import TcpProxy
 from tests.speech import recording, to_16k_float, wer
 
-pytestmark = pytest.mark.models
+# Real models and servers started per test: minutes on 2 cores, so CI runs them in test-slow.
+pytestmark = [pytest.mark.models, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,8 @@ from server.pipeline.admission import APOLOGY
 from tests.conftest import Client, RunningServer, make_settings, start_server
 from tests.speech import normalise, recording, to_16k_float
 
-pytestmark = pytest.mark.models
+# Real models and servers started per test: minutes on 2 cores, so CI runs them in test-slow.
+pytestmark = [pytest.mark.models, pytest.mark.slow]
 
 LONG = "Write a very long story about a dragon who learns to bake bread, with many details."
 

@@ -22,7 +22,8 @@ from server.engines.base import ChatMessage
 from tests.conftest import RunningServer
 from tests.speech import normalise, recording, wer
 
-pytestmark = pytest.mark.models
+# Real models and servers started per test: minutes on 2 cores, so CI runs them in test-slow.
+pytestmark = [pytest.mark.models, pytest.mark.slow]
 
 QUESTION = "What is the capital of France? Answer in one short sentence."
 
