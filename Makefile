@@ -43,10 +43,10 @@ run: setup
 
 # Every test but the slowest end-to-end ones (marked `slow`), which CI runs with test-slow.
 test: setup satellite
-	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest -q -m "not slow"
+	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest -q -m "not slow" --durations=25
 
 test-slow: setup frameworks satellite
-	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest -q -m slow
+	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest -q -m slow --durations=25
 
 # The Realtime frameworks (OpenAI Agents SDK, LiveKit Agents, Pipecat) as clients of the server,
 # each in its own venv (their pins conflict with chinwag's), from the same package index;
