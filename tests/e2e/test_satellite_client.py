@@ -92,7 +92,11 @@ async def test_the_satellite_speaks_the_reply_into_its_output_file(
         assert len(pcm) > 0.5 * rate
         heard = await asyncio.to_thread(engines.transcriber.transcribe, to_16k_float(pcm, rate))
         print("satellite client round trip:", done.text, "|", heard.text)
-        assert wer([done.text], [heard.text]) <= 0.35, (done.text, heard.text)
+        # Whisper tiny may repeat the end of a clip ("... the single syllable air. The air
+        # contains only the single syll"): the reply's words are checked against as many
+        # heard words, from the start.
+        said = " ".join(heard.text.split()[: len(done.text.split()) + 1])
+        assert wer([done.text], [said]) <= 0.35, (done.text, heard.text)
     finally:
         served.app.hub.remove_observer(site)
 
