@@ -15,6 +15,18 @@ from pathlib import Path
 from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
+# Short everyday questions, answered in a sentence or two: the load, fairness and stage-cost
+# benchmarks ask the same ones.
+SHORT_QUESTIONS = (
+    "What is the capital of France?",
+    "Name three kinds of fruit.",
+    "What is two plus two?",
+    "Why is the sky blue?",
+    "Give me one tip for sleeping better.",
+    "What is a rainbow?",
+    "Tell me a fun fact about cats.",
+    "How do I boil an egg?",
+)
 
 
 def hardware() -> dict[str, Any]:

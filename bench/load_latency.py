@@ -33,19 +33,12 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
-from bench.common import BENCH_DIR, hardware, median, percentile, server_process
+from bench.common import BENCH_DIR, SHORT_QUESTIONS, hardware, median, percentile, server_process
 from clients.talk import read_wav, talk_turn
 from tests.speech import recordings
 
 QUESTIONS = [
-    "What is the capital of France?",
-    "Name three kinds of fruit.",
-    "What is two plus two?",
-    "Why is the sky blue?",
-    "Give me one tip for sleeping better.",
-    "What is a rainbow?",
-    "Tell me a fun fact about cats.",
-    "How do I boil an egg?",
+    *SHORT_QUESTIONS,
     "What colour is grass?",
     "How many days are in a week?",
     "What do bees make?",

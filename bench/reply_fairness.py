@@ -27,19 +27,10 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
-from bench.common import BENCH_DIR, hardware, median, percentile, server_process
+from bench.common import BENCH_DIR, SHORT_QUESTIONS, hardware, median, percentile, server_process
 from clients.talk import read_wav, talk_turn
 
-SHORT = [
-    "What is the capital of France?",
-    "Name three kinds of fruit.",
-    "What is two plus two?",
-    "Why is the sky blue?",
-    "Give me one tip for sleeping better.",
-    "What is a rainbow?",
-    "Tell me a fun fact about cats.",
-    "How do I boil an egg?",
-]
+SHORT = SHORT_QUESTIONS
 LONG = "Write a very long story about a dragon who learns to bake bread, with many details."
 SHORT_GEN = {"max_tokens": 32, "temperature": 0.0}
 LONG_GEN = {"max_tokens": 700, "temperature": 0.7, "seed": 1}

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import BENCH_DIR, hardware, median, percentile
+from bench.common import BENCH_DIR, SHORT_QUESTIONS, hardware, median, percentile
 from clients.talk import read_wav
 from server.app import load_engines
 from server.config import load_settings
@@ -32,16 +32,7 @@ from server.engines.base import ChatMessage, ChatModel, Generation
 from server.prompts import GenerationSettings, PersonaLibrary
 from tests.speech import recordings, to_16k_float
 
-QUESTIONS = [
-    "What is the capital of France?",
-    "Name three kinds of fruit.",
-    "What is two plus two?",
-    "Why is the sky blue?",
-    "Give me one tip for sleeping better.",
-    "What is a rainbow?",
-    "Tell me a fun fact about cats.",
-    "How do I boil an egg?",
-]
+QUESTIONS = SHORT_QUESTIONS
 FIRST_PHRASES = ["Sure, here is", "The capital of France", "Two plus two", "Hello there!"]
 SENTENCES = [
     "The capital of France is Paris, a city known for its art and food.",
