@@ -145,15 +145,33 @@ async def test_typed_question_gets_a_streamed_reply_kept_across_reload(
 
 
 async def test_markup_in_messages_and_replies_is_text_and_never_runs(
-    page: Any, web_server: RunningServer
+    page: Any, engines: Engines, tmp_path: Path
 ) -> None:
-    await page.add_init_script("window.__pwned = false;")
-    widget = await open_widget(page, web_server.http + "/")
-    await widget.update_session(temperature=0.0, max_tokens=60)  # greedy: the model echoes
-    question = f"Repeat exactly, nothing else: {MARKUP}"
+    # The reply's markup comes from the venue's own facts, said word for word, because a model
+    # asked to echo it does so only on some CPUs (greedy decoding differs between them).
+    (tmp_path / "venue.md").write_text(
+        f"# Venue\n\n## Wifi\nThe wifi password is on the card marked {MARKUP} at the front desk.\n"
+    )
+    # Named as the demo page's persona, so the page asks for this one.
+    (tmp_path / "assistant.toml").write_text(
+        'system_prompt = "You are a receptionist."\n'
+        '[knowledge]\npath = "venue.md"\nanswer = "extract"\n'
+    )
+    settings = make_settings(prompts={"directory": str(tmp_path), "default_persona": "assistant"})
+    server = await start_server(settings, engines)
+    try:
+        await page.add_init_script("window.__pwned = false;")
+        widget = await open_widget(page, server.http + "/")
+        await check_markup_stays_text(page, widget)
+    finally:
+        await server.web.close()
+
+
+async def check_markup_stays_text(page: Any, widget: Widget) -> None:
+    question = "Where is the wifi password?"
     await widget.type_and_send(question)
     reply = (await widget.replies_done(1))[0]["text"]
-    assert "<img src=x onerror=" in reply, f"the model was asked to repeat the markup: {reply!r}"
+    assert "<img src=x onerror=" in reply, f"the venue's fact carries the markup: {reply!r}"
     await widget.type_and_send("<b>bold?</b><script>window.__pwned = true</script>")
     await widget.replies_done(2)
 
