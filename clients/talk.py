@@ -188,6 +188,10 @@ async def talk_turn(
     )
     reply_done = audio_done = False
     transcripts: list[tuple[str, str]] = []  # (utterance id, text)
+    # Replies the person spoke over: their `reply.done` (cancelled) can arrive after the end of
+    # the file's speech on a loaded server, and the answer that counts is the one that follows.
+    spoken_over: set[str] = set()
+    replying: str | None = None
     try:
         async with asyncio.timeout(timeout):
             while not (reply_done and (audio_done or not wait_for_audio_end)):
@@ -204,7 +208,11 @@ async def talk_turn(
                 event = json.loads(frame)
                 result.events.append(event)
                 kind = event["type"]
-                if kind == "speech.stopped" and ended:
+                if kind == "speech.started" and replying is not None:
+                    spoken_over.add(replying)
+                elif kind == "reply.started":
+                    replying = event["reply_id"]
+                elif kind == "speech.stopped" and ended:
                     mark["turn_end"] = now  # the last one after the end of speech
                 elif kind == "transcript":
                     if ended:
@@ -223,7 +231,15 @@ async def talk_turn(
                     audio_done = False
                 elif kind == "output_audio.done":
                     audio_done = True
-                elif kind == "reply.done" and (ended or event["status"] == "completed"):
+                elif kind == "reply.done" and event["reply_id"] == replying:
+                    replying = None
+                if (
+                    kind == "reply.done"
+                    and event["reply_id"] in spoken_over
+                    and event["status"] != "completed"
+                ):
+                    continue
+                if kind == "reply.done" and (ended or event["status"] == "completed"):
                     reply_done = ended
                     result.reply = event["text"]
                     result.heard = event.get("heard_text")
