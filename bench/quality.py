@@ -256,12 +256,15 @@ def _write_table(results: dict[str, Any]) -> None:
     header = "| model | mode | site facts | unknown: honest | where to ask | claimed actions (raw model) | general | reply p50 ms | retrieval p50 / p99 ms |"  # noqa: E501
     print(header)
     print("|" + "---|" * 9)
+    def share(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0%}"  # a set without such questions
+
     for run in results["runs"]:
         print(
-            f"| {run['model']} | {run['mode']} | {run['site_facts_correct']:.0%} | "
-            f"{run['unknown_honest']:.0%} | {run['unknown_where_to_ask']:.0%} | "
+            f"| {run['model']} | {run['mode']} | {share(run['site_facts_correct'])} | "
+            f"{share(run['unknown_honest'])} | {share(run['unknown_where_to_ask'])} | "
             f"{run['claimed_actions']} ({run['raw_model_claims']}) | "
-            f"{run['general_correct']:.0%} | "
+            f"{share(run['general_correct'])} | "
             f"{run['reply_ms_p50']} | {run['retrieval_ms_p50']} / {run['retrieval_ms_p99']} |"
         )
 
