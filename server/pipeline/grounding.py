@@ -132,11 +132,13 @@ def plan_reply(
         and (has_site_cue(question) or any(knowledge.known(t) for t in search.question_terms))
     )
     if about_site and best is not None and covered:
-        if settings.answer == "extract":
-            answer = knowledge.extract(question, search, best.passage)
+        # None: the question asks for a price, a time... that the passage does not state.
+        answer = knowledge.extract(question, search, best.passage)
+        if answer is not None and settings.answer == "extract":
             return ReplyPlan(system_prompt, answer, "fact", search, guard)
-        prompt = facts_prompt(system_prompt, knowledge, search, settings.passages)
-        return ReplyPlan(prompt, None, "grounded", search, guard)
+        if answer is not None:
+            prompt = facts_prompt(system_prompt, knowledge, search, settings.passages)
+            return ReplyPlan(prompt, None, "grounded", search, guard)
     if about_site:
         unknown = unknown_reply(knowledge, settings)
         return ReplyPlan(system_prompt, unknown, "unknown", search, guard)

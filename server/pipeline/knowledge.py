@@ -35,6 +35,7 @@ import numpy as np
 import Stemmer
 
 from server.errors import ChinwagException
+from server.pipeline.answer_types import AnswerType, expected_type, holds
 
 if TYPE_CHECKING:
     from server.pipeline.embedding import SentenceEncoder, Vector
@@ -257,6 +258,8 @@ class Search:
     elapsed_ms: float
     # Each question term's word vectors (with embeddings), for choosing what to extract.
     term_vectors: dict[str, Vector] = field(default_factory=dict, repr=False, compare=False)
+    # The question's sentence vector (with embeddings).
+    sentence: Vector | None = field(default=None, repr=False, compare=False)
 
     @property
     def best(self) -> Hit | None:
@@ -274,11 +277,35 @@ def _passage_terms(passage: Passage) -> list[str]:
 # - a question word matches a fact word it does not share when their contextual vectors are
 #   this close (cosine): "toddlers" and "children", "shut" and "closed";
 WORD_MATCH = 0.65
-# - a passage that holds this share of the question answers it;
-STRONG_COVERAGE = 0.8
-# - one that holds less (but at least the persona's min_coverage) answers it only when one of
-#   its lines also means much the same as the whole question (sentence cosine).
-MIN_SIMILARITY = 0.45
+# - the best passage answers the question when one score clears a threshold: how nearly its
+#   best line means what the whole question asks (sentence cosine) plus a weight times how far
+#   the share of the question's words it holds is above the persona's min_coverage. One line
+#   through (similarity, coverage) space, chosen leave-one-venue-out on three venues: the
+#   weight and threshold that scored best on any two venues scored as well on the third
+#   (docs/performance.md, "Site knowledge"). With min_coverage 0.6: similarity + 0.6 x
+#   coverage >= 0.85 ("Where do I go for squash?" against "Squash courts: ... past the sports
+#   hall": all words held, cosine 0.59: answered; "Can I borrow a badminton racket in the
+#   sports hall?": 60 %, cosine 0.49: not).
+ANSWER_COVERAGE_WEIGHT = 0.6
+ANSWER_THRESHOLD = 0.49
+
+
+# Ranking with embeddings: the passage whose best line means most nearly what the question asks,
+# helped by the share of the question's words it holds and by BM25 (scaled to the question's
+# best). Weights from a flat optimum on three venues (docs/performance.md, "Site knowledge"):
+# any of 0.1-0.3 and 0.05-0.1 ranks the same passages first on all three.
+RANK_COVERAGE = 0.2
+RANK_BM25 = 0.05
+
+
+def answer_score(hit: Hit, min_coverage: float) -> float:
+    """How surely a hit answers its question (with embeddings; see ANSWER_THRESHOLD)."""
+    return hit.similarity + ANSWER_COVERAGE_WEIGHT * (hit.coverage - min_coverage)
+
+
+def fused_score(hit: Hit, best_bm25: float) -> float:
+    bm25 = hit.score / best_bm25 if best_bm25 > 0 else 0.0
+    return hit.similarity + RANK_COVERAGE * hit.coverage + RANK_BM25 * bm25
 
 
 @dataclass(frozen=True)
@@ -348,16 +375,18 @@ class KnowledgeBase:
         unique = list(dict.fromkeys(asked))
         hits: list[Hit] = []
         vectors: dict[str, Vector] = {}
+        sentence: Vector | None = None
         if unique:
             expanded = sorted({s for t in unique for s in expand(t)})
             scores = self._index.get_scores(expanded)
             generic = _generic()
-            sentence: Vector | None = None
             if self.encoder is not None:
                 sentence, vectors = _question_vectors(self.encoder, question, unique)
             for i, score in enumerate(scores):
                 matched = [t for t in unique if self._matches(t, i, vectors)]
-                if score <= 0 and not matched:
+                # With embeddings every passage is a candidate: one can answer in other words
+                # ("childcare" for "crèche").
+                if score <= 0 and not matched and sentence is None:
                     continue
                 # An everyday verb names no topic: not a miss.
                 counted = [t for t in unique if t in matched or t not in generic]
@@ -366,27 +395,24 @@ class KnowledgeBase:
                 if sentence is not None:
                     similarity = float((self._vectors[i].sentences @ sentence).max())
                 hits.append(Hit(self.passages[i], float(score), coverage, similarity))
-            # Most of the question covered first; then a question word naming the passage's
-            # topic (its title); then meaning (embeddings), then BM25.
-            hits.sort(
-                key=lambda h: (
-                    -h.coverage,
-                    -self._title_matches(h, unique),
-                    -h.similarity,
-                    -h.score,
+            if sentence is not None:
+                top = max((h.score for h in hits), default=0.0)
+                hits.sort(key=lambda h: -fused_score(h, top))
+            else:
+                # Most of the question covered first; then a question word naming the
+                # passage's topic (its title); then BM25.
+                hits.sort(
+                    key=lambda h: (-h.coverage, -self._title_matches(h, unique), -h.score)
                 )
-            )
             del hits[k:]
         elapsed = (time.perf_counter() - began) * 1000
-        return Search(tuple(unique), tuple(hits), elapsed, vectors)
+        return Search(tuple(unique), tuple(hits), elapsed, vectors, sentence)
 
     def covers(self, hit: Hit, min_coverage: float) -> bool:
         """Whether `hit` answers the question it was found for."""
         if self.encoder is None:
             return hit.coverage >= min_coverage
-        if hit.coverage >= max(STRONG_COVERAGE, min_coverage):
-            return True
-        return hit.coverage >= min_coverage and hit.similarity >= MIN_SIMILARITY
+        return answer_score(hit, min_coverage) >= ANSWER_THRESHOLD
 
     def _matches(self, term: str, index: int, vectors: dict[str, Vector]) -> bool:
         if expand(term) & self._terms[index]:
@@ -398,11 +424,13 @@ class KnowledgeBase:
         title = set(terms(hit.passage.title))
         return sum(1 for t in asked if expand(t) & title)
 
-    def extract(self, question: str, search: Search, passage: Passage) -> str:
+    def extract(self, question: str, search: Search, passage: Passage) -> str | None:
         """The passage's own words that answer the question (see `extract_answer`), matching
-        words by meaning too when the search had embeddings."""
-        if not search.term_vectors or not self._vectors or passage not in self.passages:
-            return extract_answer(question, passage)
+        words by meaning too when the search had embeddings; None when the question asks for
+        a kind of value (a price, a time...) that no line of the passage states."""
+        expect = expected_type(question)
+        if search.sentence is None or not self._vectors or passage not in self.passages:
+            return extract_answer(question, passage, expect=expect)
         vectors = self._vectors[self.passages.index(passage)]
 
         def in_title(term: str) -> bool:
@@ -413,7 +441,13 @@ class KnowledgeBase:
             found = search.term_vectors.get(term)
             return found is not None and _close(found, vectors.units[unit])
 
-        return extract_answer(question, passage, in_title=in_title, in_unit=in_unit)
+        return extract_answer(
+            question,
+            passage,
+            in_title=in_title,
+            in_unit=in_unit,
+            expect=expect,
+        )
 
     def known(self, term: str) -> bool:
         return bool(expand(term) & self.vocabulary)
@@ -484,15 +518,18 @@ def extract_answer(
     *,
     in_title: Callable[[str], bool] | None = None,
     in_unit: Callable[[str, int], bool] | None = None,
-) -> str:
+    expect: AnswerType | None = None,
+) -> str | None:
     """The passage's own words that answer the question: an FAQ's answer, the sentences or
     list items that share the most words with the question, or the whole (short) section.
-    `in_title` and `in_unit` say whether a term matches by meaning (embeddings)."""
+    `in_title` and `in_unit` say whether a term matches by meaning (embeddings). With `expect` (answer_types.py) only units that state such a value can answer; None when
+    no unit does."""
     if passage.kind == "faq":
-        return passage.text.strip()
+        answer = passage.text.strip()
+        return answer if expect is None or holds(expect, answer) else None
     units = passage.units()
     if not units:
-        return passage.render()
+        return passage.render() if expect is None or holds(expect, passage.text) else None
     asked = [t for t in dict.fromkeys(terms(question))]
     title_terms = set(terms(passage.title))
     specific = [
@@ -511,14 +548,25 @@ def extract_answer(
         ]
         return len(shared), len(similar)
 
-    scored = [overlap(i) for i in range(len(units))]
-    best = max(scored) if scored else (0, 0)
+    scored = {i: overlap(i) for i in range(len(units))}
+    candidates = list(scored)
+    if expect is not None:
+        # Only a line that states such a value answers; and when the question's words point
+        # at a line that states none ("the Riverside Room... available to hire"), another
+        # line's value is about something else.
+        candidates = [i for i in candidates if holds(expect, units[i])]
+        if not candidates or max(scored[i] for i in candidates) < max(scored.values()):
+            return None
+    best = max(scored[i] for i in candidates)
     if best == (0, 0):
-        # The question names only the topic ("the opening hours?"): the section, if short.
-        chosen = units if len(" ".join(units).split()) <= max_words else units[:2]
+        # The question names only the topic ("the opening hours?"): the section, if short,
+        # else its first lines. (Not the lines closest in meaning to the question: measured,
+        # a section's first lines answered more often; docs/performance.md.)
+        text_words = len(" ".join(units[i] for i in candidates).split())
+        chosen_index = candidates if text_words <= max_words else candidates[:2]
     else:
-        chosen = [u for u, s in zip(units, scored, strict=True) if s == best][:2]
-    text = " ".join(_sentence(u) for u in chosen)
+        chosen_index = [i for i in candidates if scored[i] == best][:2]
+    text = " ".join(_sentence(units[i]) for i in chosen_index)
     if not (set(terms(text)) & title_terms) and passage.title:
         text = f"{passage.title}: {text[0].lower() + text[1:] if _lower_ok(text) else text}"
     return text

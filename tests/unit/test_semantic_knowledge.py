@@ -17,8 +17,8 @@ from server.pipeline import knowledge as knowledge_module
 from server.pipeline.embedding import EMBEDDING_MODEL, SentenceEncoder, load_encoder
 from server.pipeline.grounding import plan_reply
 from server.pipeline.knowledge import (
-    MIN_SIMILARITY,
-    STRONG_COVERAGE,
+    ANSWER_COVERAGE_WEIGHT,
+    ANSWER_THRESHOLD,
     Hit,
     KnowledgeBase,
     Passage,
@@ -98,17 +98,26 @@ def test_a_question_about_something_else_is_still_unknown() -> None:
 
 def test_a_shared_word_beats_a_word_of_similar_meaning_when_extracting() -> None:
     # "Sunday" means much the same as "Monday" to the encoder; only one line says Sunday.
-    plan = plan_reply("p", "Are you open on Sunday?", _venue(FakeEncoder()), KnowledgeSettings())
-    assert plan.answer == "Opening hours: Sunday: closed."
+    venue = _venue(FakeEncoder())
+    search = venue.search("Are you open on Sunday?")
+    hours = next(p for p in venue.passages if p.title == "Opening hours")
+    assert venue.extract("Are you open on Sunday?", search, hours) == (
+        "Opening hours: Sunday: closed."
+    )
 
 
 @pytest.mark.parametrize(
     ("coverage", "similarity", "answers"),
     [
-        (STRONG_COVERAGE, 0.0, True),  # most of the question held: answered
-        (0.67, MIN_SIMILARITY, True),  # part of it, and a line means much the same
-        (0.67, MIN_SIMILARITY - 0.01, False),  # part of it, and nothing means the same
-        (0.5, 0.9, False),  # below the persona's min_coverage: never
+        # At min_coverage (0.6) the line's meaning alone must clear the threshold.
+        (0.6, ANSWER_THRESHOLD, True),
+        (0.6, ANSWER_THRESHOLD - 0.01, False),
+        # Every word held: a looser line will do...
+        (1.0, ANSWER_THRESHOLD - 0.4 * ANSWER_COVERAGE_WEIGHT, True),
+        (1.0, ANSWER_THRESHOLD - 0.4 * ANSWER_COVERAGE_WEIGHT - 0.01, False),
+        # ...and a line that means just what was asked answers with few words held.
+        (0.25, ANSWER_THRESHOLD + 0.35 * ANSWER_COVERAGE_WEIGHT, True),
+        (0.0, 0.3, False),
     ],
 )
 def test_the_answer_rule(coverage: float, similarity: float, answers: bool) -> None:
@@ -117,6 +126,12 @@ def test_the_answer_rule(coverage: float, similarity: float, answers: bool) -> N
     assert venue.covers(hit, KnowledgeSettings().min_coverage) is answers
     # Without embeddings the rule is coverage alone, as before.
     assert _venue(None).covers(hit, 0.6) is (coverage >= 0.6)
+
+
+def test_a_higher_min_coverage_asks_more_of_a_passage() -> None:
+    venue = _venue(FakeEncoder())
+    hit = Hit(venue.passages[0], 1.0, 0.8, ANSWER_THRESHOLD)
+    assert venue.covers(hit, 0.6) and not venue.covers(hit, 0.9)
 
 
 def test_passages_are_embedded_once_per_process() -> None:
