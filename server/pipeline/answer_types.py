@@ -42,7 +42,9 @@ _AUX = r"(?:'s|\s+(?:is|are|was|were|do|does|did|will|would|can|could|should|sha
 # also a count).
 _ASKS: tuple[tuple[AnswerType, re.Pattern[str]], ...] = (
     (AnswerType.WEBSITE, re.compile(r"\b(?:website|web\s*site|web\s+address|web\s*page|url)\b")),
-    (AnswerType.EMAIL, re.compile(r"\be-?mail\s+address\b|\bwhat(?:'s|\s+is)\s+(?:the|your)\s+e-?mail\b")),
+    (AnswerType.EMAIL, re.compile(
+        r"\be-?mail\s+address\b|\bwhat(?:'s|\s+is)\s+(?:the|your)\s+e-?mail\b"
+    )),
     (AnswerType.PHONE, re.compile(r"\b(?:phone|telephone|contact)\s+number\b")),
     (AnswerType.PRICE, re.compile(
         r"\bhow\s+much\b(?!\s+(?:time|longer|further|more\s+time))|\bcost(?:s|ing)?\b|"
@@ -55,7 +57,9 @@ _ASKS: tuple[tuple[AnswerType, re.Pattern[str]], ...] = (
     (AnswerType.WIDTH, re.compile(r"\bhow\s+wide\b|\bwhat\s+width\b")),
     (AnswerType.HEIGHT, re.compile(r"\bhow\s+(?:tall|high)\b|\bwhat\s+height\b")),
     (AnswerType.DISTANCE, re.compile(r"\bhow\s+far\b")),
-    (AnswerType.DURATION, re.compile(r"\bhow\s+long\b|\bfor\s+how\s+many\s+(?:days|weeks|hours|minutes|months)\b")),
+    (AnswerType.DURATION, re.compile(
+        r"\bhow\s+long\b|\bfor\s+how\s+many\s+(?:days|weeks|hours|minutes|months)\b"
+    )),
     (AnswerType.COUNT, re.compile(r"\bhow\s+many\b")),
     (AnswerType.TIME, re.compile(
         _LEAD + r"(?:what\s+time|when" + _AUX + r"|how\s+(?:late|early)|until\s+when|"
@@ -100,6 +104,16 @@ _HOLDS: dict[AnswerType, re.Pattern[str]] = {
     ),
     AnswerType.PHONE: re.compile(r"\+?\d[\d\s()-]{6,}\d"),
     AnswerType.EMAIL: re.compile(r"\b\S+@\S+\.\w+"),
+}
+
+
+# The words a question uses to ask for a kind of value ("what time... open", "how much...
+# cost"): they say what kind of value, not what it is about, so they do not point at a line.
+ASKING_WORDS: dict[AnswerType, tuple[str, ...]] = {
+    AnswerType.PRICE: ("cost", "price", "fee", "charge", "pay", "much", "expensive"),
+    AnswerType.TIME: ("time", "open", "close", "hours", "late", "early", "when"),
+    AnswerType.DURATION: ("long", "keep"),
+    AnswerType.COUNT: ("many", "number"),
 }
 
 

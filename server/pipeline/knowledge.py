@@ -35,7 +35,7 @@ import numpy as np
 import Stemmer
 
 from server.errors import ChinwagException
-from server.pipeline.answer_types import AnswerType, expected_type, holds
+from server.pipeline.answer_types import ASKING_WORDS, AnswerType, expected_type, holds
 
 if TYPE_CHECKING:
     from server.pipeline.embedding import SentenceEncoder, Vector
@@ -401,9 +401,7 @@ class KnowledgeBase:
             else:
                 # Most of the question covered first; then a question word naming the
                 # passage's topic (its title); then BM25.
-                hits.sort(
-                    key=lambda h: (-h.coverage, -self._title_matches(h, unique), -h.score)
-                )
+                hits.sort(key=lambda h: (-h.coverage, -self._title_matches(h, unique), -h.score))
             del hits[k:]
         elapsed = (time.perf_counter() - began) * 1000
         return Search(tuple(unique), tuple(hits), elapsed, vectors, sentence)
@@ -522,8 +520,9 @@ def extract_answer(
 ) -> str | None:
     """The passage's own words that answer the question: an FAQ's answer, the sentences or
     list items that share the most words with the question, or the whole (short) section.
-    `in_title` and `in_unit` say whether a term matches by meaning (embeddings). With `expect` (answer_types.py) only units that state such a value can answer; None when
-    no unit does."""
+    `in_title` and `in_unit` say whether a term matches by meaning (embeddings). With
+    `expect` (answer_types.py) only units that state such a value can answer; None when no
+    unit does, or when the unit the question is about does not."""
     if passage.kind == "faq":
         answer = passage.text.strip()
         return answer if expect is None or holds(expect, answer) else None
@@ -551,11 +550,17 @@ def extract_answer(
     scored = {i: overlap(i) for i in range(len(units))}
     candidates = list(scored)
     if expect is not None:
-        # Only a line that states such a value answers; and when the question's words point
-        # at a line that states none ("the Riverside Room... available to hire"), another
-        # line's value is about something else.
+        # Only a line that states such a value answers; and when the question's topic words
+        # point at a line that states none ("the Riverside Room... available to hire"),
+        # another line's value is about something else.
         candidates = [i for i in candidates if holds(expect, units[i])]
-        if not candidates or max(scored[i] for i in candidates) < max(scored.values()):
+        asking = _asking_terms(expect)
+        topic = [t for t in specific if not (expand(t) & asking)]
+
+        def about(index: int) -> int:
+            return sum(1 for t in topic if expand(t) & unit_terms[index])
+
+        if not candidates or max(about(i) for i in candidates) < max(map(about, scored)):
             return None
     best = max(scored[i] for i in candidates)
     if best == (0, 0):
@@ -570,6 +575,11 @@ def extract_answer(
     if not (set(terms(text)) & title_terms) and passage.title:
         text = f"{passage.title}: {text[0].lower() + text[1:] if _lower_ok(text) else text}"
     return text
+
+
+@lru_cache(maxsize=16)
+def _asking_terms(kind: AnswerType) -> frozenset[str]:
+    return frozenset(terms(" ".join(ASKING_WORDS.get(kind, ()))))
 
 
 def _lower_ok(text: str) -> bool:

@@ -5,6 +5,7 @@ what the venue file does not say is still "I don't know"; over a real server too
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,3 +76,43 @@ async def test_the_server_answers_a_paraphrase_from_the_venue_file(client: Clien
     done = events[-1]
     assert done["type"] == "reply.done" and done["status"] == "completed"
     assert "second floor" in str(done["text"])
+
+
+QUAYSIDE = """# Quayside Pool
+## Opening hours
+Monday to Friday: 7 am to 9 pm.
+Saturday and Sunday: 8 am to 5 pm.
+## Rooms
+The Harbour Room is a meeting room on the first floor, available to hire by the hour.
+## Prices
+Adult swim £5.
+Child swim £3.
+## Getting here
+The number 4 bus stops outside the main door.
+## Contact
+Ask at reception or ring 01632 960 111.
+"""
+
+
+def test_a_question_for_a_value_the_facts_do_not_state_is_unknown(
+    encoder: SentenceEncoder, tmp_path: Path
+) -> None:
+    # Each trap shares its words and most of its meaning with one line (cosine about 0.7 with
+    # the real encoder), which states no price or time: only the kind of value asked tells.
+    venue = tmp_path / "quayside.md"
+    venue.write_text(QUAYSIDE, encoding="utf-8")
+    knowledge = load_knowledge(venue, encoder=encoder)
+    settings = KnowledgeSettings()
+    for trap in (
+        "How much does it cost to hire the Harbour Room?",
+        "What time does the last number 4 bus leave?",
+    ):
+        plan = plan_reply("p", trap, knowledge, settings)
+        assert plan.route == "unknown" and "01632 960 111" in (plan.answer or ""), trap
+    for question, fact in (
+        ("How much is it for a grown-up to swim?", "£5"),
+        ("Which bus stops here?", "number 4"),
+        ("How late are you open on a Wednesday?", "9 pm"),
+    ):
+        plan = plan_reply("p", question, knowledge, settings)
+        assert plan.route == "fact" and fact in (plan.answer or ""), question

@@ -103,7 +103,7 @@ def test_extractive_answers_keep_the_files_words(venue) -> None:  # type: ignore
         "Opening hours: Saturday: 9 am to 5 pm."
     )
     everything = extract_answer("What are your opening hours?", hours)
-    assert "Monday to Friday" in everything and "Sunday" in everything
+    assert everything is not None and "Monday to Friday" in everything and "Sunday" in everything
     assert venue.ask.startswith("Ask at the front desk")
 
 
