@@ -122,7 +122,7 @@ def plan_reply(
         return ReplyPlan(system_prompt, refusal, "refused", guard=guard)
     if knowledge is None:
         return ReplyPlan(system_prompt, guard=guard)
-    search = knowledge.search(question, k=settings.passages)
+    search = knowledge.search_turn(question, settings.min_coverage, k=settings.passages)
     best = search.best
     covered = best is not None and knowledge.covers(best, settings.min_coverage)
     small_talk = is_small_talk(question)
