@@ -126,6 +126,7 @@ class Replier:
 
         self.model = LlamaCppChatModel(model_path, context_size=context, threads=threads, seed=7)
         self.model.warm_up()
+        self.plan_cpu_ms: list[float] = []
 
     def reply(self, persona: Persona, mode: str, question: str) -> tuple[str, bool, float, float]:
         """The reply, whether the model's own text claimed an action, retrieval ms, total ms."""
@@ -134,7 +135,11 @@ class Replier:
             system, answer, correction, retrieval = persona.system_prompt, None, False, 0.0
         else:
             settings = persona.knowledge_settings.model_copy(update={"answer": mode})
+            cpu = time.thread_time()
             plan = plan_reply(persona.system_prompt, question, persona.knowledge, settings)
+            # CPU time of the whole plan (search, answer check, extraction): what one quiet
+            # core would take, unlike the wall time on a loaded machine.
+            self.plan_cpu_ms.append((time.thread_time() - cpu) * 1000)
             system, answer, retrieval = plan.system_prompt, plan.answer, plan.retrieval_ms or 0.0
             correction = True
         if answer is not None:
@@ -228,6 +233,7 @@ def main() -> None:
         for mode in modes:
             rows: list[dict[str, Any]] = []
             retrievals: list[float] = []
+            replier.plan_cpu_ms.clear()
             totals: list[float] = []
             for item in items:
                 text, raw, retrieval, total = replier.reply(persona, mode, item.question)
@@ -240,6 +246,8 @@ def main() -> None:
                 "reply_ms_p50": round(median(totals), 1),
                 "retrieval_ms_p50": round(median(retrievals), 3) if retrievals else None,
                 "retrieval_ms_p99": round(percentile(retrievals, 99), 3) if retrievals else None,
+                "plan_cpu_ms_p50": round(median(cpu), 2) if (cpu := replier.plan_cpu_ms) else None,
+                "plan_cpu_ms_p99": round(percentile(cpu, 99), 2) if cpu else None,
             }
             results["runs"].append(
                 {"model": name, "path": str(path), "mode": mode, **summary, "rows": rows}
@@ -256,6 +264,7 @@ def _write_table(results: dict[str, Any]) -> None:
     header = "| model | mode | site facts | unknown: honest | where to ask | claimed actions (raw model) | general | reply p50 ms | retrieval p50 / p99 ms |"  # noqa: E501
     print(header)
     print("|" + "---|" * 9)
+
     def share(value: float | None) -> str:
         return "-" if value is None else f"{value:.0%}"  # a set without such questions
 
