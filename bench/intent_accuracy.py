@@ -235,69 +235,122 @@ async def spoken(
     return rows
 
 
-def asr_prompt_ab(recognizer: IntentRecognizer, voices: Voices, every: int) -> dict[str, Any]:
-    """The commands, synthesized and transcribed by Whisper in this process with and without
-    the home's prompt ([intents] asr_prompt), alternating; intent and slot accuracy of the
-    transcripts. No server, no real-time pacing: it isolates what the prompt does to hearing."""
-    from server.engines.faster_whisper import WhisperTranscriber
+STRATEGIES = {
+    "no prompt, strict": "without the home's prompt, whole templates only (before issue 14's work)",
+    "prompt, strict": "with the home's prompt, whole templates only",
+    "prompt, repair": "with the prompt, and one misheard word repaired (repair.py)",
+    "prompt, repair, hear again": "and transcribed again without the prompt when it came back",
+}
 
-    asr = load_settings(environ={}).asr
+
+def _outcome(
+    recognizer: IntentRecognizer, item: Item, heard: str
+) -> tuple[str | None, dict[str, Any]]:
+    found = recognizer.understand(heard, SITE)
+    intent, slots, targets = None, {}, set()
+    if isinstance(found, Recognized):
+        intent = found.intent
+        slots = {s.name: s.value for s in found.slots}
+        targets = {t.entity_id for t in found.targets}
+    return intent, score(item, intent, slots, targets)
+
+
+def hearing_ab(voices: Voices, every: int) -> dict[str, Any]:
+    """Every command and chit-chat item, synthesized and transcribed by Whisper in this
+    process with and without the home's prompt ([intents] asr_prompt), then understood four
+    ways side by side (STRATEGIES). No server, no real-time pacing: accuracy does not depend on
+    the load. A wrong action: a command recognised with the wrong intent, slots or devices; a
+    false action: chit-chat recognised as a command."""
+    from server.engines.faster_whisper import WhisperTranscriber
+    from server.intents.home import load_home
+    from server.pipeline.intents import heard_the_prompt
+
+    settings = load_settings(environ={})
+    asr = settings.asr
     whisper = WhisperTranscriber(
         asr.model_path, language=asr.language, short_window=asr.short_window, cpu_threads=1
     )
-    prompt = recognizer.home.asr_prompt()
+    home = load_home(settings.intents.devices)
+    strict = IntentRecognizer(home, settings.intents.language, repair=False)
+    repairing = IntentRecognizer(home, settings.intents.language, repair=True)
+    strict.warm_up()
+    repairing.warm_up()
+    prompt = home.asr_prompt()
     items = [i for i in ITEMS if i.kind in ("command", "chit-chat")][::every]
-    counts = {"without": 0, "with": 0}
-    false_actions = {"without": 0, "with": 0}
-    misses: dict[str, list[str]] = {"without": [], "with": []}
-    total = chat = 0
+    tally: dict[str, dict[str, Any]] = {
+        name: {"commands_right": 0, "wrong_actions": 0, "false_actions": 0, "by_voice": {}}
+        for name in STRATEGIES
+    }
+    misses: dict[str, list[str]] = {name: [] for name in STRATEGIES}
+    repair_ms: list[float] = []
+    commands = chat = heard_again = 0
     for item in items:
-        if item.kind == "chit-chat":
-            # A prompt must not make Whisper hear a command in chit-chat.
-            for voice in voices.names:
-                pcm, rate = voices.say(voice, item.text)
-                audio = soxr.resample(pcm.astype(np.float32) / 32768, rate, 16000)
-                chat += 1
-                for label, given in (("without", None), ("with", prompt)):
-                    heard = whisper.transcribe(audio.astype(np.float32), prompt=given).text
-                    if isinstance(recognizer.understand(heard, SITE), Recognized):
-                        false_actions[label] += 1
-                        misses[label].append(f"FALSE ACTION {voice}: {item.text!r} -> {heard!r}")
-            continue
         for voice in voices.names:
             pcm, rate = voices.say(voice, item.text)
             audio = soxr.resample(pcm.astype(np.float32) / 32768, rate, 16000)
-            total += 1
-            for label, given in (("without", None), ("with", prompt)):
-                heard = whisper.transcribe(audio.astype(np.float32), prompt=given).text
-                found = recognizer.understand(heard, SITE)
-                intent, slots, targets = None, {}, set()
-                if isinstance(found, Recognized):
-                    intent = found.intent
-                    slots = {s.name: s.value for s in found.slots}
-                    targets = {t.entity_id for t in found.targets}
-                row = score(item, intent, slots, targets)
+            audio = audio.astype(np.float32)
+            without = whisper.transcribe(audio, prompt=None).text
+            with_prompt = whisper.transcribe(audio, prompt=prompt).text
+            again = without if heard_the_prompt(with_prompt) else with_prompt
+            heard_again += again is not with_prompt
+            began = time.perf_counter()
+            repaired = _outcome(repairing, item, with_prompt)
+            repair_ms.append((time.perf_counter() - began) * 1000)
+            outcomes = {
+                "no prompt, strict": (without, _outcome(strict, item, without)),
+                "prompt, strict": (with_prompt, _outcome(strict, item, with_prompt)),
+                "prompt, repair": (with_prompt, repaired),
+                "prompt, repair, hear again": (again, _outcome(repairing, item, again)),
+            }
+            if item.intent is None:
+                chat += 1
+            else:
+                commands += 1
+            for name, (heard, (intent, row)) in outcomes.items():
+                entry = tally[name]
+                voice_entry = entry["by_voice"].setdefault(voice, {"right": 0, "n": 0})
+                if item.intent is None:
+                    if row["false_action"]:
+                        entry["false_actions"] += 1
+                        misses[name].append(f"FALSE ACTION {voice}: {item.text!r} -> {heard!r}")
+                    continue
+                voice_entry["n"] += 1
                 if row["intent_ok"] and row["slots_ok"] is not False:
-                    counts[label] += 1
+                    entry["commands_right"] += 1
+                    voice_entry["right"] += 1
                 else:
-                    misses[label].append(f"{voice}: {item.text!r} -> {heard!r}")
-    result = {
+                    wrong = intent is not None
+                    entry["wrong_actions"] += wrong
+                    mark = "WRONG " if wrong else ""
+                    misses[name].append(f"{mark}{voice}: {item.text!r} -> {heard!r} ({intent})")
+    print(
+        f"| strategy | commands right (of {commands}) | wrong actions "
+        f"| false actions (of {chat} chit-chat) |"
+    )
+    print("| --- | ---: | ---: | ---: |")
+    for name, entry in tally.items():
+        right = entry["commands_right"]
+        print(
+            f"| {name} | {right} ({right / max(commands, 1):.1%}) | {entry['wrong_actions']} "
+            f"| {entry['false_actions']} |"
+        )
+    repair_ms.sort()
+    print(
+        f"transcribed again without the prompt: {heard_again} of {commands + chat}; "
+        f"understanding with repair: p50 {median(repair_ms):.1f} ms, "
+        f"p90 {percentile(repair_ms, 90):.1f} ms"
+    )
+    return {
         "prompt": prompt,
-        "commands": total,
-        "right_without_prompt": counts["without"],
-        "right_with_prompt": counts["with"],
+        "strategies": STRATEGIES,
+        "commands": commands,
         "chit_chat": chat,
-        "false_actions_without_prompt": false_actions["without"],
-        "false_actions_with_prompt": false_actions["with"],
+        "results": tally,
+        "heard_again": heard_again,
+        "understand_with_repair_ms_p50": round(median(repair_ms), 2),
+        "understand_with_repair_ms_p90": round(percentile(repair_ms, 90), 2),
         "misses": misses,
     }
-    print(
-        f"ASR prompt A/B over {total} spoken commands: right without the home prompt "
-        f"{counts['without']} ({counts['without'] / total:.1%}), with it {counts['with']} "
-        f"({counts['with'] / total:.1%}); false actions over {chat} spoken chit-chat: "
-        f"{false_actions['without']} without, {false_actions['with']} with"
-    )
-    return result
 
 
 def main() -> None:
@@ -312,21 +365,23 @@ def main() -> None:
     )
     parser.add_argument("--typed-only", action="store_true")
     parser.add_argument(
+        "--hearing-ab",
         "--asr-prompt-ab",
         action="store_true",
-        help="only: commands transcribed with and without the home's Whisper prompt",
+        help="only: spoken commands and chit-chat, transcribed with and without the home's "
+        "Whisper prompt, understood with and without repairs, side by side",
     )
     args = parser.parse_args()
 
-    recognizer = load_recognizer(load_settings(environ={}).intents)
-    assert recognizer is not None
-    if args.asr_prompt_ab:
-        found = asr_prompt_ab(recognizer, Voices(args.voices.split(",")), args.every)
+    if args.hearing_ab:
+        found = hearing_ab(Voices(args.voices.split(",")), args.every)
         found["hardware"] = hardware()
-        out = BENCH_DIR / "results-intents-asr-prompt.json"
+        out = BENCH_DIR / "results-intents-hearing.json"
         out.write_text(json.dumps(found, indent=1) + "\n", encoding="utf-8")
         print(f"written {out}")
         return
+    recognizer = load_recognizer(load_settings(environ={}).intents)
+    assert recognizer is not None
     typed_rows = typed(recognizer)
     typed_rows += typed(recognizer)  # twice: the second pass is the warm one that counts
     typed_rows = typed_rows[len(ITEMS) :]

@@ -356,6 +356,9 @@ class IntentsSettings(_Group):
     command_silence_ms: int = Field(250, ge=100, le=10000)
     # Whisper is prompted with the home's device and area names in sessions that take commands.
     asr_prompt: bool = True
+    # A transcript one misheard word away from a command ("start at 3 minute timer") is taken
+    # for it when only one command fits (server/intents/repair.py).
+    repair: bool = True
     # Timers one session keeps at once, and the longest one.
     max_timers: int = Field(8, ge=1, le=100)
     max_timer_s: float = Field(24 * 3600.0, gt=0.0, le=7 * 24 * 3600.0)

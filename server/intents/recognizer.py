@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server.intents.home import Device, Home, spoken
+from server.intents.repair import one_edit_candidates, template_vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -114,16 +115,18 @@ _POLITE_PREFIX = re.compile(
     r"(?:(?:can|could|would|will) you(?: please)? |i(?:'d| would) like you to |i want you to "
     r"|i(?:'d| would) like to |i want to |i need you to |go ahead and |let's )?",
 )
-_UNLOCK_OR_LOCK = re.compile(r"^(?:and|an|in) lock\b", re.IGNORECASE)
+UNLOCK_OR_LOCK = re.compile(r"^(?:and|an|in) lock\b", re.IGNORECASE)
 _POLITE_SUFFIX = re.compile(r"(?:[, ]+(?:please|thanks|thank you|now|for me))+$")
 
 
-def normalise(text: str) -> str:
+def normalise(text: str, *, fillers: bool = True) -> str:
     """Lower case, no end punctuation or filler, single spaces: what the templates expect."""
     text = text.lower().replace("\u2019", "'")
     text = re.sub(r"[\"“”!?¿¡;:()\[\]]", " ", text)
     text = re.sub(r"(?<!\d)[.,](?!\d)", " ", text)  # 21.5 and 1,000 keep theirs
     text = " ".join(text.split())
+    if not fillers:
+        return text
     text = _POLITE_PREFIX.sub("", text, count=1)
     text = _POLITE_SUFFIX.sub("", text)
     return text.strip()
@@ -257,7 +260,7 @@ class IntentRecognizer:
     the domains the home has. Load once; `understand` is thread-safe (no shared state
     changes after warm_up)."""
 
-    def __init__(self, home: Home, language: str = "en") -> None:
+    def __init__(self, home: Home, language: str = "en", *, repair: bool = True) -> None:
         import home_assistant_intents
         from hassil import Intents, SlotList, TextSlotList, filter_intents
 
@@ -287,6 +290,11 @@ class IntentRecognizer:
         # Every spoken name, for repairing a misheard one.
         self._names = sorted(
             {spoken(alias) for alias, *_ in names} | {spoken(alias) for alias, _ in areas}, key=len
+        )
+        # The words a one-word repair may put in (repair.py): the templates' and the home's.
+        self.repair = repair
+        self._vocabulary = template_vocabulary(data, SUPPORTED) | frozenset(
+            word for name in self._names for word in name.split()
         )
         self.slot_lists: dict[str, SlotList] = {
             "name": TextSlotList.from_tuples(names, allow_template=False),
@@ -319,15 +327,49 @@ class IntentRecognizer:
         said = normalise(text)
         if not said or len(said) > 200:
             return None
-        if _UNLOCK_OR_LOCK.match(text.strip()):
+        if UNLOCK_OR_LOCK.match(text.strip()):
             # Whisper hears "unlock" as "and lock": asking beats locking, or unlocking, wrongly.
             return Refused(None, text, "Sorry, did you say lock or unlock?", "ambiguous")
         area = self.home.area_of_site(site)
         area_name = area.name if area is not None else None
         result = self._match(said, area_name, unmatched=False)
         if result is None:
-            return self._unmatched(text, said, area_name)
-        return self._understood(text, result)
+            found = self._unmatched(text, said, area_name)
+        else:
+            found = self._understood(text, result)
+        if found is None and self.repair:
+            return self._one_word_off(text, area_name)
+        return found
+
+    def _one_word_off(self, text: str, area: str | None) -> Recognized | None:
+        """A command one misheard word away (repair.py): taken only when every repair that
+        makes a whole command makes the same one (same intent, devices and slots)."""
+        commands: dict[tuple[Any, ...], tuple[Recognized, str]] = {}
+        # Before the fillers go: "and 5 minutes to the timer" is "add 5 minutes ...".
+        said = normalise(text, fillers=False)
+        for candidate in one_edit_candidates(said, self._vocabulary):
+            repaired = normalise(candidate.text)
+            if not repaired:
+                continue
+            result = self._match(repaired, area, unmatched=False)
+            if result is None or _names_only(result):
+                continue
+            found = self._understood(text, result)
+            if not isinstance(found, Recognized):
+                continue
+            key = (
+                found.intent,
+                frozenset(t.entity_id for t in found.targets),
+                frozenset((s.name, str(s.value)) for s in found.slots),
+            )
+            commands.setdefault(key, (found, candidate.edit))
+        if len(commands) != 1:
+            if commands:
+                log.debug("%r: %d different repairs, none taken", said, len(commands))
+            return None
+        found, edit = next(iter(commands.values()))
+        log.debug("%r repaired (%s): %s", said, edit, found.intent)
+        return found
 
     def _understood(self, text: str, result: Any) -> Understanding:
         intent = result.intent.name
@@ -502,6 +544,13 @@ class IntentRecognizer:
 def slot_variables(slots: tuple[Slot, ...]) -> dict[str, Any]:
     """Slots as Home Assistant's templates read them: the words said, else the value."""
     return {s.name: s.text.strip() or s.value for s in slots}
+
+
+def _names_only(result: Any) -> bool:
+    """A template that is only a name ("[<the>] {name}": saying a device turns it on): never
+    reached by a repair, whose guessed word would be the whole command."""
+    template = result.intent_sentence.text if result.intent_sentence is not None else ""
+    return not re.sub(r"\[?<the>\]?|\{name\}|\{area\}|[\s\[\]()|]", "", template)
 
 
 def _slot(entity: Any) -> Slot:

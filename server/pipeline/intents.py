@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from server.intents.home import load_home
 from server.intents.recognizer import (
+    UNLOCK_OR_LOCK,
     IntentRecognizer,
     Recognized,
     Refused,
@@ -54,8 +55,8 @@ RECENT = 8  # understandings kept per session
 
 
 @functools.lru_cache(maxsize=4)
-def _load(devices: Path | None, mtime: float, language: str) -> IntentRecognizer:
-    recognizer = IntentRecognizer(load_home(devices), language)
+def _load(devices: Path | None, mtime: float, language: str, repair: bool) -> IntentRecognizer:
+    recognizer = IntentRecognizer(load_home(devices), language, repair=repair)
     recognizer.warm_up()
     return recognizer
 
@@ -67,7 +68,12 @@ def load_recognizer(settings: IntentsSettings) -> IntentRecognizer | None:
         return None
     devices = settings.devices
     mtime = devices.stat().st_mtime if devices is not None and devices.exists() else 0.0
-    return _load(devices, mtime, settings.language)
+    return _load(devices, mtime, settings.language, settings.repair)
+
+
+def heard_the_prompt(heard: str) -> bool:
+    """A comma list (the prompt's shape: no command has two commas) or "and lock"."""
+    return heard.count(",") >= 2 or bool(UNLOCK_OR_LOCK.match(heard.strip()))
 
 
 def _phrases(text: str) -> list[str]:
@@ -134,6 +140,12 @@ class SessionIntents:
         if not (self._settings.asr_prompt and self._persona().intents and recognizer):
             return None
         return recognizer.home.asr_prompt()
+
+    def hear_again(self, heard: str) -> bool:
+        """Whether a transcript made with the home's prompt should be made again without it:
+        Whisper sometimes writes the prompt's list back instead of the words ("Turn on the
+        light, ceiling fan, room,"), or hears "unlock" as "and lock"."""
+        return heard_the_prompt(heard)
 
     # --- recognising --------------------------------------------------------------------------
 

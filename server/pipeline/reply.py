@@ -63,6 +63,10 @@ class CommandStage(Protocol):
         """Words Whisper should expect in this session's speech, if any."""
         ...
 
+    def hear_again(self, heard: str) -> bool:
+        """Whether what Whisper heard with that prompt should be transcribed again without."""
+        ...
+
 
 class Responder:
     def __init__(
@@ -110,6 +114,11 @@ class Responder:
             began = time.perf_counter()
             prompt = self._commands.asr_prompt() if self._commands is not None else None
             transcript = await self._speech().transcribe(utterance.audio, prompt=prompt)
+            if prompt and self._commands is not None and self._commands.hear_again(transcript.text):
+                # The prompt came back instead of the words: once more, without it.
+                heard = transcript.text
+                transcript = await self._speech().transcribe(utterance.audio, prompt=None)
+                self._log.debug("heard %r with the prompt, %r without", heard, transcript.text)
             transcribe_ms = round((time.perf_counter() - began) * 1000, 1)
             self._log.debug("transcribed in %.0f ms: %r", transcribe_ms, transcript.text)
             if on_transcript is not None:

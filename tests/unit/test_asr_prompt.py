@@ -29,8 +29,17 @@ def test_the_home_prompt_names_its_devices_and_rooms_once() -> None:
     assert load_home(None).asr_prompt() is None  # no home, nothing to expect
 
 
-async def spoken_turn(persona: str, **intents: Any) -> list[str | None]:
+async def spoken_turn(
+    persona: str, transcriber: FakeTranscriber | None = None, **intents: Any
+) -> list[str | None]:
     """One spoken turn in a session with `persona`; the prompts Whisper was given."""
+    prompts, _ = await spoken_turn_events(persona, transcriber, **intents)
+    return prompts
+
+
+async def spoken_turn_events(
+    persona: str, transcriber: FakeTranscriber | None = None, **intents: Any
+) -> tuple[list[str | None], list[proto.ServerEvent]]:
     settings = make_settings(
         vad={"speculate": False, "silence_ms": 500, "min_speech_ms": 100},
         llm={"prefill_while_speaking": False},
@@ -38,7 +47,9 @@ async def spoken_turn(persona: str, **intents: Any) -> list[str | None]:
     )
     personas = PersonaLibrary.load(settings.prompts.directory, settings.prompts.default_persona)
     app = App(settings=settings, personas=personas)
-    engines = fake_engines(FakeChatModel("It is noon."), transcriber=FakeTranscriber("hello"))
+    engines = fake_engines(
+        FakeChatModel("It is noon."), transcriber=transcriber or FakeTranscriber("hello")
+    )
     app.attach(engines)
     sink = RecordingSink()
     session = Session(app, sink)
@@ -49,7 +60,7 @@ async def spoken_turn(persona: str, **intents: Any) -> list[str | None]:
         await session.handle(proto.AudioStart(sample_rate=RATE))
         await harness.speak(np.concatenate([tone(1.0), silence(1.0)]))
         await harness.reply_done()
-        return harness.transcriber.prompts
+        return harness.transcriber.prompts, sink.events
     finally:
         await session.close()
         app.close()
@@ -63,3 +74,35 @@ async def test_a_session_that_takes_commands_prompts_whisper_with_its_home() -> 
 async def test_other_sessions_and_the_switched_off_setting_prompt_nothing() -> None:
     assert set(await spoken_turn("assistant")) == {None}
     assert set(await spoken_turn("smart_home", asr_prompt=False)) == {None}
+
+
+class EchoingTranscriber(FakeTranscriber):
+    """Whisper writing the prompt's list back when prompted (seen with espeak-ng's voice)."""
+
+    def transcribe(self, audio: Any, *, prompt: str | None = None) -> Any:
+        self.text = (
+            "Turn on the light, ceiling fan, room,"
+            if prompt
+            else "Turn on the lights in the bedroom."
+        )
+        return super().transcribe(audio, prompt=prompt)
+
+
+async def test_a_prompt_heard_back_is_transcribed_again_without_it() -> None:
+    prompts, events = await spoken_turn_events("smart_home", EchoingTranscriber())
+    assert prompts == [load_home(DEMO).asr_prompt(), None]
+    transcripts = [e for e in events if isinstance(e, proto.Transcript)]
+    assert [t.text for t in transcripts] == ["Turn on the lights in the bedroom."]
+    intents = [e for e in events if isinstance(e, proto.Intent)]
+    assert [(i.name, [t.entity_id for t in i.targets]) for i in intents] == [
+        ("HassTurnOn", ["light.bedroom"])
+    ]
+
+
+def test_what_looks_like_the_prompt_heard_back() -> None:
+    from server.pipeline.intents import heard_the_prompt
+
+    assert heard_the_prompt("Set the desk lamp, toilet, room, and,")
+    assert heard_the_prompt("and lock the front door.")
+    assert not heard_the_prompt("Turn off the kitchen light,")
+    assert not heard_the_prompt("Well, I think so.")

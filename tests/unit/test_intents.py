@@ -410,3 +410,63 @@ async def test_a_speculative_command_publishes_and_acts_only_once_released(
     assert len(stage.timers.timers) == 1
     await stage.close()
     assert not stage.timers.timers
+
+
+# --- one misheard word ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("heard", "intent", "entity_id"),
+    [
+        ("Start at 3 minute timer.", "HassStartTimer", None),
+        ("And 5 minutes to the timer.", "HassIncreaseTimer", None),
+        ("Place turn off the kitchen light.", "HassTurnOff", "light.kitchen"),
+        ("Set the brightest in the living room to 40%.", "HassLightSet", None),
+        ("The next track.", "HassMediaNext", "media_player.living_room_tv"),
+    ],
+)
+def test_one_misheard_word_is_repaired(
+    recognizer: IntentRecognizer, heard: str, intent: str, entity_id: str | None
+) -> None:
+    found = understood(recognizer, heard, "kitchen")
+    assert found.intent == intent
+    assert found.text == heard  # what was heard is kept, for the log and the history
+    if entity_id is not None:
+        assert [t.entity_id for t in found.targets] == [entity_id]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Then stop.",  # "stop" alone would pause the TV: too short to guess at
+        "Turned on the kitchen light.",  # the confirmation, heard back
+        "at the kitchen light",  # a bare name would turn it on
+        "turn the tv",  # (same)
+        "set the table",
+        "pause for a moment",
+        "add salt to the soup",
+        "who turned off the lights",
+        "how do I turn on the heater",
+        "mute the dog",
+    ],
+)
+def test_a_repair_never_makes_chit_chat_a_command(recognizer: IntentRecognizer, text: str) -> None:
+    assert not isinstance(recognizer.understand(text, "kitchen"), Recognized)
+
+
+def test_a_repair_never_flips_on_and_off() -> None:
+    from server.intents.repair import POLARITY, one_edit_candidates
+
+    for candidate in one_edit_candidates("turn of the kitchen light", frozenset({"on", "off"})):
+        assert not set(candidate.text.split()) & POLARITY - {"turn"}
+    assert one_edit_candidates("turn off the kitchen light", frozenset({"on"})) == [
+        c
+        for c in one_edit_candidates("turn off the kitchen light", frozenset({"on"}))
+        if "on" not in c.text.split()
+    ]
+
+
+def test_a_repair_can_be_switched_off() -> None:
+    home = load_home(DEMO)
+    strict = IntentRecognizer(home, repair=False)
+    assert strict.understand("Start at 3 minute timer.", "kitchen") is None
