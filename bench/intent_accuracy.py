@@ -22,6 +22,7 @@ import subprocess
 import time
 import wave
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -214,7 +215,11 @@ def table(title: str, summaries: dict[str, Any]) -> str:
 
 
 async def spoken(
-    voices: Voices, limit: int | None, kinds: set[str], every: int
+    voices: Voices,
+    limit: int | None,
+    kinds: set[str],
+    every: int,
+    server_log: Path | None = None,
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     items = [
@@ -223,7 +228,7 @@ async def spoken(
         if kind in kinds
         for item in [i for i in ITEMS if i.kind == kind][::every]
     ][:limit]
-    with server_process() as port:
+    with server_process(log_file=server_log) as port:
         for voice in voices.names:
             for item in items:
                 pcm, rate = await asyncio.to_thread(voices.say, voice, item.text)
@@ -365,6 +370,9 @@ def main() -> None:
     )
     parser.add_argument("--typed-only", action="store_true")
     parser.add_argument(
+        "--server-log", type=Path, help="spoken: the server's debug log (each step's time)"
+    )
+    parser.add_argument(
         "--hearing-ab",
         "--asr-prompt-ab",
         action="store_true",
@@ -393,7 +401,9 @@ def main() -> None:
     print(table("typed (match time, ms)", results["typed"]["summary"]))
     if not args.typed_only:
         voices = Voices(args.voices.split(","))
-        rows = asyncio.run(spoken(voices, args.limit, set(args.kinds.split(",")), args.every))
+        rows = asyncio.run(
+            spoken(voices, args.limit, set(args.kinds.split(",")), args.every, args.server_log)
+        )
         results["spoken"] = {
             "voices": voices.names,
             "every": args.every,
