@@ -9,10 +9,13 @@ bench/.cache/pause-set on first use, deterministically (bench/voice_set.py).
 Each recording goes through the real Silero VAD in 20 ms frames, with the server's turn-taking
 settings, once; every pause it reports is transcribed with the real Whisper (the server's
 settings: short window, one thread), as the speculative turn would be, and scored by the
-end-of-turn model when one is given. A rule maps a pause to the silence that ends the turn
-there; the turn is cut when a pause inside the sentence lasts (as the VAD counts it) at least
-that long. The same analysis on the voice benchmark's set gives, per rule, the time from the
-end of speech to the end of the turn (no server needed: it follows from the VAD's windows).
+end-of-turn model when one is given, and by the chat model (`--chat-model`: the probability
+that the words end a sentence, `LlamaCppChatModel.sentence_end_probability`, with the
+default persona's system prompt, as `[vad] sentence_end_model` asks it). A rule maps a pause
+to the silence that ends the turn there; the turn is cut when a pause inside the sentence
+lasts (as the VAD counts it) at least that long. The same analysis on the voice benchmark's
+set gives, per rule, the time from the end of speech to the end of the turn (no server
+needed: it follows from the VAD's windows).
 
 Prints a table and writes bench/results-pauses.json.
 """
@@ -42,10 +45,12 @@ from server.audio.vad import (
     StreamingVad,
     VadConfig,
 )
-from server.config import load_settings
+from server.config import Settings, load_settings
+from server.engines.base import ChatMessage
 from server.pipeline.endpointing import looks_complete
 
 PAUSE_CACHE = CACHE_DIR.parent / "pause-set"
+SENTENCE_END_THRESHOLDS = (0.2, 0.3, 0.4)
 PAUSES_MS = (250, 300, 400, 600)
 FRAME = 320  # 20 ms at 16 kHz, as clients send
 
@@ -152,10 +157,11 @@ class Pause:
     silence_s: float | None  # silence the VAD counted before speech resumed (None: never)
     transcript: str  # the turn so far, as the speculative turn transcribes it
     end_of_turn_probability: float | None = None  # the end-of-turn model's, if given
+    sentence_end_probability: float | None = None  # the chat model's, if asked
 
 
 class Analyser:
-    def __init__(self, end_of_turn_model: Path | None = None) -> None:
+    def __init__(self, end_of_turn_model: Path | None = None, chat_model: bool = False) -> None:
         from server.engines.faster_whisper import WhisperTranscriber
 
         settings = load_settings(environ={})
@@ -172,9 +178,10 @@ class Analyser:
         self.smart_turn: SmartTurn | None = (
             SmartTurn(end_of_turn_model) if end_of_turn_model is not None else None
         )
+        self.sentence_end: SentenceEnd | None = SentenceEnd(settings) if chat_model else None
         # The recordings of one sentence differ only after the pause, so the turn so far at
         # the first pauses is the same audio: transcribed once.
-        self._seen: dict[bytes, tuple[str, float | None]] = {}
+        self._seen: dict[bytes, tuple[str, float | None, float | None]] = {}
 
     def pauses(self, audio: np.ndarray, until_s: float | None = None) -> list[Pause]:
         """Every pause of the one turn the audio holds, with the server's VAD settings (the
@@ -207,9 +214,44 @@ class Analyser:
         if key not in self._seen:
             text = self.asr.transcribe(event.audio).text
             probability = self.smart_turn.probability(event.audio) if self.smart_turn else None
-            self._seen[key] = (text, probability)
-        text, probability = self._seen[key]
-        return Pause(event.at_s, None, text, probability)
+            sentence_end = self.sentence_end.probability(text) if self.sentence_end else None
+            self._seen[key] = (text, probability, sentence_end)
+        text, probability, sentence_end = self._seen[key]
+        return Pause(event.at_s, None, text, probability, sentence_end)
+
+
+class SentenceEnd:
+    """The chat model's probability that a transcript's words end a sentence, with the
+    default persona's system prompt and no history (a conversation's first turn), on a cold
+    KV cache but for the system prompt: the server's case without prefill, the dearer one."""
+
+    def __init__(self, settings: Settings) -> None:
+        from server.engines.llama_cpp import LlamaCppChatModel
+        from server.prompts import PersonaLibrary
+
+        llm = settings.llm
+        self.model = LlamaCppChatModel(
+            llm.model_path,
+            context_size=llm.context_size,
+            threads=llm.threads,
+            parallel=llm.parallel,
+        )
+        persona = PersonaLibrary.load(settings.prompts.directory, settings.prompts.default_persona)
+        self.system = ChatMessage("system", persona.get(None).system_prompt)
+        self.model.warm_up()
+        self.seconds: list[float] = []  # wall time of each call
+        self.cpu_seconds: list[float] = []  # process CPU time of each call
+
+    def probability(self, text: str) -> float | None:
+        if not text.strip():
+            return None
+        self.model.clear_cache()
+        self.model.prefill([self.system, ChatMessage("user", "")])  # the persona's prompt
+        began, began_cpu = time.perf_counter(), time.process_time()
+        found = self.model.sentence_end_probability([self.system, ChatMessage("user", text)])
+        self.seconds.append(time.perf_counter() - began)
+        self.cpu_seconds.append(time.process_time() - began_cpu)
+        return found
 
 
 class SmartTurn:
@@ -276,6 +318,20 @@ def both_rule(both_ms: int, text_ms: int = 350, threshold: float = 0.5) -> Rule:
     return rule
 
 
+def sentence_end_rule(both_ms: int, threshold: float, text_ms: int = 350) -> Rule:
+    """`[vad] sentence_end_model`: shorter when the transcript reads as complete and the chat
+    model's probability that the words end a sentence reaches the threshold
+    (server/pipeline/endpointing.py decides it the same way)."""
+
+    def rule(p: Pause) -> int:
+        if not looks_complete(p.transcript):
+            return 500
+        probability = p.sentence_end_probability
+        return both_ms if probability is not None and probability >= threshold else text_ms
+
+    return rule
+
+
 def window_ms(ms: int) -> float:
     """The VAD counts silence in whole 32 ms windows: the silence it needs to see."""
     windows = -(-ms * SAMPLE_RATE // 1000 // 512)  # ceil over samples, as _samples() rounds
@@ -304,13 +360,19 @@ def turn_end_ms(pauses: list[Pause], rule: Rule, speech_end_s: float) -> tuple[f
 # --- main --------------------------------------------------------------------------------
 
 
-def rules(with_model: bool) -> dict[str, Rule]:
+def rules(with_model: bool, with_chat: bool = False) -> dict[str, Rule]:
     chosen = {
         "text 350 ms (today)": text_rule(350),
         "text 300 ms": text_rule(300),
         "text 250 ms": text_rule(250),
         "text 200 ms": text_rule(200),
     }
+    if with_chat:
+        for threshold in SENTENCE_END_THRESHOLDS:
+            for both_ms in (300, 250, 200):
+                chosen[f"text+chat>={threshold} {both_ms} ms"] = sentence_end_rule(
+                    both_ms, threshold
+                )
     if with_model:
         chosen |= {
             "model 250 ms": model_rule(250),
@@ -330,6 +392,11 @@ def main() -> None:
         help="Smart Turn v3 ONNX file to score as rules (default: models/smart-turn-v3, if there)",
     )
     parser.add_argument("--no-bench-set", action="store_true", help="pause corpus only")
+    parser.add_argument(
+        "--chat-model",
+        action="store_true",
+        help="also score the chat model's sentence-end probability as rules",
+    )
     args = parser.parse_args()
     began = time.perf_counter()
     model = args.end_of_turn_model
@@ -337,8 +404,8 @@ def main() -> None:
         default = Path(__file__).resolve().parent.parent / "models" / "smart-turn-v3"
         found = sorted(default.glob("*.onnx")) if default.is_dir() else []
         model = found[0] if found else None
-    analyser = Analyser(model)
-    chosen = rules(model is not None)
+    analyser = Analyser(model, chat_model=args.chat_model)
+    chosen = rules(model is not None, args.chat_model)
     load_before = hardware()["load_average"]
 
     items = pause_items()
@@ -401,6 +468,7 @@ def main() -> None:
         "end_of_turn_model_ms_p50": (
             round(median(analyser.smart_turn.seconds) * 1000, 1) if analyser.smart_turn else None
         ),
+        "chat_model_ms": _cost(analyser.sentence_end),
         "pause_items": len(items),
         "cut_rate": cut_rates,
         "bench_set_turn_end_ms": turn_ends,
@@ -411,21 +479,36 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     per = len(items) // len(PAUSES_MS)
     print(f"pauses wrongly ending a turn ({per} sentences x voices per pause length)")
+    width = max(len(name) for name in chosen) + 2
     print(
-        f"{'rule':<22}"
+        f"{'rule':<{width}}"
         + "".join(f"{f'cut@{p}':>9}" for p in PAUSES_MS)
         + f"{'turn end p50':>14}{'p95':>7}"
     )
     for name in chosen:
         summary = turn_ends.get(name, {})
         print(
-            f"{name:<22}"
+            f"{name:<{width}}"
             + "".join(f"{cut_rates[name][str(p)]:>9.1%}" for p in PAUSES_MS)
             + f"{summary.get('p50', float('nan')):>14.0f}{summary.get('p95', float('nan')):>7.0f}"
         )
     if analyser.smart_turn:
         print(f"end-of-turn model: {result['end_of_turn_model_ms_p50']} ms a pause (p50)")
+    if analyser.sentence_end:
+        print(f"chat model's sentence-end probability, a pause: {result['chat_model_ms']}")
     print(f"wrote {args.out} in {result['runtime_s']:.0f} s")
+
+
+def _cost(scorer: SentenceEnd | None) -> dict[str, float] | None:
+    if scorer is None or not scorer.seconds:
+        return None
+    return {
+        "calls": len(scorer.seconds),
+        "wall_p50": round(median(scorer.seconds) * 1000, 1),
+        "wall_p95": round(percentile(scorer.seconds, 95) * 1000, 1),
+        "cpu_p50": round(median(scorer.cpu_seconds) * 1000, 1),
+        "cpu_p95": round(percentile(scorer.cpu_seconds, 95) * 1000, 1),
+    }
 
 
 if __name__ == "__main__":

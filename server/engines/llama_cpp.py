@@ -31,6 +31,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from server.engines.base import ChatMessage, Generation, GenerationStats, PromptTooLong
 from server.prompts import GenerationSettings
 
@@ -42,6 +44,8 @@ _CHATML = (
     "{{ message['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+# Stripped from a transcript before asking whether its words end a sentence.
+_TRAILING = " \t\n.?!,;:\u2026"
 # The repeat penalty looks at this many recent tokens (llama-cpp-python's default).
 PENALTY_LAST_N = 64
 _backend_lock = threading.Lock()
@@ -181,6 +185,7 @@ class LlamaCppChatModel:
         self.name = model_path.name
         self._lock = threading.RLock()
         self._piece = ctypes.create_string_buffer(256)
+        self._punctuation: list[int] | None = None  # sentence-end tokens, found on first use
         metadata: dict[str, str] = self._model.metadata()
         template = metadata.get("tokenizer.chat_template") or _CHATML
         eos_id = self._model.token_eos()
@@ -471,16 +476,21 @@ class LlamaCppChatModel:
                 stats = self._end(gen, cancelled=cancel.is_set())
             return stats
 
-    def _prefill(self, messages: Sequence[ChatMessage]) -> int:
+    def _prefill(self, messages: Sequence[ChatMessage], *, logits: bool = False) -> int:
         """Evaluate into the KV cache the prompt these messages start, up to the end of the
         last message's text: a reply to a longer or revised version of that message then
-        evaluates only what differs. Returns the number of tokens evaluated."""
+        evaluates only what differs. Returns the number of tokens evaluated. With `logits`,
+        the last token is evaluated even if cached, so that its logits are the context's
+        last (`_end_of_turn_probability` reads them); 0 then means they are not."""
         tokens = self._open_prompt(messages)
         if not tokens or len(tokens) >= self.context_size // 2:
             return 0
         if all(slot.owner is not None for slot in self._slots):
             return 0
         slot, held = self._claim(tokens)
+        if logits and held == len(tokens):
+            held -= 1
+            self._forget(slot, held)
         rest = tokens[held:]
         if not rest:
             return 0
@@ -505,6 +515,40 @@ class LlamaCppChatModel:
             slot.tokens.extend(chunk)
             done += len(chunk)
         return done
+
+    def _sentence_end_tokens(self, messages: Sequence[ChatMessage]) -> np.ndarray | None:
+        """The tokens that would end the sentence after the last message's text: sentence
+        punctuation ('.', '?', '!' and tokens that start with one, not '..') and the token
+        that closes the message in the chat template (`<|im_end|>` in ChatML)."""
+        closed = self._prompt(messages)[0]
+        opened = self._open_prompt(messages)
+        if not opened or closed[: len(opened)] != opened or len(closed) <= len(opened):
+            return None
+        if self._punctuation is None:
+            found = []
+            for token in range(self._model.n_vocab()):
+                text = self._token_text(token).strip()
+                if text[:1] in (".", "?", "!") and not text.startswith(".."):
+                    found.append(token)
+            self._punctuation = found
+        return np.array(sorted({*self._punctuation, closed[len(opened)]}))
+
+    def _sentence_end_probability(self, messages: Sequence[ChatMessage]) -> float | None:
+        *earlier, last = messages
+        # Whisper ends every transcript with punctuation, pause or not: the model is asked
+        # whether the words themselves end a sentence.
+        bare = last.content.rstrip(_TRAILING)
+        if not bare:
+            return None
+        messages = [*earlier, ChatMessage(last.role, bare)]
+        ends = self._sentence_end_tokens(messages)
+        if ends is None or self._prefill(messages, logits=True) == 0:
+            return None
+        # The last evaluated batch asked for logits at its last token only: row -1.
+        row = self._lib.llama_get_logits_ith(self._ctx.ctx, -1)
+        scores = np.ctypeslib.as_array(row, shape=(self._model.n_vocab(),)).astype(np.float64)
+        weights = np.exp(scores - scores.max())
+        return float(weights[ends].sum() / weights.sum())
 
     def _clear_cache(self) -> None:
         """Forget every sequence not in use (tests: a cold cache, as after a restart)."""
@@ -551,6 +595,17 @@ class LlamaCppChatModel:
         evaluates only what differs. Returns the number of tokens evaluated."""
         with self._lock:
             return self._prefill(messages)
+
+    def sentence_end_probability(self, messages: Sequence[ChatMessage]) -> float | None:
+        """The model's probability that the last message's words end a sentence: that the
+        next token after them (trailing punctuation removed) is sentence punctuation or the
+        end of the message (an end-of-turn signal read from a small LM, as LiveKit's turn
+        detector does with a fine-tuned one). Evaluates the words into the KV cache as
+        `prefill` does, so a reply to them afterwards evaluates little more than the
+        template's closing tokens. None when it cannot tell (no free sequence, a template
+        that hides the end of a message)."""
+        with self._lock:
+            return self._sentence_end_probability(messages)
 
     def clear_cache(self) -> None:
         """Forget every sequence not in use (tests: a cold cache, as after a restart)."""

@@ -36,7 +36,7 @@ from server.errors import ChinwagError, ErrorCode
 from server.pipeline.audio_input import AudioInput
 from server.pipeline.chat import ChatRunner
 from server.pipeline.conversation import Conversation
-from server.pipeline.endpointing import end_of_turn_silence_ms
+from server.pipeline.endpointing import end_of_turn_silence_ms, wants_sentence_end
 from server.pipeline.grounding import ReplyPlan, plan_reply
 from server.pipeline.intents import SessionIntents
 from server.pipeline.listener import Listener
@@ -429,7 +429,13 @@ class Session:
         vad_settings = self.app.settings.vad
 
         async def end_sooner_if_complete(text: str) -> None:
-            silence_ms = end_of_turn_silence_ms(text, vad_settings)
+            sentence_end = None
+            if wants_sentence_end(text, vad_settings) and self.app.chat is not None:
+                sentence_end = await self.app.chat.sentence_end_probability(
+                    self.system_prompt(), self.history, ChatMessage("user", text), self.generation
+                )
+                self.log.debug("sentence end: p=%s for %r", sentence_end, text)
+            silence_ms = end_of_turn_silence_ms(text, vad_settings, sentence_end)
             if await self.intents.is_command(text):  # a whole command: shorter still
                 silence_ms = min(silence_ms, self.app.settings.intents.command_silence_ms)
             if silence_ms < vad_settings.silence_ms:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import pytest
+
 from server.app import Engines
 from server.engines.base import ChatMessage
 from server.engines.llama_cpp import LlamaCppChatModel
@@ -103,3 +105,44 @@ async def test_a_voice_turn_finds_the_words_said_so_far_in_the_cache(engines: En
     assert done[True]["transcript"] == done[False]["transcript"]
     assert done[True]["text"] == done[False]["text"], "prefill must not change the reply"
     assert new_tokens(done[True]) + 4 <= new_tokens(done[False])
+
+
+async def test_the_model_says_a_whole_question_ends_a_sentence_more_than_its_first_half(
+    engines: Engines,
+) -> None:
+    """`[vad] sentence_end_model`: the probability that the words end a sentence. Only the
+    order is asserted (the figures differ between CPUs); the pairs are far apart here
+    (docs/performance.md). Whisper's trailing punctuation is set aside either way."""
+    system = ChatMessage("system", SYSTEM)
+
+    def probability(text: str) -> float:
+        found = engines.chat.sentence_end_probability([system, ChatMessage("user", text)])
+        assert found is not None and 0.0 <= found <= 1.0
+        return found
+
+    for first, whole in [
+        ("Can you tell me.", "Can you tell me what the weather will be tomorrow?"),
+        ("What is the capital?", "What is the capital of Australia?"),
+    ]:
+        assert await asyncio.to_thread(probability, first) < await asyncio.to_thread(
+            probability, whole
+        )
+    # Asked twice, the same answer (the words are in the cache; their logits are recomputed).
+    again = await asyncio.to_thread(probability, "What is the capital of Australia?")
+    assert again == pytest.approx(
+        await asyncio.to_thread(probability, "What is the capital of Australia")
+    )
+
+
+async def test_asking_whether_the_sentence_ended_leaves_the_words_cached(
+    engines: Engines,
+) -> None:
+    system = ChatMessage("system", SYSTEM)
+    text = "Please remind me to call my sister tonight."
+    other = [system, ChatMessage("user", "Name a colour.")]
+    await asyncio.to_thread(cold, engines, other)
+    asked = [system, ChatMessage("user", text)]
+    assert await asyncio.to_thread(engines.chat.sentence_end_probability, asked) is not None
+    _, cached = await asyncio.to_thread(reply, engines, [system, ChatMessage("user", text)])
+    total = engines.chat.count_prompt_tokens([system, ChatMessage("user", text)])
+    assert total - cached <= 8, "the reply evaluated the words again"
