@@ -565,6 +565,10 @@ class LlamaCppChatModel:
             threading.Event(),
         )
         self.clear_cache()
+        # The sentence-end tokens are found by reading the whole vocabulary (0.2-0.8 s): here
+        # rather than at the first pause of the first turn that asks.
+        with self._lock:
+            self._sentence_end_tokens([ChatMessage("user", "Hi")])
 
     # --- the public calls, one at a time -------------------------------------------------
 
