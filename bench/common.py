@@ -69,20 +69,22 @@ def server_process(
     checkout: Path | None = None,
     log_file: Path | None = None,
     pids: list[int] | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[int]:
     """`chinwag serve` on a free loopback port, in its own process; yields the port.
 
     checkout: run the server package of another source tree (e.g. a `git worktree` of an
     older commit) with this environment's packages, to compare two versions in one run.
     log_file: the server's debug log goes there (timestamps of each step of a turn).
-    pids: gets the server's process id (to read its CPU time)."""
+    pids: gets the server's process id (to read its CPU time).
+    env: more environment variables (settings, e.g. CHINWAG_TTS__STREAM_DECODER=false)."""
     with tempfile.TemporaryDirectory() as tmp:
         ready = Path(tmp) / "port"
-        env = None
+        environ = {**os.environ, **(env or {})}
         if checkout is not None:
             # `python -m server` finds the package in the working directory before the
             # editable install of this checkout.
-            env = {**os.environ, "PYTHONPATH": str(checkout.resolve())}
+            environ["PYTHONPATH"] = str(checkout.resolve())
         verbose = ("--verbose",) if log_file is not None else ()
         log = log_file.open("w") if log_file is not None else None
         proc = subprocess.Popen(
@@ -92,7 +94,7 @@ def server_process(
             stderr=log if log is not None else subprocess.PIPE,
             text=True,
             cwd=checkout,
-            env=env,
+            env=environ,
         )  # fmt: skip
         if pids is not None:
             pids.append(proc.pid)

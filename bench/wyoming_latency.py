@@ -13,7 +13,13 @@ model paths in models/ and never download). Every request is Home Assistant's se
   pieces, cut mid-word as an LLM's deltas are), synthesize, synthesize-stop; time to the first
   audio-chunk and to synthesize-stopped.
 
-    python -m bench.wyoming_latency [--rounds 3]     (make bench-wyoming)
+    python -m bench.wyoming_latency [--rounds 3] [--compare CHINWAG_TTS__STREAM_DECODER=false]
+                                                     (make bench-wyoming)
+
+`--compare` adds a chinwag server with other settings to the text-to-speech rotation, so
+two configurations are measured side by side against the same peer; every text-to-speech
+request also records how long a player starting at the first chunk would have waited for
+audio (stalls).
 
 Prints a table and writes bench/results-wyoming.json.
 """
@@ -125,8 +131,17 @@ async def stt(port: int, pcm: bytes) -> tuple[str, float]:
                 return Transcript.from_event(event).text, time.perf_counter() - stopped
 
 
-async def tts(port: int, text: str, streaming: bool) -> tuple[float, float, float]:
-    """(seconds to the first audio-chunk, to the end, seconds of audio)."""
+@dataclass(frozen=True)
+class Spoken:
+    first_s: float  # to the first audio-chunk
+    total_s: float  # to audio-stop / synthesize-stopped
+    audio_s: float  # seconds of audio
+    # A player that starts at the first chunk and plays each as it comes: seconds it would
+    # have fallen silent waiting for audio (0 when every chunk came in time).
+    stall_s: float
+
+
+async def tts(port: int, text: str, streaming: bool) -> Spoken:
     async with AsyncTcpClient("127.0.0.1", port) as client:
         began = time.perf_counter()
         if streaming:
@@ -140,6 +155,8 @@ async def tts(port: int, text: str, streaming: bool) -> tuple[float, float, floa
         end = "synthesize-stopped" if streaming else "audio-stop"
         first: float | None = None
         audio_s = 0.0
+        stall_s = 0.0
+        played_until = 0.0  # when the audio received so far ends, played in real time
         while True:
             event = await asyncio.wait_for(client.read_event(), TIMEOUT_S)
             if event is None:
@@ -148,11 +165,14 @@ async def tts(port: int, text: str, streaming: bool) -> tuple[float, float, floa
                 raise RuntimeError(f"error: {event.data}")
             if AudioChunk.is_type(event.type):
                 chunk = AudioChunk.from_event(event)
-                first = first if first is not None else time.perf_counter() - began
+                now = time.perf_counter() - began
+                first = first if first is not None else now
+                stall_s += max(0.0, now - played_until) if audio_s else 0.0
+                played_until = max(played_until, now) + chunk.seconds
                 audio_s += chunk.seconds
             if event.type == end:
                 assert first is not None, "no audio"
-                return first, time.perf_counter() - began, audio_s
+                return Spoken(first, time.perf_counter() - began, audio_s, stall_s)
 
 
 @dataclass
@@ -172,16 +192,23 @@ def pcm16k(path: Path) -> bytes:
     return bytes(audio.astype("<i2").tobytes())
 
 
-async def measure(ports: dict[str, int], rounds: int, warmup: int) -> dict[str, Any]:
+TTS_METRICS = ("tts_single_first", "tts_single_total", "tts_stream_first", "tts_stream_total")
+
+
+async def measure(
+    ports: dict[str, int], rounds: int, warmup: int, variants: dict[str, int]
+) -> dict[str, Any]:
+    """`variants`: more chinwag servers (other settings) in the TTS rotation."""
     recs = recordings()
     clips = [pcm16k(r.path) for r in recs]
     series = Series()
     transcripts: dict[str, list[str]] = {"chinwag": [], "peer": []}
     stt_ports = {"chinwag": ports["chinwag"], "peer": ports["faster-whisper"]}
-    tts_ports = {"chinwag": ports["chinwag"], "peer": ports["piper"]}
+    tts_ports = {"chinwag": ports["chinwag"], "peer": ports["piper"], **variants}
     for _ in range(warmup):  # first requests load lazily (wyoming-piper loads its voice)
-        for name in ("chinwag", "peer"):
-            await stt(stt_ports[name], clips[0])
+        for name in tts_ports:
+            if name in stt_ports:
+                await stt(stt_ports[name], clips[0])
             await tts(tts_ports[name], TEXTS[0], streaming=False)
             await tts(tts_ports[name], TEXTS[0], streaming=True)
     for round_no in range(rounds):
@@ -194,15 +221,18 @@ async def measure(ports: dict[str, int], rounds: int, warmup: int) -> dict[str, 
                 if round_no == 0:
                     transcripts[name].append(text)
             order.reverse()
+        tts_order = list(tts_ports)
         for text in TEXTS:
             for streaming in (False, True):
                 mode = "stream" if streaming else "single"
-                for name in order:
-                    first, total, audio_s = await tts(tts_ports[name], text, streaming)
-                    series.add(f"tts_{mode}_first_{name}", first)
-                    series.add(f"tts_{mode}_total_{name}", total)
-                    series.add(f"tts_{mode}_audio_{name}", audio_s)
-                order.reverse()
+                for name in tts_order:
+                    spoken = await tts(tts_ports[name], text, streaming)
+                    series.add(f"tts_{mode}_first_{name}", spoken.first_s)
+                    series.add(f"tts_{mode}_total_{name}", spoken.total_s)
+                    series.add(f"tts_{mode}_audio_{name}", spoken.audio_s)
+                    series.add(f"tts_{mode}_stall_{name}", spoken.stall_s)
+                # Each server goes first, last and in between in turn.
+                tts_order = tts_order[1:] + tts_order[:1]
     references = [r.text for r in recs]
     figures: dict[str, Any] = {}
     for metric in (
@@ -219,6 +249,25 @@ async def measure(ports: dict[str, int], rounds: int, warmup: int) -> dict[str, 
             "ratio": round(ours / theirs, 2) if theirs else None,
             "n": len(series.values.get(f"{metric}_chinwag", [])),
         }
+    for name in ("chinwag", *variants):
+        for mode in ("single", "stream"):
+            stalls = series.values[f"tts_{mode}_stall_{name}"]
+            figures.setdefault("tts_stall_ms", {})[f"{name} {mode}"] = {
+                "median": round(median(stalls) * 1000, 1),
+                "max": round(max(stalls) * 1000, 1),
+            }
+    figures["variants"] = {}
+    for name in variants:
+        rows: dict[str, Any] = {}
+        for metric in TTS_METRICS:
+            ours = series.median_ms(f"{metric}_{name}")
+            theirs = series.median_ms(f"{metric}_peer")
+            rows[metric] = {
+                "chinwag_ms": ours,
+                "peer_ms": theirs,
+                "ratio": round(ours / theirs, 2) if theirs else None,
+            }
+        figures["variants"][name] = rows
     figures["wer"] = {
         "chinwag": round(wer(references, transcripts["chinwag"]), 4),
         "peer": round(wer(references, transcripts["peer"]), 4),
@@ -247,6 +296,16 @@ def print_table(figures: dict[str, Any]) -> None:
     for key, label in labels.items():
         row = figures[key]
         print(f"{label:38} {row['chinwag_ms']:>8.1f}ms {row['peer_ms']:>8.1f}ms {row['ratio']:>7}")
+    for name, rows in figures["variants"].items():
+        print(f"chinwag with {name}:")
+        for key in TTS_METRICS:
+            row = rows[key]
+            print(
+                f"  {labels[key]:36} {row['chinwag_ms']:>8.1f}ms {row['peer_ms']:>8.1f}ms"
+                f" {row['ratio']:>7}"
+            )
+    for name, stall in figures["tts_stall_ms"].items():
+        print(f"audio stalls, {name:28} median {stall['median']} ms, max {stall['max']} ms")
     w = figures["wer"]
     print(f"{'STT word error rate':38} {w['chinwag']:>10.1%} {w['peer']:>10.1%}")
     print("peers: wyoming-faster-whisper (STT), wyoming-piper (TTS); same model files")
@@ -256,7 +315,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE[,NAME=VALUE]",
+        help="another chinwag server with these settings' environment variables in the TTS "
+        "rotation, e.g. CHINWAG_TTS__STREAM_DECODER=false (repeatable)",
+    )
     args = parser.parse_args(argv)
+    variant_envs = {
+        label: dict(item.split("=", 1) for item in label.split(",")) for label in args.compare
+    }
     settings = load_settings(environ={})
     whisper_dir = settings.asr.model_path
     voice = settings.tts.voice_path
@@ -278,16 +348,22 @@ def main(argv: list[str] | None = None) -> int:
         "--data-dir", str(voice.parent),
         "--download-dir", str(voice.parent),
     ]  # fmt: skip
-    with (
-        server_process("--wyoming", f"tcp://127.0.0.1:{chinwag_port}"),
-        peer_process(fw, free_port()) as fw_port,
-        peer_process(piper, free_port()) as piper_port,
-    ):
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(server_process("--wyoming", f"tcp://127.0.0.1:{chinwag_port}"))
+        variants: dict[str, int] = {}
+        for label, env in variant_envs.items():
+            variants[label] = free_port()
+            uri = f"tcp://127.0.0.1:{variants[label]}"
+            stack.enter_context(server_process("--wyoming", uri, env=env))
+        fw_port = stack.enter_context(peer_process(fw, free_port()))
+        piper_port = stack.enter_context(peer_process(piper, free_port()))
         ports = {"chinwag": chinwag_port, "faster-whisper": fw_port, "piper": piper_port}
-        figures = asyncio.run(measure(ports, args.rounds, args.warmup))
+        figures = asyncio.run(measure(ports, args.rounds, args.warmup, variants))
     result = {
         "hardware": hardware(),
         "rounds": args.rounds,
+        "load_average_at_end": os.getloadavg(),
+        "settings": {"chinwag": "defaults", **{label: label for label in variant_envs}},
         "recordings": len(recordings()),
         "texts": TEXTS,
         "models": {"asr": str(whisper_dir.name), "voice": voice.name},

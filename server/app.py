@@ -226,7 +226,7 @@ def load_synthesizer(tts: TtsSettings) -> Synthesizer:
         )
     from server.engines.piper import PiperSynthesizer
 
-    synthesizer = PiperSynthesizer(tts.voice_path)
+    synthesizer = PiperSynthesizer(tts.voice_path, stream_decoder=tts.stream_decoder)
     synthesizer.warm_up()
     return synthesizer
 

@@ -228,6 +228,10 @@ class TtsSettings(_Remote):
     # kitchen light" (docs/performance.md: same word error rate through Whisper as 3-4 words).
     first_phrase_min_words: int = Field(2, ge=1, le=50)
     first_phrase_prosodic_cut: bool = True
+    # Piper: send each sentence's audio in pieces as its decoder makes them (the voice graph
+    # split at its latent at load), not once the whole sentence is synthesized; the same
+    # audio, sooner (docs/performance.md, "Piper's audio below the sentence").
+    stream_decoder: bool = False
 
     @model_validator(mode="after")
     def _first_phrase_bounds(self) -> TtsSettings:

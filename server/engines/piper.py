@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import onnxruntime  # type: ignore[import-untyped]
 from piper import PiperVoice
 from piper.config import PiperConfig, SynthesisConfig
 
 from server.engines.base import Int16Audio
+from server.engines.piper_stream import StreamingVits, split_vits
+
+log = logging.getLogger(__name__)
+_MAX_INT16 = 32767.0  # Piper's own int16 scale
+
+# Sentences whose loudest sample sets the streamed path's gain (see PiperSynthesizer).
+GAIN_CALIBRATION = (
+    "Glue the sheet to the dark blue background.",
+    "Today will be cloudy with a light breeze.",
+    "Paris is the capital of France.",
+    "Hello.",
+)
 
 
 def _session_options() -> onnxruntime.SessionOptions:
@@ -38,7 +52,13 @@ class PiperSynthesizer:
     session may run concurrently.
     """
 
-    def __init__(self, voice_path: Path, *, length_scale: float | None = None) -> None:
+    def __init__(
+        self,
+        voice_path: Path,
+        *,
+        length_scale: float | None = None,
+        stream_decoder: bool = False,
+    ) -> None:
         config_path = voice_path.with_name(voice_path.name + ".json")
         for path in (voice_path, config_path):
             if not path.is_file():
@@ -52,15 +72,94 @@ class PiperSynthesizer:
         self.sample_rate: int = self._voice.config.sample_rate
         # None keeps the voice's own speed. Piper peak-normalises each sentence (its default).
         self._config = SynthesisConfig(length_scale=length_scale)
+        # With stream_decoder, each sentence's audio comes a window at a time
+        # (engines/piper_stream.py). Such a sentence cannot be peak-normalised (its peak is
+        # known only at its end), so it gets one gain for the voice instead: full scale for
+        # the loudest of a few calibration sentences (docs/performance.md).
+        self._streaming: StreamingVits | None = None
+        self.stream_gain = 1.0
+        if stream_decoder:
+            split = split_vits(voice_path)
+            if split is None:
+                log.warning("%s: not a graph chinwag can split; sentences come whole", voice_path)
+            else:
+                self._streaming = StreamingVits.load(
+                    split, _session_options(), self._voice.config.hop_length
+                )
+                self.stream_gain = self._calibrate_gain()
+
+    @property
+    def streams_decoder(self) -> bool:
+        """Each sentence's audio comes in several chunks as it is decoded."""
+        return self._streaming is not None
+
+    def _scales(self, config: SynthesisConfig, *, noise: bool = True) -> tuple[float, float, float]:
+        voice = self._voice.config
+        noise_scale = config.noise_scale if config.noise_scale is not None else voice.noise_scale
+        noise_w = config.noise_w_scale if config.noise_w_scale is not None else voice.noise_w_scale
+        length = config.length_scale if config.length_scale is not None else voice.length_scale
+        return (noise_scale, length, noise_w) if noise else (0.0, length, 0.0)
+
+    def _calibrate_gain(self) -> float:
+        assert self._streaming is not None
+        scales = self._scales(self._config, noise=False)  # no random draw: the same each load
+        peak = 0.0
+        for text in GAIN_CALIBRATION:
+            for phonemes in self._voice.phonemize(text):
+                prior = self._streaming.prior(self._voice.phonemes_to_ids(phonemes), scales)
+                for audio in self._streaming.windows(*prior):
+                    peak = max(peak, float(np.abs(audio).max(initial=0.0)))
+        return 1.0 / peak if peak > 1e-4 else 1.0
+
+    def stream_float(
+        self, text: str, *, noise: bool = True
+    ) -> Iterator[tuple[int, npt.NDArray[np.float32]]]:
+        """(sentence index, float audio as the graph makes it) a window at a time, for the
+        streamed path and its tests; `noise=False` leaves out VITS's random draws."""
+        return self._stream(text, self._config, noise=noise)
+
+    def _stream(
+        self, text: str, config: SynthesisConfig, *, noise: bool = True
+    ) -> Iterator[tuple[int, npt.NDArray[np.float32]]]:
+        if self._streaming is None:
+            raise RuntimeError("the voice was loaded without stream_decoder")
+        scales = self._scales(config, noise=noise)
+        for index, phonemes in enumerate(p for p in self._voice.phonemize(text) if p):
+            prior = self._streaming.prior(self._voice.phonemes_to_ids(phonemes), scales)
+            for audio in self._streaming.windows(*prior):
+                yield index, audio
+
+    def whole_float(self, text: str, *, noise: bool = True) -> list[npt.NDArray[np.float32]]:
+        """Each sentence's float audio from the unsplit graph, not normalised (for tests)."""
+        config = (
+            self._config
+            if noise
+            else SynthesisConfig(
+                length_scale=self._config.length_scale, noise_scale=0.0, noise_w_scale=0.0
+            )
+        )
+        return [
+            np.asarray(self._voice.phoneme_ids_to_audio(self._voice.phonemes_to_ids(p), config))
+            .astype(np.float32)
+            .reshape(-1)
+            for p in self._voice.phonemize(text)
+            if p
+        ]
 
     def synthesize(self, text: str) -> Iterator[Int16Audio]:
-        """Yield one mono int16 chunk per sentence, each as soon as it is synthesised."""
+        """Yield mono int16 audio as soon as it is synthesised: a chunk per sentence, or with
+        stream_decoder several per sentence (about 0.2 s first, then longer ones)."""
         return self._synthesize(text, self._config)
 
     def _synthesize(self, text: str, config: SynthesisConfig) -> Iterator[Int16Audio]:
         # "[[...]]" is Piper's raw-phoneme syntax: never take it from LLM text.
         text = text.replace("[[", "[ [").strip()
         if not text:
+            return
+        if self._streaming is not None:
+            gain = self.stream_gain * _MAX_INT16
+            for _, window in self._stream(text, config):
+                yield np.clip(window * gain, -_MAX_INT16, _MAX_INT16).astype(np.int16)
             return
         for chunk in self._voice.synthesize(text, syn_config=config):
             audio = np.ascontiguousarray(chunk.audio_int16_array, dtype=np.int16).reshape(-1)

@@ -46,6 +46,14 @@ class SpokenReply:
         self.phrases.append(SpokenPhrase(text, self.sent_ms, duration_ms))
         self.sent_ms += duration_ms
 
+    def extend(self, duration_ms: float) -> None:
+        """More audio of the last phrase (its synthesis streams)."""
+        if self.phrases:
+            last = self.phrases[-1]
+            longer = last.duration_ms + duration_ms
+            self.phrases[-1] = SpokenPhrase(last.text, last.start_ms, longer)
+        self.sent_ms += duration_ms
+
     def mark_sent(self) -> None:
         if self.first_sent_at is None:
             self.first_sent_at = time.monotonic()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import ctypes
 import logging
 from collections.abc import Callable
@@ -81,7 +82,7 @@ class Speaker:
     ) -> None:
         """Synthesize phrases as they arrive (None ends them) and stream their audio.
 
-        Always closes the stream it opened. Cancelling it stops at the next phrase; the
+        Always closes the stream it opened. Cancelling it stops at the next chunk of audio; the
         `output_audio.done` then says `cancelled`."""
         speech = self._speech()
         voice_rate = speech.synthesizer.sample_rate
@@ -95,7 +96,8 @@ class Speaker:
             spoken.mark_sent()
             self.current = spoken
 
-        async def send(pcm: np.ndarray, text: str | None) -> None:
+        async def send(pcm: np.ndarray, text: str | None, *, more: bool = False) -> None:
+            """`text`: a new phrase's first audio; `more`: more of the last phrase."""
             nonlocal started
             if not len(pcm):
                 return
@@ -105,6 +107,8 @@ class Speaker:
                 await out.emit(proto.OutputAudioStart(stream_id=spoken.stream_id, sample_rate=rate))
             if text is not None:
                 spoken.add(text, len(pcm) / rate * 1000)
+            elif more:
+                spoken.extend(len(pcm) / rate * 1000)
             else:  # the resampler's tail belongs to the last phrase
                 spoken.sent_ms += len(pcm) / rate * 1000
             for i in range(0, len(pcm), frame):
@@ -119,10 +123,15 @@ class Speaker:
                 if not started:
                     self._log.debug("first phrase of %s: %r", spoken.stream_id, text)
                 if text.strip():
-                    await send(
-                        resampler.process(await speech.synthesize(text, urgent=not started)),
-                        phrase,
-                    )
+                    # Sent chunk by chunk: a voice that streams its decoder yields a sentence
+                    # in pieces, the first long before the sentence is done.
+                    chunks = speech.synthesize_chunks(text, urgent=not started)
+                    added = False
+                    async with contextlib.aclosing(chunks):
+                        async for chunk in chunks:
+                            pcm = resampler.process(chunk)
+                            await send(pcm, None if added else phrase, more=added)
+                            added = added or len(pcm) > 0
             await send(resampler.flush(), None)
             status = "completed"
         except asyncio.CancelledError:

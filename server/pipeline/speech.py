@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
@@ -169,3 +169,33 @@ class SpeechRunner:
             return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
 
         return await asyncio.get_running_loop().run_in_executor(self._tts_pool, run)
+
+    async def synthesize_chunks(
+        self, text: str, *, urgent: bool = False, speed: float = 1.0
+    ) -> AsyncGenerator[Int16Audio]:
+        """The phrase's audio as the voice makes it: a chunk per sentence, or several per
+        sentence from a voice that streams its decoder ([tts] stream_decoder), each pulled on
+        the TTS thread. Close it (contextlib.aclosing) to stop the synthesis early; other
+        sessions' phrases may run between two chunks. `urgent` and `speed` as in synthesize."""
+        synthesizer = self.synthesizer
+        loop = asyncio.get_running_loop()
+
+        def start() -> Iterator[Int16Audio]:
+            if speed != 1.0 and isinstance(synthesizer, PacedSynthesizer):
+                return iter(synthesizer.synthesize_paced(text, speed))
+            return iter(synthesizer.synthesize(text))
+
+        def pull(chunks: Iterator[Int16Audio]) -> Int16Audio | None:
+            with self.priority.urgent() if urgent else contextlib.nullcontext():
+                return next(chunks, None)
+
+        chunks = await loop.run_in_executor(self._tts_pool, start)
+        try:
+            while (chunk := await loop.run_in_executor(self._tts_pool, pull, chunks)) is not None:
+                yield chunk
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                # After any pull still running on the one TTS thread; not awaited, so that a
+                # cancelled reply does not wait for it.
+                loop.run_in_executor(self._tts_pool, close)
