@@ -5,7 +5,8 @@ For each configuration, every answer is cut into phrases by chinwag's splitter (
 a Wyoming stream is), each phrase is synthesized on its own as the server does, and:
 
 - first audio: time from asking for the first phrase to its first chunk of audio (the voice
-  in this process, no network), median over answers and repetitions;
+  in this process, no network), median over answers and repetitions, and the process's CPU
+  time until then (onnxruntime's threads included; it moves less with the machine's load);
 - word error rate: the phrases' audio, joined, resampled to 16 kHz and transcribed by Whisper
   (tiny.en, beam 5) against the answer, over all answers and repetitions (VITS draws noise,
   so each repetition sounds a little different).
@@ -64,8 +65,39 @@ class Config:
     tts: TtsSettings
 
 
+UNITS = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+]
+TEENS = ["fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
+TENS = ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+
+
+def spelled(number: int) -> str:
+    """0 to 99 in words: Whisper writes "21" where the answer says "twenty one"."""
+    if number < 14:
+        return UNITS[number]
+    if number < 20:
+        return TEENS[number - 14]
+    tens, units = divmod(number, 10)
+    return TENS[tens - 2] + (f" {UNITS[units]}" if units else "")
+
+
 def words(text: str) -> str:
-    return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
+    text = re.sub(r"\b\d{1,2}\b", lambda m: spelled(int(m.group())), text.lower())
+    return " ".join(re.sub(r"[^\w\s']", " ", text).split())
 
 
 def phrases_of(tts: TtsSettings, text: str) -> list[str]:
@@ -73,17 +105,19 @@ def phrases_of(tts: TtsSettings, text: str) -> list[str]:
     return [*splitter.feed(text), *splitter.flush()]
 
 
-def speak(voice: PiperSynthesizer, phrases: list[str]) -> tuple[float, np.ndarray]:
-    """(seconds to the first chunk, all the audio)."""
-    began = time.perf_counter()
-    first: float | None = None
+def speak(voice: PiperSynthesizer, phrases: list[str]) -> tuple[float, float, np.ndarray]:
+    """(seconds to the first chunk, CPU seconds of this process until then, all the audio).
+    The CPU time (onnxruntime's threads included) moves less with the machine's load."""
+    began, cpu = time.perf_counter(), time.process_time()
+    first: tuple[float, float] | None = None
     chunks = []
     for phrase in phrases:
         for chunk in voice.synthesize(phrase):
-            first = first if first is not None else time.perf_counter() - began
+            if first is None:
+                first = (time.perf_counter() - began, time.process_time() - cpu)
             chunks.append(chunk)
     assert first is not None
-    return first, np.concatenate(chunks)
+    return *first, np.concatenate(chunks)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     whisper = WhisperTranscriber(settings.asr.model_path, beam_size=5)
     load_start = os.getloadavg()
     firsts: dict[str, list[float]] = {c.name: [] for c in configs}
+    first_cpus: dict[str, list[float]] = {c.name: [] for c in configs}
     heard: dict[str, list[str]] = {c.name: [] for c in configs}
     references: list[str] = []
     first_phrases: dict[str, list[str]] = {c.name: [] for c in configs}
@@ -120,21 +155,27 @@ def main(argv: list[str] | None = None) -> int:
                 if repeat == 0:
                     first_phrases[config.name].append(phrases[0])
                 voice = voices[config.stream_decoder]
-                first, pcm = speak(voice, phrases)
+                first, first_cpu, pcm = speak(voice, phrases)
                 firsts[config.name].append(first)
+                first_cpus[config.name].append(first_cpu)
                 audio = soxr.resample(pcm.astype(np.float32) / 32768, voice.sample_rate, 16000)
                 heard[config.name].append(words(whisper.transcribe(audio.astype(np.float32)).text))
     figures: dict[str, Any] = {}
-    print(f"{'configuration':18} {'first audio p50':>16} {'WER':>7}")
+    print(f"{'configuration':18} {'first audio p50':>16} {'its CPU time p50':>17} {'WER':>7}")
     for config in configs:
         error = jiwer.wer(references, heard[config.name])
         figures[config.name] = {
             "first_audio_ms": round(median(firsts[config.name]) * 1000, 1),
+            "first_audio_cpu_ms": round(median(first_cpus[config.name]) * 1000, 1),
             "wer": round(error, 4),
             "first_phrases": first_phrases[config.name],
             "heard": heard[config.name][: len(ANSWERS)],
         }
-        print(f"{config.name:18} {figures[config.name]['first_audio_ms']:>14.1f}ms {error:>7.1%}")
+        row = figures[config.name]
+        print(
+            f"{config.name:18} {row['first_audio_ms']:>14.1f}ms"
+            f" {row['first_audio_cpu_ms']:>15.1f}ms {error:>7.1%}"
+        )
     result = {
         "hardware": hardware(),
         "load_average_at_start": load_start,

@@ -15,6 +15,7 @@ from piper.config import PiperConfig, SynthesisConfig
 
 from server.engines.base import Int16Audio
 from server.engines.piper_stream import StreamingVits, split_vits
+from server.memory import release_memory
 
 log = logging.getLogger(__name__)
 _MAX_INT16 = 32767.0  # Piper's own int16 scale
@@ -63,12 +64,14 @@ class PiperSynthesizer:
         for path in (voice_path, config_path):
             if not path.is_file():
                 raise FileNotFoundError(f"Piper voice file not found: {path}")
-        self._voice = PiperVoice(
-            config=PiperConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8"))),
-            session=onnxruntime.InferenceSession(
-                str(voice_path), sess_options=_session_options(), providers=["CPUExecutionProvider"]
-            ),
-        )
+        self._voice_path = voice_path
+        config = PiperConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
+        split = split_vits(voice_path) if stream_decoder else None
+        if stream_decoder and split is None:
+            log.warning("%s: not a graph chinwag can split; sentences come whole", voice_path)
+        # The whole graph only when it speaks: a streamed voice's parts hold its weights already
+        # (about 100 MB less).
+        self._voice = PiperVoice(config=config, session=None if split else self._whole_graph())
         self.sample_rate: int = self._voice.config.sample_rate
         # None keeps the voice's own speed. Piper peak-normalises each sentence (its default).
         self._config = SynthesisConfig(length_scale=length_scale)
@@ -78,15 +81,20 @@ class PiperSynthesizer:
         # the loudest of a few calibration sentences (docs/performance.md).
         self._streaming: StreamingVits | None = None
         self.stream_gain = 1.0
-        if stream_decoder:
-            split = split_vits(voice_path)
-            if split is None:
-                log.warning("%s: not a graph chinwag can split; sentences come whole", voice_path)
-            else:
-                self._streaming = StreamingVits.load(
-                    split, _session_options(), self._voice.config.hop_length
-                )
-                self.stream_gain = self._calibrate_gain()
+        if split is not None:
+            self._streaming = StreamingVits.load(split, _session_options(), config.hop_length)
+            del split
+            # The graph was loaded, shape-inferred and copied to split it: about 60 MB of heap
+            # the process would keep otherwise.
+            release_memory()
+            self.stream_gain = self._calibrate_gain()
+
+    def _whole_graph(self) -> onnxruntime.InferenceSession:
+        return onnxruntime.InferenceSession(
+            str(self._voice_path),
+            sess_options=_session_options(),
+            providers=["CPUExecutionProvider"],
+        )
 
     @property
     def streams_decoder(self) -> bool:
@@ -107,8 +115,8 @@ class PiperSynthesizer:
         for text in GAIN_CALIBRATION:
             for phonemes in self._voice.phonemize(text):
                 prior = self._streaming.prior(self._voice.phonemes_to_ids(phonemes), scales)
-                for audio in self._streaming.windows(*prior):
-                    peak = max(peak, float(np.abs(audio).max(initial=0.0)))
+                audio = self._streaming.decode(self._streaming.latent(*prior))
+                peak = max(peak, float(np.abs(audio).max(initial=0.0)))
         return 1.0 / peak if peak > 1e-4 else 1.0
 
     def stream_float(
@@ -131,6 +139,8 @@ class PiperSynthesizer:
 
     def whole_float(self, text: str, *, noise: bool = True) -> list[npt.NDArray[np.float32]]:
         """Each sentence's float audio from the unsplit graph, not normalised (for tests)."""
+        if self._voice.session is None:
+            self._voice.session = self._whole_graph()
         config = (
             self._config
             if noise

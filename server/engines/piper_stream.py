@@ -22,7 +22,7 @@ waits for the front, a short flow and a short decode, not for the whole sentence
 
 from __future__ import annotations
 
-import logging
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +31,6 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 import onnxruntime  # type: ignore[import-untyped]
-
-log = logging.getLogger(__name__)
 
 Float32Array = npt.NDArray[np.float32]
 
@@ -219,7 +217,10 @@ class StreamingVits:
                 model, sess_options=options, providers=["CPUExecutionProvider"]
             )
 
-        return cls(session(split.front), session(split.flow), session(split.decoder), split, hop)
+        sessions = session(split.front), session(split.flow), session(split.decoder)
+        # The sessions hold the weights; the serialized parts need not stay (62 MB for joe).
+        names = dataclasses.replace(split, front=b"", flow=b"", decoder=b"")
+        return cls(*sessions, names, hop)
 
     def prior(
         self, phoneme_ids: list[int], scales: tuple[float, float, float]

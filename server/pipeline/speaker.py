@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import ctypes
 import logging
 from collections.abc import Callable
 from typing import Literal
@@ -13,6 +12,7 @@ from typing import Literal
 import numpy as np
 
 from server.audio.pcm import StreamResampler
+from server.memory import release_memory
 from server.pipeline.playback import SpokenReply
 from server.pipeline.speech import SpeechRunner
 from server.pipeline.text_split import speakable
@@ -24,23 +24,6 @@ RECENT_REPLIES = 8  # spoken replies a Realtime client may still truncate
 # After a stream this long, the memory its synthesis used goes back to the system: glibc keeps
 # freed memory in each thread's arena otherwise (about 60 MB after a 3,900-character `say`).
 TRIM_AFTER_MS = 10_000.0
-
-
-def _load_malloc_trim() -> Callable[[int], int] | None:
-    try:
-        trim: Callable[[int], int] = ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return None
-    return trim
-
-
-_malloc_trim = _load_malloc_trim()
-
-
-def release_memory() -> None:
-    """Return the C heap's free memory to the system (a few ms; off the event loop)."""
-    if _malloc_trim is not None:
-        _malloc_trim(0)
 
 
 class Speaker:

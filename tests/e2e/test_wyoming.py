@@ -35,9 +35,11 @@ from wyoming.tts import (
 from clients.talk import read_wav
 from server.app import App, Engines
 from server.audio.pcm import resample
+from server.engines.piper import PiperSynthesizer
 from server.prompts import PersonaLibrary
 from server.transports.wyoming import WyomingServer
 from tests.conftest import RunningServer, make_settings, start_server
+from tests.model_paths import piper_voice
 from tests.speech import Recording, recordings, to_16k_float, wer
 
 pytestmark = pytest.mark.models
@@ -82,6 +84,16 @@ async def stop(served: Served) -> None:
 @pytest.fixture(scope="module")
 async def wy(engines: Engines) -> AsyncIterator[Served]:
     served = await serve(engines)
+    yield served
+    await stop(served)
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["piper-whole", "stream-decoder"])
+async def wy_tts(engines: Engines, request: pytest.FixtureRequest) -> AsyncIterator[Served]:
+    """The server with Piper whole and with its decoder streamed ([tts] stream_decoder)."""
+    voice = await asyncio.to_thread(PiperSynthesizer, piper_voice(), stream_decoder=request.param)
+    assert voice.streams_decoder is request.param
+    served = await serve(dataclasses.replace(engines, synthesizer=voice))
     yield served
     await stop(served)
 
@@ -317,9 +329,9 @@ async def test_stt_with_chinwags_vad_answers_when_the_turn_ends(engines: Engines
 TTS_TEXT = "Glue the sheet to the dark blue background. It is easy to tell the depth of a well."
 
 
-async def test_tts_synthesize_gives_exactly_one_segment(wy: Served) -> None:
+async def test_tts_synthesize_gives_exactly_one_segment(wy_tts: Served) -> None:
     """tts.py async_get_tts_audio: synthesize, then read to the first audio-stop."""
-    async with wy.client() as client:
+    async with wy_tts.client() as client:
         began = time.perf_counter()
         voice = SynthesizeVoice(name="en_US-joe-medium")
         await client.write_event(Synthesize(text=TTS_TEXT, voice=voice).event())
@@ -330,15 +342,15 @@ async def test_tts_synthesize_gives_exactly_one_segment(wy: Served) -> None:
         # Nothing more: no second segment follows.
         with pytest.raises(TimeoutError):
             await read(client, timeout=0.5)
-    heard = transcribe_pcm(wy, segments[0].pcm, rate)
+    heard = transcribe_pcm(wy_tts, segments[0].pcm, rate)
     assert wer([TTS_TEXT], [heard]) <= 0.25, heard  # tiny.en hears Piper imperfectly
 
 
-async def test_tts_streaming_with_mid_word_chunks(wy: Served) -> None:
+async def test_tts_streaming_with_mid_word_chunks(wy_tts: Served) -> None:
     """tts.py async_stream_tts_audio: synthesize-start, synthesize-chunk* (cut anywhere),
     the whole text again as `synthesize`, synthesize-stop; read to synthesize-stopped."""
     pieces = [TTS_TEXT[i : i + 7] for i in range(0, len(TTS_TEXT), 7)]  # "The bir", "ch cano"
-    async with wy.client() as client:
+    async with wy_tts.client() as client:
         began = time.perf_counter()
         await client.write_event(SynthesizeStart().event())
         for piece in pieces:
@@ -350,10 +362,10 @@ async def test_tts_streaming_with_mid_word_chunks(wy: Served) -> None:
     assert len(segments) >= 2  # a segment per phrase, each as soon as it is ready
     rate, _, _ = one_format(segments)
     pcm = b"".join(s.pcm for s in segments)
-    heard = transcribe_pcm(wy, pcm, rate)
+    heard = transcribe_pcm(wy_tts, pcm, rate)
     assert wer([TTS_TEXT], [heard]) <= 0.25, heard  # tiny.en hears Piper imperfectly
     # No audio twice (the compatibility `synthesize` is not spoken): as long as one segment.
-    async with wy.client() as client:
+    async with wy_tts.client() as client:
         await client.write_event(Synthesize(text=TTS_TEXT).event())
         whole, _ = await read_segments(client, "audio-stop", time.perf_counter())
     assert 0.7 < len(pcm) / len(whole[0].pcm) < 1.3
