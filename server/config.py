@@ -231,7 +231,7 @@ class TtsSettings(_Remote):
     # Piper: send each sentence's audio in pieces as its decoder makes them (the voice graph
     # split at its latent at load), not once the whole sentence is synthesized; the same
     # audio, sooner (docs/performance.md, "Piper's audio below the sentence").
-    stream_decoder: bool = False
+    stream_decoder: bool = True
 
     @model_validator(mode="after")
     def _first_phrase_bounds(self) -> TtsSettings:
