@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import json
+import os
 import subprocess
 import time
 import wave
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -214,13 +217,36 @@ def table(title: str, summaries: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def _servers(server_log: Path | None, compare: str | None) -> Iterator[dict[str, int]]:
+    """One `chinwag serve`, or two when `compare` ("KEY=VALUE", an environment setting such
+    as CHINWAG_LLM__PREFILL_WHILE_SPEAKING=false) is given: the second runs with it."""
+    with contextlib.ExitStack() as stack:
+        ports = {"default": stack.enter_context(server_process(log_file=server_log))}
+        if compare is not None:
+            key, _, value = compare.partition("=")
+            before = os.environ.get(key)
+            os.environ[key] = value  # the server process inherits it at its start
+            try:
+                ports[compare] = stack.enter_context(server_process())
+            finally:
+                if before is None:
+                    del os.environ[key]
+                else:
+                    os.environ[key] = before
+        yield ports
+
+
 async def spoken(
     voices: Voices,
     limit: int | None,
     kinds: set[str],
     every: int,
     server_log: Path | None = None,
+    compare: str | None = None,
 ) -> list[dict[str, Any]]:
+    """Each item through the server; with `compare`, through both servers one after the
+    other (the order alternating), so that both meet the same load."""
     rows: list[dict[str, Any]] = []
     items = [
         item
@@ -228,15 +254,21 @@ async def spoken(
         if kind in kinds
         for item in [i for i in ITEMS if i.kind == kind][::every]
     ][:limit]
-    with server_process(log_file=server_log) as port:
+    with _servers(server_log, compare) as ports:
         for voice in voices.names:
-            for item in items:
+            for n, item in enumerate(items):
                 pcm, rate = await asyncio.to_thread(voices.say, voice, item.text)
-                row = await spoken_one(port, item, pcm, rate)
-                row["voice"] = voice
-                mark = "ok" if row["intent_ok"] else "XX"
-                print(f"{mark} {voice:14} {item.text!r} -> {row['got']} / {row['transcript']!r}")
-                rows.append(row)
+                order = list(ports.items()) if n % 2 == 0 else list(reversed(ports.items()))
+                for label, port in order:
+                    row = await spoken_one(port, item, pcm, rate)
+                    row["voice"] = voice
+                    row["server"] = label
+                    mark = "ok" if row["intent_ok"] else "XX"
+                    print(
+                        f"{mark} {label[:12]:12} {voice:14} {item.text!r} -> {row['got']} / "
+                        f"{row['transcript']!r} {row['first_audio_ms']} ms"
+                    )
+                    rows.append(row)
     return rows
 
 
@@ -373,6 +405,12 @@ def main() -> None:
         "--server-log", type=Path, help="spoken: the server's debug log (each step's time)"
     )
     parser.add_argument(
+        "--compare",
+        metavar="KEY=VALUE",
+        help="spoken: a second server with this environment setting, the items alternating "
+        "between the two (e.g. CHINWAG_LLM__PREFILL_WHILE_SPEAKING=false)",
+    )
+    parser.add_argument(
         "--hearing-ab",
         "--asr-prompt-ab",
         action="store_true",
@@ -402,18 +440,31 @@ def main() -> None:
     if not args.typed_only:
         voices = Voices(args.voices.split(","))
         rows = asyncio.run(
-            spoken(voices, args.limit, set(args.kinds.split(",")), args.every, args.server_log)
+            spoken(
+                voices,
+                args.limit,
+                set(args.kinds.split(",")),
+                args.every,
+                args.server_log,
+                args.compare,
+            )
         )
         results["spoken"] = {
             "voices": voices.names,
             "every": args.every,
-            "summary": summary(rows),
+            "summary": summary([r for r in rows if r["server"] == "default"]),
             "rows": rows,
         }
         for voice in voices.names:
-            mine = [r for r in rows if r["voice"] == voice]
+            mine = [r for r in rows if r["voice"] == voice and r["server"] == "default"]
             results["spoken"][f"summary_{voice}"] = summary(mine)
-        print(table("spoken, all voices (end of speech -> first audio, ms)", summary(rows)))
+        default = [r for r in rows if r["server"] == "default"]
+        print(table("spoken, all voices (end of speech -> first audio, ms)", summary(default)))
+        if args.compare:
+            other = [r for r in rows if r["server"] == args.compare]
+            results["spoken"]["compare"] = args.compare
+            results["spoken"]["summary_compare"] = summary(other)
+            print(table(f"the same, with {args.compare}", summary(other)))
     results["hardware_after"] = {"load_average": hardware()["load_average"]}
     out = BENCH_DIR / "results-intents.json"
     out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")

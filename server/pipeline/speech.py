@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,6 +32,13 @@ from server.pipeline.admission import WaitLimit
 from server.pipeline.priority import CpuPriority
 
 T = TypeVar("T")
+
+# Short phrases said again are not synthesized again: a home hears the same confirmations
+# ("Turned off the kitchen light") day after day, and a command's answer waits on its one
+# Piper call (docs/performance.md#the-intent-stage). Bounded: at most this many phrases
+# (about 100 KB each at 22 kHz), each at most this long.
+PHRASE_CACHE_ENTRIES = 64
+PHRASE_CACHE_MAX_CHARS = 80
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,8 @@ class SpeechRunner:
         self._partial_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr-partial")
         self._tts_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts")
         self._partial_jobs = 0
+        # (synthesizer, text, speed) -> audio; touched on the event loop only.
+        self._said: OrderedDict[tuple[int, str, float], Int16Audio] = OrderedDict()
 
     def close(self) -> None:
         pools = (self._vad_pool, self._wake_pool, self._asr_pool, self._partial_pool)
@@ -159,6 +169,10 @@ class SpeechRunner:
         `urgent`: the listener waits for it (a first phrase), so LLM tokens wait instead.
         `speed` other than 1 needs a PacedSynthesizer (see `paced`)."""
         synthesizer = self.synthesizer
+        key = (id(synthesizer), text, speed)
+        said = self._said_before(key)
+        if said is not None:
+            return said
 
         def run() -> Int16Audio:
             with self.priority.urgent() if urgent else contextlib.nullcontext():
@@ -168,7 +182,23 @@ class SpeechRunner:
                     chunks = list(synthesizer.synthesize(text))
             return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
 
-        return await asyncio.get_running_loop().run_in_executor(self._tts_pool, run)
+        audio = await asyncio.get_running_loop().run_in_executor(self._tts_pool, run)
+        return self._keep(key, audio)
+
+    def _said_before(self, key: tuple[int, str, float]) -> Int16Audio | None:
+        said = self._said.get(key)
+        if said is not None:
+            self._said.move_to_end(key)
+        return said
+
+    def _keep(self, key: tuple[int, str, float], audio: Int16Audio) -> Int16Audio:
+        """Remember a short phrase's audio (PHRASE_CACHE_*); returns it, read-only."""
+        if len(key[1]) <= PHRASE_CACHE_MAX_CHARS and len(audio):
+            audio.flags.writeable = False  # shared by every later use
+            self._said[key] = audio
+            while len(self._said) > PHRASE_CACHE_ENTRIES:
+                self._said.popitem(last=False)
+        return audio
 
     async def synthesize_chunks(
         self, text: str, *, urgent: bool = False, speed: float = 1.0
@@ -179,6 +209,11 @@ class SpeechRunner:
         sessions' phrases may run between two chunks. `urgent` and `speed` as in synthesize."""
         synthesizer = self.synthesizer
         loop = asyncio.get_running_loop()
+        key = (id(synthesizer), text, speed)
+        said = self._said_before(key)
+        if said is not None:
+            yield said
+            return
 
         def start() -> Iterator[Int16Audio]:
             if speed != 1.0 and isinstance(synthesizer, PacedSynthesizer):
@@ -190,9 +225,14 @@ class SpeechRunner:
                 return next(chunks, None)
 
         chunks = await loop.run_in_executor(self._tts_pool, start)
+        made: list[Int16Audio] = []
         try:
             while (chunk := await loop.run_in_executor(self._tts_pool, pull, chunks)) is not None:
+                if len(text) <= PHRASE_CACHE_MAX_CHARS:
+                    made.append(chunk)
                 yield chunk
+            if made:  # the whole phrase (not one closed early)
+                self._keep(key, np.concatenate(made))
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:

@@ -62,3 +62,41 @@ async def test_only_a_first_phrase_is_urgent() -> None:
         assert seen == [True, False]
     finally:
         runner.close()
+
+
+async def test_a_short_phrase_said_again_is_not_synthesized_again() -> None:
+    from server.pipeline import speech
+
+    synthesizer = FakeSynthesizer()
+    runner = SpeechRunner(FakeTranscriber(), synthesizer, FakeVad())
+    try:
+        first = await runner.synthesize("Turned off the kitchen light")
+        again = await runner.synthesize("Turned off the kitchen light")
+        assert synthesizer.texts == ["Turned off the kitchen light"]
+        assert np.array_equal(first, again) and len(again) > 0
+        assert not again.flags.writeable  # shared: nobody may change it
+        long = "x" * (speech.PHRASE_CACHE_MAX_CHARS + 1)
+        await runner.synthesize(long)
+        await runner.synthesize(long)
+        assert synthesizer.texts.count(long) == 2  # long phrases are not kept
+        for n in range(speech.PHRASE_CACHE_ENTRIES + 1):
+            await runner.synthesize(f"phrase {n}")
+        await runner.synthesize("Turned off the kitchen light")  # the oldest went first
+        assert synthesizer.texts.count("Turned off the kitchen light") == 2
+    finally:
+        runner.close()
+
+
+async def test_the_speakers_chunked_synthesis_keeps_short_phrases_too() -> None:
+    synthesizer = FakeSynthesizer()
+    runner = SpeechRunner(FakeTranscriber(), synthesizer, FakeVad())
+    try:
+        first = [c async for c in runner.synthesize_chunks("Turned on the heater")]
+        again = [c async for c in runner.synthesize_chunks("Turned on the heater")]
+        assert synthesizer.texts == ["Turned on the heater"]
+        assert np.array_equal(np.concatenate(first), np.concatenate(again))
+        # ... and the whole-phrase call finds it as well
+        assert np.array_equal(await runner.synthesize("Turned on the heater"), again[0])
+        assert synthesizer.texts == ["Turned on the heater"]
+    finally:
+        runner.close()
