@@ -47,7 +47,7 @@ _ASKS: tuple[tuple[AnswerType, re.Pattern[str]], ...] = (
     )),
     (AnswerType.PHONE, re.compile(r"\b(?:phone|telephone|contact)\s+number\b")),
     (AnswerType.PRICE, re.compile(
-        r"\bhow\s+much\b(?!\s+(?:time|longer|further|more\s+time))|\bcost(?:s|ing)?\b|"
+        r"\bhow\s+much\b(?!\s+(?:time|longer|further|more\s+time|notice))|\bcost(?:s|ing)?\b|"
         r"\bprices?\b|\bfees?\b|\bhow\s+expensive\b|\bwhat\s+(?:do|does)\s+\w+(?:\s+\w+)?\s+charge\b"
     )),
     (AnswerType.TEMPERATURE, re.compile(
@@ -56,6 +56,11 @@ _ASKS: tuple[tuple[AnswerType, re.Pattern[str]], ...] = (
     (AnswerType.DEPTH, re.compile(r"\bhow\s+deep\b|\bwhat\s+depth\b")),
     (AnswerType.WIDTH, re.compile(r"\bhow\s+wide\b|\bwhat\s+width\b")),
     (AnswerType.HEIGHT, re.compile(r"\bhow\s+(?:tall|high)\b|\bwhat\s+height\b")),
+    # "How far ahead do we book?" asks how long before, not how far away.
+    (AnswerType.DURATION, re.compile(
+        r"\bhow\s+(?:far|long)\s+(?:ahead|in\s+advance|beforehand|before)\b|"
+        r"\bhow\s+much\s+notice\b"
+    )),
     (AnswerType.DISTANCE, re.compile(r"\bhow\s+far\b")),
     (AnswerType.DURATION, re.compile(
         r"\bhow\s+long\b|\bfor\s+how\s+many\s+(?:days|weeks|hours|minutes|months)\b"
@@ -72,6 +77,8 @@ _NUMBER_WORDS = (
     r"forty|fifty|hundred|a\s+dozen|half|a\s+couple"
 )
 _NUMBER = rf"(?:\d|\b(?:{_NUMBER_WORDS})\b)"
+# Not "may": far more often "you may bring..." than the month.
+_MONTHS = r"january|february|march|april|june|july|august|september|october|november|december"
 _DAYS = r"monday|tuesday|wednesday|thursday|friday|saturday|sunday|weekdays?|weekends?"
 
 # What a fact must hold to answer a question of each type.
@@ -82,7 +89,8 @@ _HOLDS: dict[AnswerType, re.Pattern[str]] = {
     ),
     AnswerType.TIME: re.compile(
         r"\b\d{1,2}(?:[.:]\d{2})?\s?(?:am|pm|a\.m\.|p\.m\.)|\b\d{1,2}[.:]\d{2}\b|\b(?:noon|midday|"
-        rf"midnight|closed|open|{_DAYS}|morning|afternoon|evening|night|daily|24\s+hours)\b"
+        rf"midnight|closed|open|{_DAYS}|{_MONTHS}|morning|afternoon|evening|night|daily|"
+        r"24\s+hours)\b"
     ),
     AnswerType.DURATION: re.compile(
         rf"{_NUMBER}[\w\s-]{{0,12}}\b(?:seconds?|minutes?|mins?|hours?|hrs?|days?|weeks?|"

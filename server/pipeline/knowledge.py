@@ -67,6 +67,8 @@ STOPWORDS = frozenset(
     someone something anything somewhere anywhere also still yes really actually kind sort
     excuse sorry near nearby nearest around building place venue centre center leave
     ve ll re um uh er erm hmm mm wondering wonder wondered quick quickly question moment currently
+    don didn doesn isn aren wasn weren won wouldn couldn shouldn haven hasn hadn ain
+    thing things stuff bit lot lots even supposed round
     """.split()  # noqa: SIM905 (a list of 150 words reads better as text)
 )
 
@@ -106,7 +108,11 @@ SYNONYM_GROUPS: tuple[tuple[str, ...], ...] = (
     ("reserve", "reservation", "hire", "rent", "rental"),
     ("atm", "cashpoint", "cashmachine"),
     ("price", "prices", "cost", "costs", "fee", "fees", "charge", "charges", "expensive",
-     "cheap"),
+     "cheap", "pay", "paying", "free"),
+    ("photo", "photos", "photograph", "photographs", "photography", "picture", "pictures",
+     "pic", "pics", "camera", "cameras", "film", "filming", "video", "videos", "selfie"),
+    ("bus", "buses", "train", "trains", "station", "tram", "trams", "taxi", "taxis",
+     "transport"),
     ("first", "aid", "injury", "injured", "hurt", "medical"),
     ("room", "rooms", "hall", "studio"),
     ("child", "children", "kid", "kids"),
@@ -137,6 +143,15 @@ _JOINS = (
     (re.compile(r"\be[\s-]?mail\b"), "email"),
     (re.compile(r"\be-(book|reader|magazine)"), r"e\1"),
     (re.compile(r"\bcash[\s-]?(?:machine|point)s?\b"), "cashpoint"),
+    # Spoken phrasings of a venue's everyday topics, said in the facts' words: closing time,
+    # entry, an entrance, a stop (general English, not any one venue's).
+    (re.compile(r"\b(?:kick|throw|chuck|turf)(?:s|ing|ed)?\s+(?:\w+\s+){0,2}?out\b"), "close"),
+    (re.compile(r"\blet\s+(?:me|us|them|people|anyone|you)\s+in\b"), "entry"),
+    (re.compile(r"\bway\s+in(?!to)\b"), "entrance"),
+    (re.compile(r"\bway\s+out\b"), "exit"),
+    (re.compile(r"\b(?:come|comes|go|goes)\s+(?:past|by)\b"), "stop"),
+    # "Charge my phone" is not a price.
+    (re.compile(r"\bcharg(?:e|ing)(?=\s+(?:my|your|our|his|her|the|a|an)\b)"), "recharge"),
 )
 _DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _DAY_RANGE = re.compile(
@@ -249,6 +264,7 @@ class Hit:
     score: float  # BM25
     coverage: float  # share of the question's content terms (or synonyms) in the passage
     similarity: float = 0.0  # best cosine of the question and one of its units (embeddings)
+    title: float = 0.0  # share of the question's counted terms its title names (or synonyms)
 
 
 @dataclass(frozen=True)
@@ -299,6 +315,7 @@ ANSWER_THRESHOLD = 0.51
 # any of 0.1-0.3 and 0.05-0.1 ranks the same passages first on all three.
 RANK_COVERAGE = 0.2
 RANK_BM25 = 0.05
+RANK_TITLE = 0.1
 
 
 def answer_score(hit: Hit, min_coverage: float) -> float:
@@ -308,7 +325,7 @@ def answer_score(hit: Hit, min_coverage: float) -> float:
 
 def fused_score(hit: Hit, best_bm25: float) -> float:
     bm25 = hit.score / best_bm25 if best_bm25 > 0 else 0.0
-    return hit.similarity + RANK_COVERAGE * hit.coverage + RANK_BM25 * bm25
+    return hit.similarity + RANK_COVERAGE * hit.coverage + RANK_BM25 * bm25 + RANK_TITLE * hit.title
 
 
 @dataclass(frozen=True)
@@ -335,6 +352,7 @@ class KnowledgeBase:
     encoder: SentenceEncoder | None = field(default=None, repr=False)
     _index: Any = field(init=False, repr=False)
     _terms: list[frozenset[str]] = field(init=False, repr=False)
+    _titles: list[frozenset[str]] = field(init=False, repr=False)
     _vectors: list[_PassageVectors] = field(init=False, repr=False)
     _prepared: threading.Lock = field(init=False, repr=False)
     vocabulary: frozenset[str] = field(init=False, repr=False)
@@ -345,6 +363,9 @@ class KnowledgeBase:
             raise KnowledgeFileError(f"{self.source or self.name}: no passages")
         corpus = [_passage_terms(p) for p in self.passages]
         self._terms = [frozenset(t) for t in corpus]
+        self._titles = [
+            frozenset(terms(p.title)) if p.kind == "fact" else frozenset() for p in self.passages
+        ]
         self.vocabulary = frozenset().union(*self._terms)
         self._index = bm25s.BM25()
         # An empty passage would break the index; it still gets a placeholder term.
@@ -394,10 +415,11 @@ class KnowledgeBase:
                 # An everyday verb names no topic: not a miss.
                 counted = [t for t in unique if t in matched or t not in generic]
                 coverage = len(matched) / len(counted)
+                titled = sum(1 for t in counted if expand(t) & self._titles[i]) / len(counted)
                 similarity = 0.0
                 if sentence is not None:
                     similarity = float((self._vectors[i].sentences @ sentence).max())
-                hits.append(Hit(self.passages[i], float(score), coverage, similarity))
+                hits.append(Hit(self.passages[i], float(score), coverage, similarity, titled))
             if sentence is not None:
                 top = max((h.score for h in hits), default=0.0)
                 hits.sort(key=lambda h: -fused_score(h, top))

@@ -116,3 +116,50 @@ def test_a_question_for_a_value_the_facts_do_not_state_is_unknown(
     ):
         plan = plan_reply("p", question, knowledge, settings)
         assert plan.route == "fact" and fact in (plan.answer or ""), question
+
+
+MILLHOUSE = """# Millhouse Museum
+## Opening hours
+- Monday: closed.
+- Tuesday to Friday: 10 am to 5 pm.
+- Saturday: 10 am to 5.30 pm.
+- Sunday: 11 am to 4 pm.
+## Admission
+- Entry to the galleries is free.
+- Exhibition ticket: £6.
+## Groups and schools
+- School visits must be booked at least three weeks ahead.
+- School groups eat packed lunches in the Learning Room.
+## Café
+- The café is on the ground floor and serves soup, sandwiches and lunches.
+## Getting here
+- Buses 14 and 31 stop outside the main entrance.
+## Contact
+- Ask at the welcome desk or ring 01632 960 222.
+"""
+
+
+def test_casual_spoken_questions_are_answered_from_the_facts(
+    encoder: SentenceEncoder, tmp_path: Path
+) -> None:
+    # Questions in everyday spoken words that share few words with the file: a phrase frame
+    # ("kick everyone out" is closing time), an everyday synonym ("pay" asks for a price), a
+    # section title naming the topic (lunch in the café, not the schools' packed lunches), and
+    # "how far ahead" asking for a duration, not a distance.
+    venue = tmp_path / "millhouse.md"
+    venue.write_text(MILLHOUSE, encoding="utf-8")
+    knowledge = load_knowledge(venue, encoder=encoder)
+    settings = KnowledgeSettings()
+    for question, fact in (
+        ("What time do you kick everyone out on a Saturday?", "5.30 pm"),
+        ("Sorry, do I have to pay anything just to look round?", "free"),
+        ("Can we grab a bit of lunch somewhere in here?", "café"),
+        ("Which buses come past you, then?", "14 and 31"),
+        ("We're a primary school, how far ahead do we need to get our visit booked?",
+         "three weeks"),
+    ):  # fmt: skip
+        plan = plan_reply("p", question, knowledge, settings)
+        assert plan.route == "fact" and fact in (plan.answer or ""), (question, plan.answer)
+    for trap in ("Is there a cloakroom?", "How much does it cost to hire the Learning Room?"):
+        plan = plan_reply("p", trap, knowledge, settings)
+        assert plan.route == "unknown" and "01632 960 222" in (plan.answer or ""), trap

@@ -36,6 +36,11 @@ from server.prompts import KnowledgeSettings
         ("Can I drop my books back when you're closed?", None),
         ("Which floor is the gym on?", None),
         ("How much time do I need for a swim?", None),
+        # How far ahead, how much notice: how long before, not a distance or a price.
+        ("How far ahead do we need to book our visit?", AnswerType.DURATION),
+        ("How far in advance should schools book?", AnswerType.DURATION),
+        ("How much notice do you need for a party?", AnswerType.DURATION),
+        ("When does the exhibition finish?", AnswerType.TIME),
     ],
 )
 def test_the_kind_of_value_a_question_asks_for(question: str, kind: AnswerType | None) -> None:
@@ -51,6 +56,9 @@ def test_the_kind_of_value_a_question_asks_for(question: str, kind: AnswerType |
         (AnswerType.PRICE, "The Riverside Room can be hired by the hour.", False),
         (AnswerType.TIME, "Monday to Friday: 6.30 am to 10 pm.", True),
         (AnswerType.TIME, "Studio 1: fitness classes, first floor.", False),
+        # A date answers "when" too; "may" is the verb far more often than the month.
+        (AnswerType.TIME, "It runs from 3 October to 28 February.", True),
+        (AnswerType.TIME, "You may bring a guest.", False),
         (AnswerType.DURATION, "Lost property is kept for 30 days.", True),
         (AnswerType.DURATION, "Main pool: 25 metres long.", True),
         (AnswerType.DURATION, "Lost property is kept at reception.", False),

@@ -10,10 +10,13 @@ from server import PROMPTS_DIR
 from server.pipeline.grounding import CORRECTION, plan_reply
 from server.pipeline.honesty import claims_action, is_command
 from server.pipeline.knowledge import (
+    KnowledgeBase,
     KnowledgeFileError,
+    Passage,
     extract_answer,
     load_knowledge,
     parse_markdown,
+    words,
 )
 from server.prompts import KnowledgeSettings, PersonaFileError, load_persona_file
 
@@ -193,3 +196,37 @@ def test_the_receptionist_persona_has_the_example_venue() -> None:
     assert persona.knowledge is not None
     assert persona.knowledge.name == "Riverside Community Centre"
     assert persona.knowledge_settings.answer == "extract"
+
+
+@pytest.mark.parametrize(
+    ("question", "said"),
+    [
+        # Spoken phrasings said in the facts' words (general English, not one venue's).
+        ("What time do you kick everyone out on a Saturday?", ["time", "close", "saturday"]),
+        ("Will you still let me in?", ["entry"]),
+        ("Can I charge my phone?", ["recharge", "phone"]),
+        ("Is there a way in without steps?", ["entrance", "without", "steps"]),
+        ("Which buses come past you?", ["buses", "stop"]),
+        # What is left of "won't", "don't", "didn't" names no topic; nor do fillers.
+        (
+            "My knees won't do stairs, I don't know, I didn't bring stuff",
+            ["knees", "stairs", "bring"],
+        ),
+    ],
+)
+def test_spoken_phrasings_become_the_facts_words(question: str, said: list[str]) -> None:
+    assert words(question) == said
+
+
+@pytest.mark.parametrize(
+    ("question", "fact"),
+    [
+        ("Do I have to pay anything?", "Entry is free."),
+        ("Can I take pics?", "Photography is allowed."),
+        ("Is there a train nearby?", "The station is a 10-minute walk."),
+    ],
+)
+def test_everyday_synonyms_match(question: str, fact: str) -> None:
+    base = KnowledgeBase("v", [Passage("Info", fact), Passage("Other", "Nothing here.")])
+    best = base.search(question).best
+    assert best is not None and best.passage.text == fact and best.coverage == 1.0

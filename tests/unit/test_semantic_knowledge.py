@@ -29,6 +29,7 @@ from server.prompts import KnowledgeSettings
 # Words of one meaning share a vector, as close paraphrases do in a real encoder.
 MEANINGS = {
     "video": "film",
+    "record": "film",
     "filming": "film",
     "photos": "film",
     "daughter": "child",
@@ -82,9 +83,9 @@ def _venue(encoder: object | None) -> KnowledgeBase:
 
 
 def test_a_word_of_the_same_meaning_covers_the_question() -> None:
-    question = "Am I allowed to video the pool?"
+    question = "Am I allowed to record the pool?"
     plain = plan_reply("p", question, _venue(None), KnowledgeSettings())
-    assert plain.route == "unknown"  # "video" is not among the facts' words
+    assert plain.route == "unknown"  # "record" is not among the facts' words
     meaning = plan_reply("p", question, _venue(FakeEncoder()), KnowledgeSettings())
     assert meaning.route == "fact"
     assert meaning.answer == "No photos or filming in the pool hall."
@@ -244,3 +245,19 @@ def test_a_turn_that_says_more_than_its_question_is_searched_by_its_question_too
     assert plan.route == "fact" and plan.answer is not None
     # One sentence: searched once, as it is.
     assert venue.search_turn("Is there a pool?", 0.6).question_terms == ("pool",)
+
+
+def test_a_passage_whose_title_names_the_topic_ranks_first() -> None:
+    # Both sections hold "lunch"; the question's word names only the café's title (its
+    # synonym group), which tips the ranking when the lines read alike.
+    venue = KnowledgeBase(
+        "Museum",
+        [
+            Passage("Groups and schools", "School groups eat packed lunches upstairs."),
+            Passage("Café", "The café serves soup and lunches."),
+        ],
+        encoder=FakeEncoder(),  # type: ignore[arg-type]
+    )
+    search = venue.search("Can we get lunch here?")
+    assert [h.passage.title for h in search.hits][:1] == ["Café"]
+    assert search.hits[0].title > 0 and search.hits[1].title == 0
