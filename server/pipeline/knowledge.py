@@ -81,6 +81,8 @@ GENERIC_WORDS = frozenset(
     grab bring brought lock take took taken keep kept give gave given put use used make made come
     came see saw look looking try stay hang pick drop back bit able allowed mind fine good
     best quick easy usually normally exactly long often every also again else ever
+    people person mum mom mother dad father parent parents brother sister son daughter wife
+    husband partner gran granny grandma nan grandad grandpa grandparents friend friends
     """.split()  # noqa: SIM905
 )
 
@@ -150,6 +152,10 @@ _JOINS = (
     (re.compile(r"\bway\s+in(?!to)\b"), "entrance"),
     (re.compile(r"\bway\s+out\b"), "exit"),
     (re.compile(r"\b(?:come|comes|go|goes)\s+(?:past|by)\b"), "stop"),
+    (
+        re.compile(r"\b(?:left|leave|leaves|leaving|forgot|forgotten)\s+(?:\w+\s+){0,3}?behind\b"),
+        "lost",
+    ),
     # "Charge my phone" is not a price.
     (re.compile(r"\bcharg(?:e|ing)(?=\s+(?:my|your|our|his|her|the|a|an)\b)"), "recharge"),
 )
@@ -159,6 +165,12 @@ _DAY_RANGE = re.compile(
 )
 # A price in the facts ("£15 an hour", "10p a page") answers "how much does it cost".
 _PRICE = re.compile(r"[£$€]\s?\d|\b\d+(?:\.\d+)?\s?p\b")
+# A street address or a postcode in the facts answers "what's your address?" without the word.
+_ADDRESS = re.compile(
+    r"\b\d+[a-z]?\s+(?:[A-Z][\w']+\s+){1,3}(?:Street|St|Road|Rd|Lane|Avenue|Ave|Way|Square|"
+    r"Place|Row|Hill|Quay|Close|Drive|Terrace|Walk|Yard|Gardens|Parade|Crescent|Green)\b|"
+    r"\b[A-Z]{1,2}\d[A-Z\d]?\s\d[A-Z]{2}\b"
+)
 
 
 @lru_cache(maxsize=1)
@@ -194,7 +206,7 @@ def _singular(stem: str) -> str:
 
 def fact_terms(text: str) -> list[str]:
     """A fact's terms, with what it says without naming it: the days inside a range ("Monday
-    to Friday" holds Thursday) and "price" when it states one."""
+    to Friday" holds Thursday), "price" when it states one, "address" when it gives one."""
     found = terms(text)
     folded = _fold(text)
     for first, last in _DAY_RANGE.findall(folded):
@@ -203,6 +215,8 @@ def fact_terms(text: str) -> list[str]:
         found.extend(terms(" ".join(span)))
     if _PRICE.search(folded):
         found.extend(terms("price"))
+    if _ADDRESS.search(text):
+        found.extend(terms("address"))
     return found
 
 

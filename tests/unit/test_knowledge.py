@@ -205,6 +205,7 @@ def test_the_receptionist_persona_has_the_example_venue() -> None:
         ("What time do you kick everyone out on a Saturday?", ["time", "close", "saturday"]),
         ("Will you still let me in?", ["entry"]),
         ("Can I charge my phone?", ["recharge", "phone"]),
+        ("How long do you keep stuff people leave behind?", ["long", "keep", "people", "lost"]),
         ("Is there a way in without steps?", ["entrance", "without", "steps"]),
         ("Which buses come past you?", ["buses", "stop"]),
         # What is left of "won't", "don't", "didn't" names no topic; nor do fillers.
@@ -230,3 +231,23 @@ def test_everyday_synonyms_match(question: str, fact: str) -> None:
     base = KnowledgeBase("v", [Passage("Info", fact), Passage("Other", "Nothing here.")])
     best = base.search(question).best
     assert best is not None and best.passage.text == fact and best.coverage == 1.0
+
+
+def test_a_relative_mentioned_in_passing_is_not_a_missing_topic() -> None:
+    # "My dad", "my daughter": who is asking, not what about; like an everyday verb, such a
+    # word counts only when the facts hold it.
+    base = KnowledgeBase("v", [Passage("Lift", "The lift is next to the shop.")])
+    best = base.search("Where is the lift for my dad?").best
+    assert best is not None and best.coverage == 1.0
+
+
+def test_a_street_address_answers_what_is_your_address() -> None:
+    base = KnowledgeBase(
+        "v",
+        [
+            Passage("How to find us", "We are at 14 Mill Lane, Kestonbury, KB4 2RT."),
+            Passage("Contact", "Ring 01632 960 000."),
+        ],
+    )
+    best = base.search("What's your address?").best
+    assert best is not None and best.passage.title == "How to find us" and best.coverage == 1.0
