@@ -237,5 +237,6 @@ class SpeechRunner:
             close = getattr(chunks, "close", None)
             if close is not None:
                 # After any pull still running on the one TTS thread; not awaited, so that a
-                # cancelled reply does not wait for it.
-                loop.run_in_executor(self._tts_pool, close)
+                # cancelled reply does not wait for it. (A pool shut down runs nothing more.)
+                with contextlib.suppress(RuntimeError):
+                    loop.run_in_executor(self._tts_pool, close)

@@ -41,3 +41,20 @@ def test_stop_freezes_the_estimate() -> None:
     assert reply.played_ms(now=5.0) == 1000.0
     assert reply.heard(now=5.0) == "One two"
     assert not reply.still_playing(now=0.5)  # the client was told to drop the rest
+
+
+def test_a_phrase_sent_in_pieces_spans_all_of_them() -> None:
+    """A streamed phrase (Piper's decoder in windows): its first piece adds it, the next ones
+    lengthen it, so what was heard counts its words over all of its audio."""
+    reply = SpokenReply("s")
+    reply.add("one two three four", 250.0)
+    reply.extend(750.0)
+    reply.add("five six", 400.0)
+    reply.extend(100.0)
+    assert reply.phrases == [
+        SpokenPhrase("one two three four", 0.0, 1000.0),
+        SpokenPhrase("five six", 1000.0, 500.0),
+    ]
+    assert reply.sent_ms == 1500.0
+    assert heard_text(reply.phrases, 500.0) == "one two"
+    assert heard_text(reply.phrases, 1250.0) == "one two three four five"

@@ -87,6 +87,41 @@ async def test_a_short_phrase_said_again_is_not_synthesized_again() -> None:
         runner.close()
 
 
+class Pieces(FakeSynthesizer):
+    """A voice that yields a phrase in pieces (as Piper with stream_decoder), noting each
+    piece made, whether it was urgent, and whether its generator was closed."""
+
+    def __init__(self, priority: CpuPriority, pieces: int) -> None:
+        super().__init__()
+        self.priority = priority
+        self.pieces = pieces
+        self.made: list[bool] = []
+        self.closed = threading.Event()
+
+    def synthesize(self, text: str):  # type: ignore[no-untyped-def]
+        try:
+            for i in range(self.pieces):
+                self.made.append(self.priority.busy)
+                yield np.full(100, i, dtype=np.int16)
+        finally:
+            self.closed.set()
+
+
+async def test_a_phrase_comes_chunk_by_chunk_each_urgent_if_asked() -> None:
+    priority = CpuPriority()
+    voice = Pieces(priority, pieces=4)
+    runner = SpeechRunner(FakeTranscriber(), voice, FakeVad(), priority=priority)
+    try:
+        chunks = [c async for c in runner.synthesize_chunks("First words", urgent=True)]
+        assert [int(c[0]) for c in chunks] == [0, 1, 2, 3]
+        assert voice.made == [True] * 4 and voice.closed.wait(5)
+        voice.made.clear()
+        assert len([c async for c in runner.synthesize_chunks("and the rest.")]) == 4
+        assert voice.made == [False] * 4
+    finally:
+        runner.close()
+
+
 async def test_the_speakers_chunked_synthesis_keeps_short_phrases_too() -> None:
     synthesizer = FakeSynthesizer()
     runner = SpeechRunner(FakeTranscriber(), synthesizer, FakeVad())
@@ -98,5 +133,19 @@ async def test_the_speakers_chunked_synthesis_keeps_short_phrases_too() -> None:
         # ... and the whole-phrase call finds it as well
         assert np.array_equal(await runner.synthesize("Turned on the heater"), again[0])
         assert synthesizer.texts == ["Turned on the heater"]
+    finally:
+        runner.close()
+
+
+async def test_closing_the_chunks_early_stops_the_synthesis() -> None:
+    voice = Pieces(CpuPriority(), pieces=1000)
+    runner = SpeechRunner(FakeTranscriber(), voice, FakeVad())
+    try:
+        chunks = runner.synthesize_chunks("A long phrase")
+        async for _ in chunks:
+            break
+        await chunks.aclose()
+        assert await asyncio.to_thread(voice.closed.wait, 5)
+        assert len(voice.made) < 1000  # the rest was never made
     finally:
         runner.close()
