@@ -81,9 +81,10 @@ bench: setup
 	$(BIN)/python -m bench.pause_cuts
 
 # The Wyoming server against wyoming-faster-whisper and wyoming-piper on the same model files
-# (docs/performance.md, docs/home-assistant.md); writes bench/results-wyoming.json.
+# (docs/performance.md, docs/home-assistant.md), with a second chinwag speaking Piper whole
+# beside the default streamed decoder; writes bench/results-wyoming.json.
 bench-wyoming: setup
-	$(BIN)/python -m bench.wyoming_latency
+	$(BIN)/python -m bench.wyoming_latency --compare CHINWAG_TTS__STREAM_DECODER=false
 
 # A Wyoming satellite driven by chinwag vs a native WebSocket client on one server, alternated
 # (docs/satellites.md); writes bench/results-satellites.json.
