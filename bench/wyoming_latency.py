@@ -349,12 +349,16 @@ def main(argv: list[str] | None = None) -> int:
         "--download-dir", str(voice.parent),
     ]  # fmt: skip
     with contextlib.ExitStack() as stack:
-        stack.enter_context(server_process("--wyoming", f"tcp://127.0.0.1:{chinwag_port}"))
+        # Every request synthesized, as the peer does: the texts repeat each round, and
+        # chinwag would say short phrases again from memory.
+        no_cache = {"CHINWAG_TTS__PHRASE_CACHE_ENTRIES": "0"}
+        uri = f"tcp://127.0.0.1:{chinwag_port}"
+        stack.enter_context(server_process("--wyoming", uri, env=no_cache))
         variants: dict[str, int] = {}
         for label, env in variant_envs.items():
             variants[label] = free_port()
             uri = f"tcp://127.0.0.1:{variants[label]}"
-            stack.enter_context(server_process("--wyoming", uri, env=env))
+            stack.enter_context(server_process("--wyoming", uri, env={**no_cache, **env}))
         fw_port = stack.enter_context(peer_process(fw, free_port()))
         piper_port = stack.enter_context(peer_process(piper, free_port()))
         ports = {"chinwag": chinwag_port, "faster-whisper": fw_port, "piper": piper_port}

@@ -70,6 +70,7 @@ class App:
             engines.vad,
             priority=priority,
             max_wait_s=max_wait_s,
+            phrase_cache_entries=self.settings.tts.phrase_cache_entries,
         )
         # Loaded (and cached) by load_engines on its worker thread; here it is looked up.
         self.intents = load_recognizer(self.settings.intents)

@@ -232,6 +232,9 @@ class TtsSettings(_Remote):
     # split at its latent at load), not once the whole sentence is synthesized; the same
     # audio, sooner (docs/performance.md, "Piper's audio below the sentence").
     stream_decoder: bool = True
+    # Short phrases said again come from memory (server/pipeline/speech.py); 0 turns it off,
+    # e.g. for benchmarks that repeat their texts (bench/wyoming_latency.py).
+    phrase_cache_entries: int = Field(64, ge=0, le=1024)
 
     @model_validator(mode="after")
     def _first_phrase_bounds(self) -> TtsSettings:

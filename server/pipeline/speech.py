@@ -61,8 +61,10 @@ class SpeechRunner:
         *,
         priority: CpuPriority | None = None,
         max_wait_s: float = 0.0,
+        phrase_cache_entries: int = PHRASE_CACHE_ENTRIES,
     ) -> None:
         self.transcriber = transcriber
+        self._cache_entries = phrase_cache_entries  # 0: every phrase is synthesized
         self.limit = WaitLimit(max_wait_s)
         self._turn_jobs = 0  # turn transcriptions submitted and not finished
         self.priority = priority or CpuPriority(enabled=False)
@@ -193,10 +195,10 @@ class SpeechRunner:
 
     def _keep(self, key: tuple[int, str, float], audio: Int16Audio) -> Int16Audio:
         """Remember a short phrase's audio (PHRASE_CACHE_*); returns it, read-only."""
-        if len(key[1]) <= PHRASE_CACHE_MAX_CHARS and len(audio):
+        if self._cache_entries and len(key[1]) <= PHRASE_CACHE_MAX_CHARS and len(audio):
             audio.flags.writeable = False  # shared by every later use
             self._said[key] = audio
-            while len(self._said) > PHRASE_CACHE_ENTRIES:
+            while len(self._said) > self._cache_entries:
                 self._said.popitem(last=False)
         return audio
 

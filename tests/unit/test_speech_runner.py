@@ -149,3 +149,15 @@ async def test_closing_the_chunks_early_stops_the_synthesis() -> None:
         assert len(voice.made) < 1000  # the rest was never made
     finally:
         runner.close()
+
+
+async def test_no_phrase_cache_synthesizes_every_time() -> None:
+    """[tts] phrase_cache_entries = 0 (the Wyoming benchmark, which repeats its texts)."""
+    synthesizer = FakeSynthesizer()
+    runner = SpeechRunner(FakeTranscriber(), synthesizer, FakeVad(), phrase_cache_entries=0)
+    try:
+        await runner.synthesize("Turned on the heater")
+        _ = [c async for c in runner.synthesize_chunks("Turned on the heater")]
+        assert synthesizer.texts == ["Turned on the heater"] * 2
+    finally:
+        runner.close()
