@@ -11,7 +11,7 @@ settings, once; every pause it reports is transcribed with the real Whisper (the
 settings: short window, one thread), as the speculative turn would be, and scored by the
 end-of-turn model when one is given, and by the chat model (`--chat-model`: the probability
 that the words end a sentence, `LlamaCppChatModel.sentence_end_probability`, with the
-default persona's system prompt, as `[vad] sentence_end_model` asks it). A rule maps a pause
+default persona's system prompt; measured, not kept). A rule maps a pause
 to the silence that ends the turn there; the turn is cut when a pause inside the sentence
 lasts (as the VAD counts it) at least that long. The same analysis on the voice benchmark's
 set gives, per rule, the time from the end of speech to the end of the turn (no server
@@ -241,7 +241,8 @@ class Analyser:
 class SentenceEnd:
     """The chat model's probability that a transcript's words end a sentence, with the
     default persona's system prompt and no history (a conversation's first turn), on a cold
-    KV cache but for the system prompt: the server's case without prefill, the dearer one."""
+    KV cache but for the system prompt (as at a pause without prefill while speaking, the
+    dearer case)."""
 
     def __init__(self, settings: Settings) -> None:
         from server.engines.llama_cpp import LlamaCppChatModel
@@ -337,9 +338,9 @@ def both_rule(both_ms: int, text_ms: int = 350, threshold: float = 0.5) -> Rule:
 
 
 def sentence_end_rule(both_ms: int, threshold: float, text_ms: int = 350) -> Rule:
-    """`[vad] sentence_end_model`: shorter when the transcript reads as complete and the chat
-    model's probability that the words end a sentence reaches the threshold
-    (server/pipeline/endpointing.py decides it the same way)."""
+    """Shorter when the transcript reads as complete and the chat model's probability that
+    the words end a sentence reaches the threshold (measured, not kept: docs/performance.md;
+    it was wired into the server as `[vad] sentence_end_model` in commit 78b67c1)."""
 
     def rule(p: Pause) -> int:
         if not looks_complete(p.transcript):

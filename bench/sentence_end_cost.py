@@ -1,9 +1,10 @@
 """What asking the chat model whether the words end a sentence costs at a pause.
 
-`[vad] sentence_end_model` evaluates the transcript into the KV cache and reads the next
-token's distribution (`LlamaCppChatModel.sentence_end_probability`); the speculative reply
-that follows reuses those tokens. So the cost that matters is the difference it makes to the
-reply, measured side by side, alternating, for each sentence:
+The rule measured in bench/pause_cuts.py --chat-model (not kept; it was the server's `[vad]
+sentence_end_model` in commit 78b67c1) evaluates the transcript into the KV cache and reads
+the next token's distribution (`LlamaCppChatModel.sentence_end_probability`); the
+speculative reply that follows reuses those tokens. So the cost that matters is the
+difference it makes to the reply, measured side by side, alternating, for each sentence:
 
 - reply: the system prompt cached, the reply's first token (what happens without it);
 - ask + reply: the sentence-end probability, then the reply's first token;
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import BENCH_DIR, hardware, median, percentile
-from bench.pause_cuts import HELD_OUT_SENTENCES, PAUSE_SENTENCES
+from bench.pause_cuts import PAUSE_SENTENCES
 from bench.voice_set import SENTENCES
 from server.config import load_settings
 from server.engines.base import ChatMessage
@@ -36,14 +37,14 @@ FIRST_TOKEN = GenerationSettings(max_tokens=1, temperature=0.0)
 
 
 def texts() -> list[str]:
-    whole = [f"{a} {b}" for a, b in PAUSE_SENTENCES + HELD_OUT_SENTENCES]
+    whole = [f"{a} {b}" for a, b in PAUSE_SENTENCES]
     return [text for _, text in SENTENCES] + whole
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results-sentence-end-cost.json")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
     settings = load_settings(environ={})
     llm = settings.llm
@@ -76,8 +77,9 @@ def main() -> None:
     wall: dict[str, list[float]] = {f"{w} {c}": [] for c in ("cold", "prefilled") for w in ways}
     cpu: dict[str, list[float]] = {key: [] for key in wall}
     began_all = time.perf_counter()
-    for _ in range(args.rounds):
-        for text in texts():
+    for round_number in range(args.rounds):
+        for n, text in enumerate(texts()):
+            print(f"round {round_number + 1}: {n}/{len(texts())}", flush=True)
             for case in ("cold", "prefilled"):
                 for way, run in ways.items():
                     messages = ready(text, case == "prefilled")

@@ -263,13 +263,6 @@ class VadSettings(_Group):
     # Silence that ends a turn whose transcript reads as a complete sentence (at most
     # silence_ms). Above 300 ms so that a pause in mid-sentence never ends a turn.
     complete_silence_ms: int = Field(350, ge=100, le=10000)
-    # Ask the chat model whether a complete-looking transcript's words end a sentence (the
-    # probability that its next token is sentence punctuation or the end of the message);
-    # when both agree, the turn ends after sentence_end_silence_ms. Measured on the pause
-    # corpus (docs/performance.md, issue 16); off until it is kept.
-    sentence_end_model: bool = False
-    sentence_end_threshold: float = Field(0.3, gt=0.0, lt=1.0)
-    sentence_end_silence_ms: int = Field(250, ge=100, le=10000)
 
 
 class MqttSettings(_Group):

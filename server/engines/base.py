@@ -109,12 +109,6 @@ class ChatModel(Protocol):
         a model with nothing to prepare returns 0."""
         ...
 
-    def sentence_end_probability(self, messages: Sequence[ChatMessage]) -> float | None:
-        """The probability that the last message's words (trailing punctuation aside) end
-        a sentence, as the model predicts its next token: an end-of-turn signal. None when
-        the model cannot tell (a remote model, or no room for it now)."""
-        ...
-
 
 @runtime_checkable
 class CountsAhead(Protocol):

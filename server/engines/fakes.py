@@ -132,8 +132,6 @@ class FakeChatModel:
         self.parallel = parallel
         self.calls: list[list[ChatMessage]] = []
         self.prefills: list[list[ChatMessage]] = []
-        self.sentence_end: float | None = None  # what sentence_end_probability answers
-        self.sentence_end_asked: list[list[ChatMessage]] = []
         self.steps: list[int] = []  # replies advanced by each step
 
     def begin(
@@ -188,10 +186,6 @@ class FakeChatModel:
     def prefill(self, messages: Sequence[ChatMessage]) -> int:
         self.prefills.append(list(messages))
         return 0
-
-    def sentence_end_probability(self, messages: Sequence[ChatMessage]) -> float | None:
-        self.sentence_end_asked.append(list(messages))
-        return self.sentence_end
 
     def generate(
         self,

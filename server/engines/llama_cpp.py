@@ -565,10 +565,6 @@ class LlamaCppChatModel:
             threading.Event(),
         )
         self.clear_cache()
-        # The sentence-end tokens are found by reading the whole vocabulary (0.2-0.8 s): here
-        # rather than at the first pause of the first turn that asks.
-        with self._lock:
-            self._sentence_end_tokens([ChatMessage("user", "Hi")])
 
     # --- the public calls, one at a time -------------------------------------------------
 
@@ -603,11 +599,12 @@ class LlamaCppChatModel:
     def sentence_end_probability(self, messages: Sequence[ChatMessage]) -> float | None:
         """The model's probability that the last message's words end a sentence: that the
         next token after them (trailing punctuation removed) is sentence punctuation or the
-        end of the message (an end-of-turn signal read from a small LM, as LiveKit's turn
-        detector does with a fine-tuned one). Evaluates the words into the KV cache as
-        `prefill` does, so a reply to them afterwards evaluates little more than the
-        template's closing tokens. None when it cannot tell (no free sequence, a template
-        that hides the end of a message)."""
+        end of the message, an end-of-turn signal read from the chat model (as LiveKit's
+        turn detector reads a fine-tuned small LM). Measured as an end-of-turn rule by
+        `bench/pause_cuts.py --chat-model` and not kept (docs/performance.md, issue 16); the
+        server does not call it. Evaluates the words into the KV cache as `prefill` does.
+        None when it cannot tell (no free sequence, a template that hides the end of a
+        message). The first call reads the whole vocabulary for the punctuation (0.2-0.8 s)."""
         with self._lock:
             return self._sentence_end_probability(messages)
 

@@ -492,9 +492,6 @@ class OpenAIChatModel:
     def prefill(self, messages: Sequence[ChatMessage]) -> int:
         return 0  # the server evaluates the prompt when the request comes (and caches it)
 
-    def sentence_end_probability(self, messages: Sequence[ChatMessage]) -> float | None:
-        return None  # the next token's distribution is not something these servers return
-
     def close(self) -> None:
         self._client.close()
 

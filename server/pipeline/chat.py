@@ -227,34 +227,6 @@ class ChatRunner:
         await asyncio.wrap_future(job.future)
         return evaluated
 
-    async def sentence_end_probability(
-        self,
-        system_prompt: str,
-        history: Sequence[ChatMessage],
-        said: ChatMessage,
-        settings: GenerationSettings,
-    ) -> float | None:
-        """The model's probability that the words said so far end a sentence (an end-of-turn
-        signal, pipeline/endpointing.py). Like a prefill, it runs only on an idle model and
-        leaves the words in the KV cache for the reply; None when the model is busy or
-        cannot tell."""
-        if self.busy:
-            return None
-        snapshot = [*history, said]
-        budget = self.model.context_size - settings.max_tokens
-        probability: float | None = None
-
-        def work() -> None:
-            nonlocal probability
-            probability = self.model.sentence_end_probability(
-                self._fit(system_prompt, snapshot, budget)[0]
-            )
-
-        job = _Job(work, False, next(self._order), Future(), threading.Event())
-        self._submit(job)
-        await asyncio.wrap_future(job.future)
-        return probability
-
     async def reply(
         self,
         system_prompt: str,

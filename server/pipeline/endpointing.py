@@ -112,26 +112,9 @@ def looks_complete(text: str) -> bool:
     return len(words) >= 2 and words[-1] not in _CONTINUING
 
 
-def wants_sentence_end(text: str, settings: VadSettings) -> bool:
-    """Whether to ask the chat model if the words end a sentence: only when it is on and
-    its answer could shorten the turn (the transcript reads as complete)."""
-    return settings.sentence_end_model and looks_complete(text)
-
-
-def end_of_turn_silence_ms(
-    text: str, settings: VadSettings, sentence_end: float | None = None
-) -> int:
+def end_of_turn_silence_ms(text: str, settings: VadSettings) -> int:
     """The silence after which a turn whose transcript so far is `text` ends: shorter when it
-    reads as a finished sentence (measured on the pause corpus, docs/performance.md), and
-    shorter still when the chat model's probability that the words end a sentence
-    (`sentence_end`, None: not asked) reaches `[vad] sentence_end_threshold`."""
-    if not looks_complete(text):
-        return settings.silence_ms
-    silence_ms = min(settings.complete_silence_ms, settings.silence_ms)
-    if (
-        settings.sentence_end_model
-        and sentence_end is not None
-        and sentence_end >= settings.sentence_end_threshold
-    ):
-        silence_ms = min(silence_ms, settings.sentence_end_silence_ms)
-    return silence_ms
+    reads as a finished sentence (measured on the pause corpus, docs/performance.md)."""
+    if looks_complete(text):
+        return min(settings.complete_silence_ms, settings.silence_ms)
+    return settings.silence_ms

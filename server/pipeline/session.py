@@ -36,7 +36,7 @@ from server.errors import ChinwagError, ErrorCode
 from server.pipeline.audio_input import AudioInput
 from server.pipeline.chat import ChatRunner
 from server.pipeline.conversation import Conversation
-from server.pipeline.endpointing import end_of_turn_silence_ms, wants_sentence_end
+from server.pipeline.endpointing import end_of_turn_silence_ms
 from server.pipeline.grounding import ReplyPlan, plan_reply
 from server.pipeline.intents import SessionIntents
 from server.pipeline.listener import Listener
@@ -432,26 +432,9 @@ class Session:
             silence_ms = end_of_turn_silence_ms(text, vad_settings)
             if await self.intents.is_command(text):  # a whole command: shorter still
                 silence_ms = min(silence_ms, self.app.settings.intents.command_silence_ms)
-            await shorten(silence_ms)
-            # The chat model's answer comes later, and only ever shortens the turn further:
-            # a busy model never delays what the text rule decided.
-            chat = self.app.chat
-            if chat is None or not wants_sentence_end(text, vad_settings):
-                return
-            if silence_ms <= vad_settings.sentence_end_silence_ms:
-                return
-            sentence_end = await chat.sentence_end_probability(
-                self.system_prompt(), self.history, ChatMessage("user", text), self.generation
-            )
-            self.log.debug("sentence end: p=%s for %r", sentence_end, text)
-            sooner = end_of_turn_silence_ms(text, vad_settings, sentence_end)
-            if sooner < silence_ms:
-                await shorten(sooner)
-
-        async def shorten(silence_ms: int) -> None:
             if silence_ms < vad_settings.silence_ms:
-                ending = functools.partial(detector.shorten_pause, event.pause_id, silence_ms)
-                await self.speech.on_vad_thread(ending)
+                shorten = functools.partial(detector.shorten_pause, event.pause_id, silence_ms)
+                await self.speech.on_vad_thread(shorten)
 
         self.log.debug("paused: speculating on %.2f s of audio", len(samples) / 16000)
         utterance = Utterance(utterance_id, samples)

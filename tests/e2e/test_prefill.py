@@ -110,13 +110,15 @@ async def test_a_voice_turn_finds_the_words_said_so_far_in_the_cache(engines: En
 async def test_the_model_says_a_whole_question_ends_a_sentence_more_than_its_first_half(
     engines: Engines,
 ) -> None:
-    """`[vad] sentence_end_model`: the probability that the words end a sentence. Only the
-    order is asserted (the figures differ between CPUs); the pairs are far apart here
+    """The probability that the words end a sentence (bench/pause_cuts.py --chat-model). Only
+    the order is asserted (the figures differ between CPUs); the pairs are far apart here
     (docs/performance.md). Whisper's trailing punctuation is set aside either way."""
     system = ChatMessage("system", SYSTEM)
+    model = engines.chat
+    assert isinstance(model, LlamaCppChatModel)
 
     def probability(text: str) -> float:
-        found = engines.chat.sentence_end_probability([system, ChatMessage("user", text)])
+        found = model.sentence_end_probability([system, ChatMessage("user", text)])
         assert found is not None and 0.0 <= found <= 1.0
         return found
 
@@ -138,11 +140,13 @@ async def test_asking_whether_the_sentence_ended_leaves_the_words_cached(
     engines: Engines,
 ) -> None:
     system = ChatMessage("system", SYSTEM)
+    model = engines.chat
+    assert isinstance(model, LlamaCppChatModel)
     text = "Please remind me to call my sister tonight."
     other = [system, ChatMessage("user", "Name a colour.")]
     await asyncio.to_thread(cold, engines, other)
     asked = [system, ChatMessage("user", text)]
-    assert await asyncio.to_thread(engines.chat.sentence_end_probability, asked) is not None
+    assert await asyncio.to_thread(model.sentence_end_probability, asked) is not None
     _, cached = await asyncio.to_thread(reply, engines, [system, ChatMessage("user", text)])
     total = engines.chat.count_prompt_tokens([system, ChatMessage("user", text)])
     assert total - cached <= 8, "the reply evaluated the words again"

@@ -88,10 +88,9 @@ def build(
     seconds_per_char: float = 0.01,
     speculate: bool = True,
     transcript: str = "what time is it",
-    vad: dict[str, Any] | None = None,
 ) -> tuple[App, Engines]:
     settings = make_settings(
-        vad={"speculate": speculate, "silence_ms": 500, "min_speech_ms": 100, **(vad or {})},
+        vad={"speculate": speculate, "silence_ms": 500, "min_speech_ms": 100},
         llm={"prefill_while_speaking": False},
     )
     personas = PersonaLibrary.load(settings.prompts.directory, settings.prompts.default_persona)
@@ -187,55 +186,6 @@ async def test_voice_turn_speculation_is_kept_when_the_pause_ends_the_turn(
     assert types.index("speech.stopped") < types.index("transcript") < types.index("reply.done")
     assert h.sink.audio_bytes > 0
     await h.until(lambda: h.session.state is not SessionState.THINKING)
-
-
-@pytest.mark.parametrize(("sentence_end", "ended"), [(0.9, True), (0.1, False), (None, False)])
-async def test_the_chat_model_that_agrees_a_sentence_ended_shortens_the_turn(
-    make: Callable[..., Any], sentence_end: float | None, ended: bool
-) -> None:
-    """`[vad] sentence_end_model`: a complete-looking transcript ends the turn after 250 ms
-    of silence if the model's probability reaches the threshold, else after 350 ms (a busy
-    model answers None: the text rule alone)."""
-    h: Harness = await make(
-        transcript="What time is it in Tokyo?",
-        vad={"sentence_end_model": True, "sentence_end_silence_ms": 250},
-    )
-    chat = h.engines.chat
-    assert isinstance(chat, FakeChatModel)
-    chat.sentence_end = sentence_end
-    await h.session.handle(proto.AudioStart(sample_rate=RATE))
-    await h.speak(tone(1.0))
-    await h.speak(silence(0.1))
-    speculation = h.session.turns.speculation
-    assert speculation is not None
-    await h.until(lambda: speculation.turn.task.done())
-    (asked,) = chat.sentence_end_asked
-    assert asked[0].role == "system" and asked[-1].content == "What time is it in Tokyo?"
-    await h.speak(silence(0.2))  # 300 ms of silence in all: over 250, under 350
-    assert ("speech.stopped" in h.sink.types()) is ended
-    if not ended:
-        await h.speak(silence(0.1))  # 400 ms: the text rule's 350 ms ends it
-        assert "speech.stopped" in h.sink.types()
-    (done,) = await h.reply_done()
-    assert done.status == "completed"
-
-
-async def test_the_chat_model_is_not_asked_when_it_is_off(make: Callable[..., Any]) -> None:
-    h: Harness = await make(transcript="What time is it in Tokyo?")
-    chat = h.engines.chat
-    assert isinstance(chat, FakeChatModel)
-    chat.sentence_end = 0.9
-    await h.session.handle(proto.AudioStart(sample_rate=RATE))
-    await h.speak(tone(1.0))
-    await h.speak(silence(0.1))
-    speculation = h.session.turns.speculation
-    assert speculation is not None
-    await h.until(lambda: speculation.turn.task.done())
-    await h.speak(silence(0.2))
-    assert "speech.stopped" not in h.sink.types()  # 350 ms, the text rule's
-    assert chat.sentence_end_asked == []
-    await h.speak(silence(0.1))
-    assert "speech.stopped" in h.sink.types()
 
 
 async def test_speculation_is_dropped_unseen_when_the_person_goes_on(
