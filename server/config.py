@@ -366,6 +366,11 @@ class IntentsSettings(_Group):
     # A transcript one misheard word away from a command ("start at 3 minute timer") is taken
     # for it when only one command fits (server/intents/repair.py).
     repair: bool = True
+    # While someone speaks, the words so far are transcribed and evaluated into the chat
+    # model's cache ([llm] prefill_while_speaking); once they begin like a command ("turn
+    # ...", "set ..."), that stops for the utterance: the model will not answer it, and the
+    # work would compete with the command's own transcription. true: go on regardless.
+    prefill_commands: bool = False
     # Timers one session keeps at once, and the longest one.
     max_timers: int = Field(8, ge=1, le=100)
     max_timer_s: float = Field(24 * 3600.0, gt=0.0, le=7 * 24 * 3600.0)

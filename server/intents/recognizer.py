@@ -96,6 +96,40 @@ WILDCARD_OK = frozenset(
 # Commands whose unknown device name is refused rather than passed to the chat model.
 REFUSABLE = frozenset({"HassTurnOn", "HassTurnOff", "HassLightSet", "HassSetPosition"})
 COMMAND_VERBS = ("turn", "switch", "open", "close", "shut", "lock", "unlock", "dim", "brighten")
+# First words of the supported commands' templates (not of questions): words so far that
+# begin with one are likely a command (IntentRecognizer.begins_command).
+COMMAND_STARTS = frozenset(
+    {
+        *COMMAND_VERBS,
+        "set",
+        "start",
+        "stop",
+        "cancel",
+        "pause",
+        "resume",
+        "unpause",
+        "continue",
+        "mute",
+        "unmute",
+        "next",
+        "skip",
+        "previous",
+        "add",
+        "raise",
+        "lower",
+        "increase",
+        "decrease",
+        "change",
+        "activate",
+        "deactivate",
+        "return",
+        "dock",
+        "mow",
+        "vacuum",
+        "timer",
+        "never",
+    }
+)
 MAX_UNKNOWN_NAME_WORDS = 4
 # How alike (difflib's ratio) a misheard name must be to a configured one to stand for it:
 # "reading land" -> "reading lamp" (0.92), "four lamp" -> "floor lamp" (0.84).
@@ -308,6 +342,12 @@ class IntentRecognizer:
             self.understand(text, None)
 
     # --- matching -----------------------------------------------------------------------------
+
+    def begins_command(self, said: str) -> bool:
+        """Whether words so far begin like a command ("turn off the", "please set a"): a
+        guess from the first word, for deciding what work to do while someone still speaks."""
+        words = normalise(said).split()
+        return bool(words) and words[0] in COMMAND_STARTS
 
     def _match(self, text: str, area: str | None, *, unmatched: bool) -> Any:
         from hassil import recognize_best

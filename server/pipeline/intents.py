@@ -141,6 +141,14 @@ class SessionIntents:
             return None
         return recognizer.home.asr_prompt()
 
+    def begins_command(self, said: str) -> bool:
+        """Whether the words so far (of an utterance still being spoken) begin like a
+        command, in a session that takes commands ([intents] prefill_commands)."""
+        recognizer = self._recognizer()
+        if recognizer is None or self._settings.prefill_commands or not self._persona().intents:
+            return False
+        return recognizer.begins_command(said)
+
     def hear_again(self, heard: str) -> bool:
         """Whether a transcript made with the home's prompt should be made again without it:
         Whisper sometimes writes the prompt's list back instead of the words ("Turn on the

@@ -74,9 +74,15 @@ class Listener:
         wake_plan: Callable[[], WakePlan | None] = lambda: None,
         wake_engine: Callable[[], WakeWordEngine] | None = None,
         asr_prompt: Callable[[], str | None] = lambda: None,
+        begins_command: Callable[[str], bool] = lambda said: False,
     ) -> None:
         self._speech = speech
         self._asr_prompt = asr_prompt
+        self._begins_command = begins_command
+        # The words so far begin a command: the chat model will not answer this utterance,
+        # so neither prefill it nor keep transcribing it while it is spoken (that work
+        # competes with the command's own transcription once the person pauses).
+        self._commanding = False
         self._wake_plan = wake_plan
         self._wake_engine = wake_engine
         self._settings = settings
@@ -239,7 +245,10 @@ class Listener:
         if (
             audio.vad.in_speech
             and not audio.vad.detector.pausing
-            and (audio.start.partial_transcripts or self._prefill_wanted(audio.start))
+            and (
+                audio.start.partial_transcripts
+                or (self._prefill_wanted(audio.start) and not self._commanding)
+            )
         ):
             await self._maybe_partial(audio)
 
@@ -251,6 +260,7 @@ class Listener:
     async def _started(self, event: SpeechStarted, audio: AudioInput) -> None:
         self.utterance_id = utterance_id = self._next_id("u")
         self._last_partial_s = 0.0
+        self._commanding = False
         await self._emit(
             proto.SpeechStarted(utterance_id=utterance_id, at_ms=round(event.at_s * 1000, 1))
         )
@@ -314,8 +324,10 @@ class Listener:
                 await self._emit(proto.TranscriptPartial(utterance_id=utterance_id, text=text))
             # The last word may be cut off mid-way; what comes before it should stand.
             said = " ".join(text.split()[:-1])
+            if said and self._begins_command(said):
+                self._commanding = True
             # Once they pause, the speculative reply evaluates the prompt itself.
-            if prefill and said and not audio.vad.detector.pausing:
+            if prefill and said and not audio.vad.detector.pausing and not self._commanding:
                 await self._turns.prefill(said)
 
         task = asyncio.create_task(partial())

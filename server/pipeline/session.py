@@ -132,6 +132,7 @@ class Session:
             wake_plan=self.wake_plan,
             wake_engine=app.wake_engine,
             asr_prompt=self.intents.asr_prompt,
+            begins_command=self.intents.begins_command,
         )
         # Utterances transcribed into the conversation without an answer (respond=False);
         # a reply asked for later waits for them.
