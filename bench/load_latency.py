@@ -26,11 +26,14 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 
 from bench.common import BENCH_DIR, SHORT_QUESTIONS, hardware, median, percentile, server_process
@@ -195,6 +198,69 @@ async def run_scenario(
     return {k: [t for session in r for t in session] for k, r in zip(kinds, results, strict=True)}
 
 
+SPEECH_METRICS = ("chinwag_speech_queue_wait_seconds", "chinwag_speech_run_seconds")
+
+
+def scrape_speech_jobs(port: int) -> dict[tuple[str, str, str], float]:
+    """The speech workers' histograms from /metrics: (metric, job, le or "sum"/"count")."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
+        text = response.read().decode()
+    found: dict[tuple[str, str, str], float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "chinwag_speech_late_phrases":
+            found[("late", "", "count")] = family.samples[0].value
+        if family.name not in SPEECH_METRICS:
+            continue
+        for sample in family.samples:
+            job = sample.labels.get("job", "")
+            if sample.name.endswith("_bucket"):
+                found[(family.name, job, sample.labels["le"])] = sample.value
+            elif sample.name.endswith(("_sum", "_count")):
+                found[(family.name, job, sample.name.rsplit("_", 1)[1])] = sample.value
+    return found
+
+
+def speech_jobs(
+    before: dict[tuple[str, str, str], float], after: dict[tuple[str, str, str], float]
+) -> dict[str, dict[str, float]]:
+    """Per job kind, over one scenario: count, mean and median (interpolated within the
+    histogram's buckets, as Prometheus' histogram_quantile) of queue wait and run time, ms."""
+    delta = {key: value - before.get(key, 0.0) for key, value in after.items()}
+    out: dict[str, dict[str, float]] = {}
+    if ("late", "", "count") in delta:
+        # Later phrases ready only after playback reached them: gaps the listener heard.
+        out["late_phrases"] = {"count": delta.pop(("late", "", "count"))}
+    for metric, short in zip(SPEECH_METRICS, ("queued", "ran"), strict=True):
+        jobs = {job for (m, job, _) in delta if m == metric}
+        for job in sorted(jobs):
+            count = delta.get((metric, job, "count"), 0.0)
+            if count <= 0:
+                continue
+            row = out.setdefault(job, {"count": count})
+            row[f"{short}_mean_ms"] = round(delta[(metric, job, "sum")] / count * 1000, 1)
+            buckets = sorted(
+                (float(le), n) for (m, j, le), n in delta.items()
+                if m == metric and j == job and le not in ("sum", "count")
+            )  # fmt: skip
+            row[f"{short}_p50_ms"] = round(bucket_quantile(buckets, 0.5) * 1000, 1)
+    return out
+
+
+def bucket_quantile(buckets: list[tuple[float, float]], q: float) -> float:
+    """histogram_quantile over cumulative (upper bound, count) buckets."""
+    total = buckets[-1][1] if buckets else 0.0
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for upper, cumulative in buckets:
+        if cumulative >= rank:
+            if upper == float("inf"):
+                return lower
+            inside = cumulative - below
+            return lower + (upper - lower) * ((rank - below) / inside if inside else 0.0)
+        lower, below = upper, cumulative
+    return lower
+
+
 def summarise(turns: list[Turn]) -> dict[str, Any]:
     timed = [t for t in turns if t.latency_ms is not None]
     values = [t.latency_ms for t in timed if t.latency_ms is not None]
@@ -246,6 +312,12 @@ def main() -> None:
         help="another source tree (a git worktree of an older commit), its server run "
         "alternately with this one in the same run",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="times each scenario runs on each server, alternately (the turns are pooled)",
+    )
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results-load.json")
     args = parser.parse_args()
     levels = [int(n) for n in args.sessions.split(",")]
@@ -274,14 +346,37 @@ def main() -> None:
             asyncio.run(run_scenario(port, "mixed", 1, warm_up, paths))
         for n in levels:
             for scenario in scenarios:
-                # Each server in turn, scenario by scenario, so machine noise hits both alike.
+                # Each server in turn, scenario by scenario, `--rounds` times (the order
+                # flipped every round), so machine noise hits both alike.
+                collected: dict[str, dict[str, list[Turn]]] = {name: {} for name in ports}
+                round_p50: dict[str, dict[str, list[float]]] = {name: {} for name in ports}
+                round_load: list[float] = []
+                jobs_before = {name: scrape_speech_jobs(port) for name, port in ports.items()}
+                for r in range(args.rounds):
+                    round_load.append(round(os.getloadavg()[0], 2))
+                    order = list(ports) if r % 2 == 0 else list(reversed(ports))
+                    for name in order:
+                        turns = asyncio.run(run_scenario(ports[name], scenario, n, args, paths))
+                        for kind, kind_turns in turns.items():
+                            key = scenario if scenario != "mixed" else f"mixed_{kind}"
+                            collected[name].setdefault(key, []).extend(kind_turns)
+                            p50 = summarise(kind_turns)["p50_ms"]
+                            round_p50[name].setdefault(key, []).append(p50)
+                        elapsed = time.perf_counter() - started
+                        print(
+                            f"N={n} {scenario} {name} round {r + 1} done ({elapsed:.0f} s)",
+                            flush=True,
+                        )
                 for name, port in ports.items():
-                    turns = asyncio.run(run_scenario(port, scenario, n, args, paths))
-                    for kind, kind_turns in turns.items():
-                        key = scenario if scenario != "mixed" else f"mixed_{kind}"
-                        results[name].setdefault(str(n), {})[key] = summarise(kind_turns)
-                    elapsed = time.perf_counter() - started
-                    print(f"N={n} {scenario} {name} done ({elapsed:.0f} s)", flush=True)
+                    # Between its rounds a server is idle: the difference is its own rounds'.
+                    jobs = speech_jobs(jobs_before[name], scrape_speech_jobs(port))
+                    for key, kind_turns in collected[name].items():
+                        row = results[name].setdefault(str(n), {})[key] = summarise(kind_turns)
+                        row["round_p50_ms"] = round_p50[name][key]
+                        row["round_load_average"] = round_load
+                        if "voice" in key:
+                            # The speech workers over the scenario (docs/scaling.md).
+                            row["speech_jobs"] = jobs
     hw = hardware()
     hw["load_average_before"] = load_before
     result = {
@@ -298,6 +393,7 @@ def main() -> None:
         },
         "settings": {
             "turns_per_session": args.turns,
+            "rounds": args.rounds,
             "stagger_s": args.stagger,
             "generation": GENERATION,
             "config": str(args.config or ""),
@@ -332,12 +428,25 @@ def print_table(result: dict[str, Any]) -> None:
                     f"{n:>2} {key:<11} {s['p50_ms']:>8.0f} {s['p95_ms']:>8.0f} {fair:>5} "
                     f"{tps:>6} {refused:>7}  {stages}"
                 )
+                for job, row in s.get("speech_jobs", {}).items():
+                    if job == "late_phrases":
+                        print(f"{'':>15} later phrases late (a gap): {row['count']:.0f}")
+                        continue
+                    print(
+                        f"{'':>15} {job:<12} x{row['count']:<4.0f} queued p50 "
+                        f"{row['queued_p50_ms']:.0f} (mean {row['queued_mean_ms']:.0f}) ms, "
+                        f"ran p50 {row['ran_p50_ms']:.0f} (mean {row['ran_mean_ms']:.0f}) ms"
+                    )
     if "compare" in result["results"]:
-        print("compare / server, p50:")
+        print("compare / server, p50 (and round by round, with the load average):")
         for n, rows in result["results"]["server"].items():
             for key, s in rows.items():
                 other = result["results"]["compare"][n][key]
-                print(f"{n:>2} {key:<11} {other['p50_ms'] / s['p50_ms']:.2f}")
+                pairs = zip(
+                    other["round_p50_ms"], s["round_p50_ms"], s["round_load_average"], strict=True
+                )
+                rounds = ", ".join(f"{a / b:.2f} (load {load:.1f})" for a, b, load in pairs)
+                print(f"{n:>2} {key:<11} {other['p50_ms'] / s['p50_ms']:.2f}   rounds: {rounds}")
 
 
 if __name__ == "__main__":

@@ -81,18 +81,22 @@ async def through_server(port: int, prompt: str) -> dict[str, float]:
         json.loads(await ws.recv())
         start = time.perf_counter()
         await ws.send(json.dumps({"type": "user.message", "text": prompt}))
-        first = None
+        first = started = None
         while True:
             event = json.loads(await ws.recv())
-            if event["type"] == "reply.delta" and first is None:
+            if event["type"] == "reply.started":
+                started = time.perf_counter() - start
+            elif event["type"] == "reply.delta" and first is None:
                 first = time.perf_counter() - start
             elif event["type"] == "reply.done":
                 total = time.perf_counter() - start
                 break
-        assert first is not None
+        assert first is not None and started is not None
         tokens = event["usage"]["completion_tokens"]
         return {
             "ttft_ms": first * 1000,
+            # The server's answer began (reply.started, sent before the model is asked).
+            "head_ms": started * 1000,
             "tps": (tokens - 1) / (total - first),
             "tokens": tokens,
             "prompt_tokens": event["usage"]["prompt_tokens"],
@@ -110,13 +114,15 @@ async def through_http(session: aiohttp.ClientSession, port: int, prompt: str) -
         "stream_options": {"include_usage": True},
     }
     start = time.perf_counter()
-    first = None
+    first = head = None
     tokens = prompt_tokens = 0
     async with session.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body) as reply:
         reply.raise_for_status()
         async for line in reply.content:
             if not line.startswith(b"data: {"):
                 continue
+            if head is None:  # the role chunk, sent just before the model is asked
+                head = time.perf_counter() - start
             chunk = json.loads(line[6:])
             if chunk["choices"] and chunk["choices"][0]["delta"].get("content") and first is None:
                 first = time.perf_counter() - start
@@ -124,9 +130,10 @@ async def through_http(session: aiohttp.ClientSession, port: int, prompt: str) -
                 tokens = chunk["usage"]["completion_tokens"]
                 prompt_tokens = chunk["usage"]["prompt_tokens"]
     total = time.perf_counter() - start
-    assert first is not None and tokens
+    assert first is not None and head is not None and tokens
     return {
         "ttft_ms": first * 1000,
+        "head_ms": head * 1000,
         "tps": (tokens - 1) / (total - first),
         "tokens": tokens,
         "prompt_tokens": prompt_tokens,
@@ -178,6 +185,13 @@ def main() -> None:
             "tokens_per_s_p50": round(median(tps), 1),
             "samples": len(samples),
         }
+        if name != "direct":
+            # Where the time to first token goes: until the server began its answer (request
+            # read, parsed, the stream opened), then until the model's first token arrived.
+            head = [s["head_ms"] for s in samples]
+            rest = [s["ttft_ms"] - s["head_ms"] for s in samples]
+            summary[name]["head_ms_p50"] = round(median(head), 1)
+            summary[name]["after_head_ms_p50"] = round(median(rest), 1)
         if name != "direct":  # the lead-ins must not make one path's prompts longer
             summary[name]["prompt_tokens_mean"] = round(
                 sum(s["prompt_tokens"] for s in samples) / len(samples), 1
@@ -209,6 +223,12 @@ def main() -> None:
         )
     print(f"ratio server/direct: TTFT p50 {ratio_ttft:.2f}, tokens/s p50 {ratio_tps:.2f}")
     print(f"ratio http/server (WebSocket): TTFT p50 {ratio_http:.2f}")
+    for name in ("server", "http"):
+        s = summary[name]
+        print(
+            f"{name}: answer began after {s['head_ms_p50']} ms p50, first token "
+            f"{s['after_head_ms_p50']} ms p50 after that"
+        )
     print(
         "prompt tokens (mean): server "
         f"{summary['server']['prompt_tokens_mean']}, http {summary['http']['prompt_tokens_mean']}"

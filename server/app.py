@@ -18,6 +18,7 @@ from server.metrics import Metrics
 from server.pipeline.chat import ChatRunner
 from server.pipeline.intents import load_recognizer
 from server.pipeline.priority import CpuPriority
+from server.pipeline.scheduling import JobTrace
 from server.pipeline.speech import SpeechRunner
 from server.prompts import PersonaLibrary
 from server.sessions import SessionHub
@@ -63,7 +64,9 @@ class App:
         llm = self.settings.llm
         priority = CpuPriority(enabled=llm.pause_for_speech and not llm.remote)
         max_wait_s = self.settings.limits.max_reply_wait_s
-        self.chat = ChatRunner(engines.chat, priority, max_wait_s=max_wait_s)
+        self.chat = ChatRunner(
+            engines.chat, priority, max_wait_s=max_wait_s, share_cores=llm.share_cores_with_speech
+        )
         self.speech = SpeechRunner(
             engines.transcriber,
             engines.synthesizer,
@@ -71,11 +74,27 @@ class App:
             priority=priority,
             max_wait_s=max_wait_s,
             phrase_cache_entries=self.settings.tts.phrase_cache_entries,
+            on_job=self._speech_job_done,
         )
         # Loaded (and cached) by load_engines on its worker thread; here it is looked up.
         self.intents = load_recognizer(self.settings.intents)
         self.wake = engines.wake
         self.ready.set()
+
+    def _speech_job_done(self, trace: JobTrace) -> None:
+        """On the speech worker's thread: where a turn's time goes, for /metrics and the
+        debug log (`bench/load_latency.py` reads the latter)."""
+        self.metrics.speech_queue_wait.labels(trace.kind).observe(trace.queued_s)
+        self.metrics.speech_run.labels(trace.kind).observe(trace.run_s)
+        if trace.kind == "tts_later" and trace.late_s > 0:
+            self.metrics.speech_late_phrases.inc()
+        log.debug(
+            "speech job %s: queued %.1f ms, ran %.1f ms, late %.1f ms",
+            trace.kind,
+            trace.queued_s * 1000,
+            trace.run_s * 1000,
+            trace.late_s * 1000,
+        )
 
     def wake_engine(self) -> WakeWordEngine:
         """The wake word models (docs/wake-word.md); load_engines loads them, engines given

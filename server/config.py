@@ -191,6 +191,9 @@ class LlmSettings(_Remote):
     # The model pauses between tokens while a transcription or a reply's first phrase runs,
     # so they have both cores (Piper: 60 instead of 155 ms on 2 cores; docs/performance.md).
     pause_for_speech: bool = True
+    # While speech work runs beside it (a transcription, a phrase), the model steps on one
+    # thread fewer, so that its threads do not wait for one preempted by Whisper or Piper.
+    share_cores_with_speech: bool = True
     # While the person speaks, transcribe what they said so far every half second and evaluate
     # it into the KV cache, so the reply evaluates only the last words (docs/performance.md).
     prefill_while_speaking: bool = True

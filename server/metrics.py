@@ -49,5 +49,25 @@ class Metrics:
             registry=r,
         )
 
+        self.speech_queue_wait = Histogram(
+            "chinwag_speech_queue_wait_seconds",
+            "Time a speech job waited for its worker (asr_turn, asr_partial, tts_first, ...)",
+            ["job"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.speech_run = Histogram(
+            "chinwag_speech_run_seconds",
+            "Time a speech job ran on its worker",
+            ["job"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.speech_late_phrases = Counter(
+            "chinwag_speech_late_phrases_total",
+            "Later phrases of a reply ready only after playback had reached them (a gap)",
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -119,6 +119,16 @@ class CountsAhead(Protocol):
     def count_ahead(self, messages: Sequence[ChatMessage]) -> None: ...
 
 
+@runtime_checkable
+class SharesCores(Protocol):
+    """A ChatModel on this machine's cores whose thread count may change between two steps:
+    ChatRunner gives a core back while speech work runs beside it (pipeline/priority.py)."""
+
+    threads: int  # as configured
+
+    def use_threads(self, n: int) -> None: ...
+
+
 Float32Audio = npt.NDArray[np.float32]
 Int16Audio = npt.NDArray[np.int16]
 

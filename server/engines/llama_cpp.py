@@ -158,6 +158,7 @@ class LlamaCppChatModel:
                 _backend_ready = True
         self._lib: Any = llama_cpp
         n_threads = threads or os.cpu_count() or 1
+        self.threads = self._threads_now = n_threads
         self._model: Any = _internals.LlamaModel(
             path_model=str(model_path),
             params=llama_cpp.llama_model_default_params(),
@@ -577,6 +578,14 @@ class LlamaCppChatModel:
         """Start a reply: tokenize, take a sequence. Nothing is evaluated until `step`."""
         with self._lock:
             return self._begin(messages, settings, on_delta)
+
+    def use_threads(self, n: int) -> None:
+        """Threads for the next steps (1 to the configured number); from the worker thread."""
+        n = max(1, min(n, self.threads))
+        if n != self._threads_now:
+            with self._lock:
+                self._ctx.set_n_threads(n, n)
+                self._threads_now = n
 
     def step(self, generations: Sequence[Generation]) -> None:
         """Advance these replies by one batch: a token each for those under way, and up to

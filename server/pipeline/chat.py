@@ -18,6 +18,7 @@ from server.engines.base import (
     CountsAhead,
     Generation,
     GenerationStats,
+    SharesCores,
 )
 from server.pipeline.admission import WaitLimit
 from server.pipeline.history import messages_to_drop
@@ -65,9 +66,18 @@ class ChatRunner:
     """
 
     def __init__(
-        self, model: ChatModel, priority: CpuPriority | None = None, *, max_wait_s: float = 0.0
+        self,
+        model: ChatModel,
+        priority: CpuPriority | None = None,
+        *,
+        max_wait_s: float = 0.0,
+        share_cores: bool = False,
     ) -> None:
         self.model = model
+        # While speech work runs, the model steps on one thread fewer: llama.cpp's threads
+        # wait for each other at every operation, so one of them preempted by Whisper or
+        # Piper holds up the whole step (docs/performance.md, "Several voice sessions").
+        self._sharer = model if share_cores and isinstance(model, SharesCores) else None
         self.priority = priority or CpuPriority(enabled=False)
         self.limit = WaitLimit(max_wait_s)
         self._lock = threading.Condition()
@@ -142,6 +152,8 @@ class ChatRunner:
                 if self._closed:
                     break
                 admitted = self._admit()
+            if (sharer := self._sharer) is not None:
+                sharer.use_threads(sharer.threads - 1 if self.priority.sharing else sharer.threads)
             for job in admitted:
                 self._begin(job)
             self._advance()

@@ -58,6 +58,8 @@ class TurnTaking(Protocol):
 
     async def prefill(self, said: str) -> None: ...
 
+    def prefill_would_run(self) -> bool: ...
+
 
 class Listener:
     def __init__(
@@ -309,6 +311,13 @@ class Listener:
         every = PREFILL_EVERY_S if prefill else PARTIAL_EVERY_S
         utterance_s = audio.vad.utterance_s
         if utterance_s - self._last_partial_s < every or speech.partial_busy:
+            return
+        if not start.partial_transcripts and (
+            speech.urgent_pending or not self._turns.prefill_would_run()
+        ):
+            # Only the prefill would use it, and it would be skipped (the model has other
+            # work), or it would take cores from someone waiting for their transcription or
+            # first phrase: skip it, and try again at the next frame.
             return
         self._last_partial_s = utterance_s
         utterance_id = self.utterance_id

@@ -24,6 +24,7 @@ class CpuPriority:
         self.enabled = enabled
         self.max_pause_s = max_pause_s
         self._urgent = 0
+        self._beside = 0
         self._idle = threading.Condition()
 
     @contextmanager
@@ -37,6 +38,23 @@ class CpuPriority:
                 self._urgent -= 1
                 if self._urgent == 0:
                     self._idle.notify_all()
+
+    @contextmanager
+    def beside(self) -> Iterator[None]:
+        """Marks speech work that is not urgent (a partial transcription, a later phrase):
+        the model keeps going, on one core fewer (`sharing`)."""
+        with self._idle:
+            self._beside += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._beside -= 1
+
+    @property
+    def sharing(self) -> bool:
+        """Speech work runs (urgent or not): a model on all cores would fight it for them."""
+        return self._urgent > 0 or self._beside > 0
 
     @property
     def busy(self) -> bool:

@@ -473,6 +473,10 @@ class Session:
     def join_carry(self, audio: Float32Audio) -> tuple[Float32Audio, str | None]:
         return self.turns.join_carry(audio)
 
+    def prefill_would_run(self) -> bool:
+        chat = self.app.chat
+        return chat is not None and not chat.busy
+
     async def prefill(self, said: str) -> None:
         """Evaluate the words said so far into the model's cache (skipped while it is busy)."""
         chat = self.app.chat

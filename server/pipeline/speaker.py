@@ -6,6 +6,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Literal
 
@@ -100,6 +101,13 @@ class Speaker:
             # speculative reply merely holds it.
             out.when_sent(mark_sent)
 
+        def playback_end() -> float:
+            """When the listener will have heard everything sent so far (monotonic): the
+            next audio is needed then (from the client's playback reports, or real-time
+            playback since the first frame). Held output plays from now at the earliest."""
+            now = time.monotonic()
+            return now + (spoken.sent_ms - spoken.played_ms(now)) / 1000
+
         try:
             while (phrase := await phrases.get()) is not None:
                 text = speakable(phrase)
@@ -108,7 +116,11 @@ class Speaker:
                 if text.strip():
                     # Sent chunk by chunk: a voice that streams its decoder yields a sentence
                     # in pieces, the first long before the sentence is done.
-                    chunks = speech.synthesize_chunks(text, urgent=not started)
+                    # A first phrase is needed now; a later one when playback reaches it,
+                    # so other replies' first phrases go before it (pipeline/scheduling.py).
+                    chunks = speech.synthesize_chunks(
+                        text, urgent=not started, needed_at=playback_end if started else None
+                    )
                     added = False
                     async with contextlib.aclosing(chunks):
                         async for chunk in chunks:

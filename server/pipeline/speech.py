@@ -30,8 +30,11 @@ from server.engines.base import (
 )
 from server.pipeline.admission import WaitLimit
 from server.pipeline.priority import CpuPriority
+from server.pipeline.scheduling import DeadlineWorker, JobTrace
 
 T = TypeVar("T")
+# A partial transcription (words so far) waits at most this long for urgent work to end.
+PARTIAL_DEFER_S = 0.5
 
 # Short phrases said again are not synthesized again: a home hears the same confirmations
 # ("Turned off the kitchen light") day after day, and a command's answer waits on its one
@@ -62,6 +65,7 @@ class SpeechRunner:
         priority: CpuPriority | None = None,
         max_wait_s: float = 0.0,
         phrase_cache_entries: int = PHRASE_CACHE_ENTRIES,
+        on_job: Callable[[JobTrace], None] | None = None,
     ) -> None:
         self.transcriber = transcriber
         self._cache_entries = phrase_cache_entries  # 0: every phrase is synthesized
@@ -74,23 +78,48 @@ class SpeechRunner:
         # Wake word detection for streams waiting for one (pipeline/wake.py): a thread of its
         # own, so that the VAD of a turn under way never queues behind idle devices.
         self._wake_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wake")
-        self._asr_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr")
+        # Turns' transcriptions in the order they are needed (pipeline/scheduling.py).
+        self._asr = DeadlineWorker("asr", on_job)
         # Partial transcriptions have their own thread, so that one in progress never holds
-        # up a turn's transcription (the Whisper model runs two at once).
-        self._partial_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr-partial")
-        self._tts_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts")
+        # up a turn's transcription (the Whisper model runs two at once); one does not start
+        # while a turn's transcription or a first phrase runs, for up to PARTIAL_DEFER_S.
+        self._partial = DeadlineWorker(
+            "asr-partial", on_job, defer_while=lambda: self.priority.busy, defer_slack_s=0.0
+        )
+        # Phrases in the order their listeners need them: a first phrase before other
+        # replies' later phrases, which have the earlier phrases' playing time to spare.
+        # (Holding later phrases back while a turn's transcription runs was measured and
+        # dropped: they then ran just as that turn's first phrase came, which waited for
+        # them; docs/performance.md.)
+        self._tts = DeadlineWorker("tts", on_job)
         self._partial_jobs = 0
         # (synthesizer, text, speed) -> audio; touched on the event loop only.
         self._said: OrderedDict[tuple[int, str, float], Int16Audio] = OrderedDict()
 
     def close(self) -> None:
-        pools = (self._vad_pool, self._wake_pool, self._asr_pool, self._partial_pool)
-        for pool in (*pools, self._tts_pool):
+        for pool in (self._vad_pool, self._wake_pool):
             pool.shutdown(wait=False, cancel_futures=True)
+        for worker in (self._asr, self._partial, self._tts):
+            worker.close()
 
     @property
     def partial_busy(self) -> bool:
         return self._partial_jobs > 0
+
+    @property
+    def urgent_pending(self) -> bool:
+        """Someone waits for speech work now: a turn's transcription, or a phrase due by now
+        (a first phrase, or a later one whose playback would otherwise run dry), is queued or
+        running. Work that merely prepares (a partial for the prefill) should not compete."""
+        return (
+            self._turn_jobs > 0
+            or self._tts.running_kind() == "tts_first"
+            or self._tts.waiting(due_by=time.monotonic()) > 0
+        )
+
+    def _beside(self, func: Callable[[], T]) -> T:
+        with self.priority.beside():
+            return func()
 
     async def on_vad_thread(self, func: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._vad_pool, func)
@@ -112,7 +141,7 @@ class SpeechRunner:
 
         self._turn_jobs += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._asr_pool, run)
+            return await self._asr.run(run, kind="asr_turn")
         finally:
             self._turn_jobs -= 1
 
@@ -122,8 +151,10 @@ class SpeechRunner:
         """The words so far of a turn still going on; in the background."""
         self._partial_jobs += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._partial_pool, lambda: self.transcriber.transcribe(audio, prompt=prompt)
+            return await self._partial.run(
+                lambda: self._beside(lambda: self.transcriber.transcribe(audio, prompt=prompt)),
+                deadline=time.monotonic() + PARTIAL_DEFER_S,
+                kind="asr_partial",
             )
         finally:
             self._partial_jobs -= 1
@@ -135,23 +166,21 @@ class SpeechRunner:
         transcriptions' worker, one 30 s window per job, so a long file never delays a
         turn's transcription and partials may run between its windows. Cancelling stops
         at the next window."""
-        loop = asyncio.get_running_loop()
         transcriber = self.transcriber
+        worker = self._partial
         self._partial_jobs += 1  # the listener skips partials meanwhile, not queue them
         try:
             if not isinstance(transcriber, FileTranscriber):
-                whole = await loop.run_in_executor(
-                    self._partial_pool, transcriber.transcribe, audio
-                )
+                whole = await worker.run(lambda: transcriber.transcribe(audio), kind="asr_file")
                 segments = [Segment(0.0, whole.audio_s, whole.text)] if whole.text else []
                 return TranscribedFile(whole.language, whole.audio_s, segments)
-            job = await loop.run_in_executor(
-                self._partial_pool,
+            job = await worker.run(
                 lambda: transcriber.transcribe_file(audio, language=language, prompt=prompt),
+                kind="asr_file",
             )
             found: list[Segment] = []
             while (
-                segment := await loop.run_in_executor(self._partial_pool, next, job.segments, None)
+                segment := await worker.run(lambda: next(job.segments, None), kind="asr_file")
             ) is not None:
                 found.append(segment)
             return TranscribedFile(job.language, job.duration_s, found)
@@ -164,12 +193,18 @@ class SpeechRunner:
         return isinstance(self.synthesizer, PacedSynthesizer)
 
     async def synthesize(
-        self, text: str, *, urgent: bool = False, speed: float = 1.0
+        self,
+        text: str,
+        *,
+        urgent: bool = False,
+        speed: float = 1.0,
+        needed_at: float | None = None,
     ) -> Int16Audio:
         """The whole phrase's audio. Piper synthesizes a sentence at once anyway, so the
         phrase is the unit of streaming; the lazy chunk generator is drained in the worker.
         `urgent`: the listener waits for it (a first phrase), so LLM tokens wait instead.
-        `speed` other than 1 needs a PacedSynthesizer (see `paced`)."""
+        `needed_at` (time.monotonic()): when playback reaches it; phrases needed sooner go
+        first (None: now). `speed` other than 1 needs a PacedSynthesizer (see `paced`)."""
         synthesizer = self.synthesizer
         key = (id(synthesizer), text, speed)
         said = self._said_before(key)
@@ -177,14 +212,14 @@ class SpeechRunner:
             return said
 
         def run() -> Int16Audio:
-            with self.priority.urgent() if urgent else contextlib.nullcontext():
+            with self.priority.urgent() if urgent else self.priority.beside():
                 if speed != 1.0 and isinstance(synthesizer, PacedSynthesizer):
                     chunks = list(synthesizer.synthesize_paced(text, speed))
                 else:
                     chunks = list(synthesizer.synthesize(text))
             return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
 
-        audio = await asyncio.get_running_loop().run_in_executor(self._tts_pool, run)
+        audio = await self._tts.run(run, deadline=needed_at, kind=_tts_kind(urgent))
         return self._keep(key, audio)
 
     def _said_before(self, key: tuple[int, str, float]) -> Int16Audio | None:
@@ -203,14 +238,24 @@ class SpeechRunner:
         return audio
 
     async def synthesize_chunks(
-        self, text: str, *, urgent: bool = False, speed: float = 1.0
+        self,
+        text: str,
+        *,
+        urgent: bool = False,
+        speed: float = 1.0,
+        needed_at: Callable[[], float] | None = None,
     ) -> AsyncGenerator[Int16Audio]:
         """The phrase's audio as the voice makes it: a chunk per sentence, or several per
         sentence from a voice that streams its decoder ([tts] stream_decoder), each pulled on
         the TTS thread. Close it (contextlib.aclosing) to stop the synthesis early; other
-        sessions' phrases may run between two chunks. `urgent` and `speed` as in synthesize."""
+        sessions' phrases may run between two chunks. `urgent` and `speed` as in synthesize;
+        `needed_at` tells, before each chunk, when playback will reach it (None: now)."""
         synthesizer = self.synthesizer
-        loop = asyncio.get_running_loop()
+        kind = _tts_kind(urgent)
+
+        def due() -> float | None:
+            return needed_at() if needed_at is not None else None
+
         key = (id(synthesizer), text, speed)
         said = self._said_before(key)
         if said is not None:
@@ -223,13 +268,15 @@ class SpeechRunner:
             return iter(synthesizer.synthesize(text))
 
         def pull(chunks: Iterator[Int16Audio]) -> Int16Audio | None:
-            with self.priority.urgent() if urgent else contextlib.nullcontext():
+            with self.priority.urgent() if urgent else self.priority.beside():
                 return next(chunks, None)
 
-        chunks = await loop.run_in_executor(self._tts_pool, start)
+        chunks = await self._tts.run(start, deadline=due(), kind=kind)
         made: list[Int16Audio] = []
         try:
-            while (chunk := await loop.run_in_executor(self._tts_pool, pull, chunks)) is not None:
+            while (
+                chunk := await self._tts.run(lambda: pull(chunks), deadline=due(), kind=kind)
+            ) is not None:
                 if len(text) <= PHRASE_CACHE_MAX_CHARS:
                     made.append(chunk)
                 yield chunk
@@ -239,6 +286,11 @@ class SpeechRunner:
             close = getattr(chunks, "close", None)
             if close is not None:
                 # After any pull still running on the one TTS thread; not awaited, so that a
-                # cancelled reply does not wait for it. (A pool shut down runs nothing more.)
+                # cancelled reply does not wait for it. (A worker closed runs nothing more.)
                 with contextlib.suppress(RuntimeError):
-                    loop.run_in_executor(self._tts_pool, close)
+                    self._tts.submit(close, kind="tts_close")
+
+
+def _tts_kind(urgent: bool) -> str:
+    """The trace's name of a synthesis job: a first phrase someone waits for, or a later one."""
+    return "tts_first" if urgent else "tts_later"

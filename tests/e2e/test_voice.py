@@ -45,10 +45,17 @@ async def converse(server: RunningServer, path: Path) -> TalkResult:
 
 
 @pytest.fixture(scope="module")
-async def conversations(server: RunningServer) -> dict[str, TalkResult]:
-    """Every recording spoken to the server at once, each on its own session."""
-    recs = recordings()
-    results = await asyncio.gather(*(converse(server, r.path) for r in recs))
+async def conversations(engines: Engines) -> dict[str, TalkResult]:
+    """Every recording spoken to the server at once, each on its own session. Admission
+    control is off: the 14 turns' transcriptions go single file through one Whisper worker,
+    and on a loaded machine the last ones waited past the default 10 s limit and were refused
+    as `overloaded` (that rule has its own tests, test_admission)."""
+    running = await start_server(make_settings(limits={"max_reply_wait_s": 0}), engines)
+    try:
+        recs = recordings()
+        results = await asyncio.gather(*(converse(running, r.path) for r in recs))
+    finally:
+        await running.web.close()
     return {r.path.name: res for r, res in zip(recs, results, strict=True)}
 
 
