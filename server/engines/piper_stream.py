@@ -35,8 +35,8 @@ import onnxruntime  # type: ignore[import-untyped]
 Float32Array = npt.NDArray[np.float32]
 
 # Latent frames of context each side of a window: how far a latent frame's change reaches
-# in the joe voice's decoder (10 frames) and flow (30: 4 couplings of 4 convolutions of
-# kernel 5, less what the exporter folded), measured (tests/unit/test_piper_stream.py), plus 2.
+# in the joe voice's decoder (10 frames) and flow (30; its 4 couplings of 4 convolutions of
+# kernel 5 could reach 32), measured (tests/unit/test_piper_stream.py), plus 2.
 DECODER_CONTEXT = 12
 FLOW_CONTEXT = 32
 # The first window: about 0.28 s of audio at 22.05 kHz (hop 256), so the first audio waits
@@ -250,6 +250,8 @@ class StreamingVits:
         """The sentence's audio (float, as the graph makes it), a window at a time."""
         frames = int(prior.shape[2])
         plan = plan_windows(frames)
+        if not plan:
+            return
         first = plan[0]
         head = min(frames, first.context_end + FLOW_CONTEXT)
         latent = self.latent(prior[:, :, :head], mask[:, :, :head])

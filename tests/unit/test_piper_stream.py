@@ -157,6 +157,13 @@ def test_the_first_window_decodes_only_its_own_frames_and_context() -> None:
     assert vits.flow.frames_run == [first_window + FLOW_CONTEXT, 400]  # then the whole flow
 
 
+def test_no_frames_no_windows() -> None:
+    vits = fake_vits(4, 4)
+    empty = np.zeros((1, 6, 0), dtype=np.float32)
+    assert plan_windows(0) == []
+    assert list(vits.windows(empty, np.zeros((1, 1, 0), dtype=np.float32))) == []
+
+
 def test_too_little_context_shows_in_the_stitched_audio() -> None:
     """The comparison above would see a decoder reaching beyond the context."""
     vits = fake_vits(4, DECODER_CONTEXT + 6)
