@@ -325,25 +325,31 @@ class StopScanner:
             return ""
         if not self.stops:
             return text
-        pending = self._held + text
+        return self._scan(self._held + text, final=False)
+
+    def flush(self) -> str:
+        """At the end of the reply: what was held back is sent up to any stop sequence in it."""
+        held, self._held = self._held, ""
+        return "" if self.stopped else self._scan(held, final=True)
+
+    def _scan(self, pending: str, *, final: bool) -> str:
         found = [i for i in (pending.find(s) for s in self.stops) if i >= 0]
-        if found:
+        # Where a stop sequence could still begin, if more text comes ("5a" with the stops
+        # "a" and "5a5": "5a5" would start before "a", and the earliest stop wins).
+        open_starts = (
+            [] if final else [q for q in range(len(pending)) if self._could_start(pending[q:])]
+        )
+        if found and not [q for q in open_starts if q < min(found)]:
             self.stopped = True
             self._held = ""
             return pending[: min(found)]
-        keep = 0
-        for stop in self.stops:
-            for length in range(min(len(stop) - 1, len(pending)), 0, -1):
-                if pending.endswith(stop[:length]):
-                    keep = max(keep, length)
-                    break
-        self._held = pending[len(pending) - keep :] if keep else ""
-        return pending[: len(pending) - keep]
+        safe = min(open_starts, default=len(pending))
+        self._held = pending[safe:]
+        return pending[:safe]
 
-    def flush(self) -> str:
-        """At the end of the reply: what was held back was no stop sequence after all."""
-        held, self._held = self._held, ""
-        return "" if self.stopped else held
+    def _could_start(self, tail: str) -> bool:
+        """`tail` is the start of a stop sequence but not all of it."""
+        return any(len(tail) < len(stop) and stop.startswith(tail) for stop in self.stops)
 
 
 # --- speech ---------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from http import HTTPStatus
 import av
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from server.audio.codecs import (
@@ -166,6 +166,8 @@ def test_stop_scanner_releases_what_was_no_stop() -> None:
     stops=st.lists(st.text(alphabet="ab\n5", min_size=1, max_size=4), max_size=3),
     cuts=st.lists(st.integers(min_value=0, max_value=40), max_size=8),
 )
+@example(text="5a5", stops=["a", "5a5"], cuts=[2])  # a longer stop that starts earlier
+@settings(max_examples=1000)
 def test_stop_scanner_output_is_the_text_up_to_the_first_stop(
     text: str, stops: list[str], cuts: list[int]
 ) -> None:
