@@ -31,7 +31,7 @@ from tests.e2e.test_mqtt import (
     wait_online,
 )
 from tests.mqtt_broker import MosquittoBroker, running_broker
-from tests.speech import normalise, to_16k_float
+from tests.speech import normalise, to_16k_float, wer
 
 pytestmark = pytest.mark.models
 
@@ -126,9 +126,9 @@ async def test_spoken_commands_are_confirmed_aloud(
             "Turn off the kitchen light.",
             "HassTurnOff",
             "light.kitchen",
-            "turned off kitchen",
+            "off",
         ),
-        "espeak-ng": ("Open the garage door.", "HassTurnOn", "cover.garage_door", "opening door"),
+        "espeak-ng": ("Open the garage door.", "HassTurnOn", "cover.garage_door", "opening"),
     }[voice]
     pcm, rate = piper(engines, said) if voice == "piper" else espeak(said)
     since = home.mark()
@@ -137,9 +137,13 @@ async def test_spoken_commands_are_confirmed_aloud(
     intents = [e for e in result.events if e["type"] == "intent"]
     assert [i["name"] for i in intents] == [intent_name], result.transcript
     assert [t["entity_id"] for t in intents[0]["targets"]] == [entity]
-    # Whisper tiny hears Piper's "garage" as "brush" now and then: the telling words only.
+    # The confirmation said is the one sent, within Whisper tiny's slips ("garage" heard as
+    # "brush", "turned" as "purned" now and then), and its action word is heard.
     heard = await transcribed(engines, bytes(result.audio), result.audio_rate)
-    assert set(confirmation.split()) <= set(heard.split()), heard
+    assert wer([result.reply], [heard]) <= 0.4 and confirmation in heard.split(), (
+        result.reply,
+        heard,
+    )
     hermes = body(await home.wait_for(f"hermes/intent/{intent_name}", since, timeout=30))
     assert any(s["value"]["value"] == entity for s in hermes["slots"])
 
