@@ -336,8 +336,12 @@ class StopScanner:
         found = [i for i in (pending.find(s) for s in self.stops) if i >= 0]
         # Where a stop sequence could still begin, if more text comes ("5a" with the stops
         # "a" and "5a5": "5a5" would start before "a", and the earliest stop wins).
+        # (Only the last few characters can begin a stop sequence that is not all there.)
+        tail_from = max(0, len(pending) - max(map(len, self.stops), default=1) + 1)
         open_starts = (
-            [] if final else [q for q in range(len(pending)) if self._could_start(pending[q:])]
+            []
+            if final
+            else [q for q in range(tail_from, len(pending)) if self._could_start(pending[q:])]
         )
         if found and not [q for q in open_starts if q < min(found)]:
             self.stopped = True
