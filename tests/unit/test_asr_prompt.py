@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from server import PROJECT_ROOT
-from server.app import App
+from server.app import App, Engines
 from server.engines.fakes import FakeChatModel, FakeTranscriber
 from server.intents.home import load_home
 from server.pipeline.session import Session
@@ -37,19 +37,18 @@ async def spoken_turn(
     return prompts
 
 
-async def spoken_turn_events(
-    persona: str, transcriber: FakeTranscriber | None = None, **intents: Any
-) -> tuple[list[str | None], list[proto.ServerEvent]]:
+async def speak_in_the_demo_home(
+    persona: str, engines: Engines, *, speech_s: float, prefill: bool, **intents: Any
+) -> RecordingSink:
+    """One spoken turn (a tone of `speech_s`, then silence) in a session of `persona` at the
+    demo home, on `engines`; what the session sent."""
     settings = make_settings(
         vad={"speculate": False, "silence_ms": 500, "min_speech_ms": 100},
-        llm={"prefill_while_speaking": False},
+        llm={"prefill_while_speaking": prefill},
         intents={"devices": str(DEMO), **intents},
     )
     personas = PersonaLibrary.load(settings.prompts.directory, settings.prompts.default_persona)
     app = App(settings=settings, personas=personas)
-    engines = fake_engines(
-        FakeChatModel("It is noon."), transcriber=transcriber or FakeTranscriber("hello")
-    )
     app.attach(engines)
     sink = RecordingSink()
     session = Session(app, sink)
@@ -58,12 +57,21 @@ async def spoken_turn_events(
         await session.start()
         await session.handle(proto.SessionStart(persona=persona))
         await session.handle(proto.AudioStart(sample_rate=RATE))
-        await harness.speak(np.concatenate([tone(1.0), silence(1.0)]))
+        await harness.speak(np.concatenate([tone(speech_s), silence(1.0)]))
         await harness.reply_done()
-        return harness.transcriber.prompts, sink.events
+        return sink
     finally:
         await session.close()
         app.close()
+
+
+async def spoken_turn_events(
+    persona: str, transcriber: FakeTranscriber | None = None, **intents: Any
+) -> tuple[list[str | None], list[proto.ServerEvent]]:
+    transcriber = transcriber or FakeTranscriber("hello")
+    engines = fake_engines(FakeChatModel("It is noon."), transcriber=transcriber)
+    sink = await speak_in_the_demo_home(persona, engines, speech_s=1.0, prefill=False, **intents)
+    return transcriber.prompts, sink.events
 
 
 async def test_a_session_that_takes_commands_prompts_whisper_with_its_home() -> None:

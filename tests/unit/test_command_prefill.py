@@ -3,48 +3,24 @@ model's cache (it will not answer them), on fake engines; other words still are.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from server import PROJECT_ROOT
-from server.app import App
 from server.engines.fakes import FakeChatModel, FakeTranscriber
 from server.intents.home import load_home
 from server.intents.recognizer import IntentRecognizer
-from server.pipeline.session import Session
-from server.prompts import PersonaLibrary
-from server.protocol import native as proto
-from tests.conftest import fake_engines, make_settings
-from tests.unit.test_session_turns import RATE, Harness, RecordingSink, silence, tone
+from tests.conftest import fake_engines
+from tests.unit.test_asr_prompt import speak_in_the_demo_home
 
 DEMO = PROJECT_ROOT / "prompts" / "devices.example.toml"
 
 
 async def prefills_while_speaking(words: str, persona: str, **intents: object) -> int:
     """Speak 2.5 s that Whisper (a fake) hears as `words`; how many prefills the model got."""
-    settings = make_settings(
-        vad={"speculate": False, "silence_ms": 500, "min_speech_ms": 100},
-        llm={"prefill_while_speaking": True},
-        intents={"devices": str(DEMO), **intents},
-    )
-    personas = PersonaLibrary.load(settings.prompts.directory, settings.prompts.default_persona)
-    app = App(settings=settings, personas=personas)
     model = FakeChatModel("It is noon.")
     engines = fake_engines(model, transcriber=FakeTranscriber(words))
-    app.attach(engines)
-    sink = RecordingSink()
-    session = Session(app, sink)
-    harness = Harness(session, sink, engines)
-    try:
-        await session.start()
-        await session.handle(proto.SessionStart(persona=persona))
-        await session.handle(proto.AudioStart(sample_rate=RATE))
-        await harness.speak(np.concatenate([tone(2.5), silence(1.0)]))
-        await harness.reply_done()
-        return len(model.prefills)
-    finally:
-        await session.close()
-        app.close()
+    await speak_in_the_demo_home(persona, engines, speech_s=2.5, prefill=True, **intents)
+    return len(model.prefills)
 
 
 async def test_a_command_is_not_prefilled_while_it_is_spoken() -> None:
