@@ -428,8 +428,13 @@ class KnowledgeBase:
                     continue
                 # An everyday verb names no topic: not a miss.
                 counted = [t for t in unique if t in matched or t not in generic]
-                coverage = len(matched) / len(counted)
-                titled = sum(1 for t in counted if expand(t) & self._titles[i]) / len(counted)
+                # A question of everyday verbs alone ("Is he allowed up there?") names no topic.
+                coverage = len(matched) / len(counted) if counted else 0.0
+                titled = (
+                    sum(1 for t in counted if expand(t) & self._titles[i]) / len(counted)
+                    if counted
+                    else 0.0
+                )
                 similarity = 0.0
                 if sentence is not None:
                     similarity = float((self._vectors[i].sentences @ sentence).max())

@@ -97,6 +97,14 @@ def test_a_question_about_something_else_is_still_unknown() -> None:
     assert plan.route == "unknown" and "01632 960 000" in (plan.answer or "")
 
 
+@pytest.mark.parametrize("turn", ["Is he allowed up there?", "My son is six. Is he allowed?"])
+def test_a_question_of_everyday_verbs_alone_is_searched_without_error(turn: str) -> None:
+    # Every word is generic ("allow"): no passage can be missed or covered, and the search once
+    # divided by the count of topic words, which was zero here.
+    plan = plan_reply("p", turn, _venue(FakeEncoder()), KnowledgeSettings())
+    assert plan.route in {"fact", "unknown", "model"}
+
+
 def test_a_shared_word_beats_a_word_of_similar_meaning_when_extracting() -> None:
     # "Sunday" means much the same as "Monday" to the encoder; only one line says Sunday.
     venue = _venue(FakeEncoder())
