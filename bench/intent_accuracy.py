@@ -33,7 +33,7 @@ import soxr
 from websockets.asyncio.client import connect
 
 from bench.common import BENCH_DIR, hardware, median, percentile, server_process
-from bench.intent_set import ITEMS, REFUSED, SITE, Item
+from bench.intent_set import HELD_OUT, ITEMS, REFUSED, SITE, Item
 from clients.talk import talk_turn
 from server.config import load_settings
 from server.intents.recognizer import IntentRecognizer, Recognized, Refused
@@ -108,9 +108,9 @@ def score(
     return {"intent_ok": intent_ok, "slots_ok": slots_ok, "false_action": false_action}
 
 
-def typed(recognizer: IntentRecognizer) -> list[dict[str, Any]]:
+def typed(recognizer: IntentRecognizer, items: list[Item]) -> list[dict[str, Any]]:
     rows = []
-    for item in ITEMS:
+    for item in items:
         began = time.perf_counter()
         found = recognizer.understand(item.text, SITE)
         match_ms = (time.perf_counter() - began) * 1000
@@ -239,6 +239,7 @@ def _servers(server_log: Path | None, compare: str | None) -> Iterator[dict[str,
 
 async def spoken(
     voices: Voices,
+    items_set: list[Item],
     limit: int | None,
     kinds: set[str],
     every: int,
@@ -252,7 +253,7 @@ async def spoken(
         item
         for kind in ("command", "refusal", "paraphrase", "chit-chat")
         if kind in kinds
-        for item in [i for i in ITEMS if i.kind == kind][::every]
+        for item in [i for i in items_set if i.kind == kind][::every]
     ][:limit]
     with _servers(server_log, compare) as ports:
         for voice in voices.names:
@@ -292,7 +293,7 @@ def _outcome(
     return intent, score(item, intent, slots, targets)
 
 
-def hearing_ab(voices: Voices, every: int) -> dict[str, Any]:
+def hearing_ab(voices: Voices, every: int, items_set: list[Item]) -> dict[str, Any]:
     """Every command and chit-chat item, synthesized and transcribed by Whisper in this
     process with and without the home's prompt ([intents] asr_prompt), then understood four
     ways side by side (STRATEGIES). No server, no real-time pacing: accuracy does not depend on
@@ -313,7 +314,7 @@ def hearing_ab(voices: Voices, every: int) -> dict[str, Any]:
     strict.warm_up()
     repairing.warm_up()
     prompt = home.asr_prompt()
-    items = [i for i in ITEMS if i.kind in ("command", "chit-chat")][::every]
+    items = [i for i in items_set if i.kind in ("command", "chit-chat")][::every]
     tally: dict[str, dict[str, Any]] = {
         name: {"commands_right": 0, "wrong_actions": 0, "false_actions": 0, "by_voice": {}}
         for name in STRATEGIES
@@ -402,6 +403,12 @@ def main() -> None:
     )
     parser.add_argument("--typed-only", action="store_true")
     parser.add_argument(
+        "--held-out",
+        action="store_true",
+        help="the held-out set (bench/intent_set.py HELD_OUT) instead of the main one; "
+        "results go to *-held-out.json",
+    )
+    parser.add_argument(
         "--server-log", type=Path, help="spoken: the server's debug log (each step's time)"
     )
     parser.add_argument(
@@ -418,22 +425,25 @@ def main() -> None:
         "Whisper prompt, understood with and without repairs, side by side",
     )
     args = parser.parse_args()
+    items = HELD_OUT if args.held_out else ITEMS
+    suffix = "-held-out" if args.held_out else ""
 
     if args.hearing_ab:
-        found = hearing_ab(Voices(args.voices.split(",")), args.every)
+        found = hearing_ab(Voices(args.voices.split(",")), args.every, items)
         found["hardware"] = hardware()
-        out = BENCH_DIR / "results-intents-hearing.json"
+        out = BENCH_DIR / f"results-intents-hearing{suffix}.json"
         out.write_text(json.dumps(found, indent=1) + "\n", encoding="utf-8")
         print(f"written {out}")
         return
     recognizer = load_recognizer(load_settings(environ={}).intents)
     assert recognizer is not None
-    typed_rows = typed(recognizer)
-    typed_rows += typed(recognizer)  # twice: the second pass is the warm one that counts
-    typed_rows = typed_rows[len(ITEMS) :]
+    typed_rows = typed(recognizer, items)
+    typed_rows += typed(recognizer, items)  # twice: the second pass is the warm one that counts
+    typed_rows = typed_rows[len(items) :]
     results: dict[str, Any] = {
         "hardware": hardware(),
-        "items": Counter(i.kind for i in ITEMS),
+        "set": "held-out" if args.held_out else "main",
+        "items": Counter(i.kind for i in items),
         "typed": {"summary": summary(typed_rows), "rows": typed_rows},
     }
     print(table("typed (match time, ms)", results["typed"]["summary"]))
@@ -442,6 +452,7 @@ def main() -> None:
         rows = asyncio.run(
             spoken(
                 voices,
+                items,
                 args.limit,
                 set(args.kinds.split(",")),
                 args.every,
@@ -466,7 +477,7 @@ def main() -> None:
             results["spoken"]["summary_compare"] = summary(other)
             print(table(f"the same, with {args.compare}", summary(other)))
     results["hardware_after"] = {"load_average": hardware()["load_average"]}
-    out = BENCH_DIR / "results-intents.json"
+    out = BENCH_DIR / f"results-intents{suffix}.json"
     out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     print(f"written {out}")
 
