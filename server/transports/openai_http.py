@@ -47,6 +47,7 @@ from server.engines.base import PromptTooLong
 from server.errors import ChinwagError, ErrorCode
 from server.logs import log_failure
 from server.pipeline.chat import ChatOutcome, ChatRunner
+from server.pipeline.grounding import ReplyPlan, SaidAnswer, plan_reply
 from server.pipeline.speech import SpeechRunner
 from server.pipeline.text_split import PhraseSplitter, speakable
 from server.prompts import GenerationSettings, Persona
@@ -252,9 +253,12 @@ class OpenAIHttp:
         persona = self._persona(chat_request.model)
         generation = _generation(persona.generation, chat_request)
         conversation = oa.conversation_of(chat_request.messages)
-        system_prompt = conversation.system_prompt or persona.system_prompt
-        runner = self._chat()
-        reply = _Reply(chat_request, oa.completion_id(), oa.now())
+        plan = await _plan(persona, conversation)
+        system_prompt = plan.system_prompt
+        runner: ChatRunner | SaidAnswer = (
+            SaidAnswer(plan.answer) if plan.answer is not None else self._chat()
+        )
+        reply = _Reply(chat_request, oa.completion_id(), oa.now(), plan)
         if not chat_request.stream:
             text, outcome = await reply.run(runner, system_prompt, conversation, generation, None)
             return web.json_response(
@@ -489,18 +493,37 @@ class _Stopped(Exception):
     which stops the model)."""
 
 
+async def _plan(persona: Persona, conversation: oa.Conversation) -> ReplyPlan:
+    """The persona's plan for the last user message, as on every other way in: the site's
+    facts, an honest "I don't know", a command declined (HTTP chat acts on nothing), or the
+    model with the caller's system message (else the persona's) and the facts that match."""
+    last = conversation.history[-1] if conversation.history else None
+    question = last.content if last is not None and last.role == "user" else None
+    system_prompt = conversation.system_prompt or persona.system_prompt
+    # Site knowledge embeds the question (milliseconds of numpy): off the event loop.
+    return await asyncio.to_thread(
+        plan_reply,
+        system_prompt,
+        question,
+        persona.knowledge,
+        persona.knowledge_settings,
+        guard=persona.honest_actions,
+    )
+
+
 class _Reply:
     """One chat completion's text, stop sequences and counts."""
 
-    def __init__(self, request: oa.ChatRequest, ident: str, created: int) -> None:
+    def __init__(self, request: oa.ChatRequest, ident: str, created: int, plan: ReplyPlan) -> None:
         self.request = request
         self.ident = ident
         self.created = created
+        self.plan = plan
         self.scanner = oa.StopScanner(request.stops)
 
     async def run(
         self,
-        runner: ChatRunner,
+        runner: ChatRunner | SaidAnswer,
         system_prompt: str,
         conversation: oa.Conversation,
         generation: GenerationSettings,
@@ -523,6 +546,10 @@ class _Reply:
             await runner.reply(
                 system_prompt, conversation.history, generation, on_delta, outcome, urgent=False
             )
+            # A reply that claims an action nothing took gets the honest line, as elsewhere.
+            note = self.plan.correction("".join(parts))
+            if note is not None:
+                await on_delta(note)
         except _Stopped:
             pass
         except PromptTooLong as exc:

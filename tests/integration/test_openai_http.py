@@ -19,6 +19,7 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from server.engines.base import ChatMessage
+from server.pipeline.honesty import claims_action
 from tests.conftest import RunningServer
 from tests.speech import normalise, recording, wer
 
@@ -150,6 +151,31 @@ async def test_persona_as_model_and_caller_system_message(
     )
     assert reply.usage is not None
     assert reply.usage.prompt_tokens == prompt_tokens(server, system, question)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_persona_plans_its_answer_over_http_as_on_every_way_in(
+    client: openai.AsyncOpenAI, stream: bool
+) -> None:
+    """The receptionist's venue facts, its honest "I don't know" and its refusal to claim an
+    action come over HTTP as over the native protocol (tests/integration/test_site_knowledge.py):
+    said word for word from the plan, not generated."""
+
+    async def ask(question: str) -> str:
+        messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": question}]
+        create = client.chat.completions.create
+        if stream:
+            chunks = await create(model="receptionist", messages=messages, stream=True)
+            return "".join([c.choices[0].delta.content or "" async for c in chunks if c.choices])
+        reply = await create(model="receptionist", messages=messages)
+        assert reply.choices[0].finish_reason == "stop"
+        return reply.choices[0].message.content or ""
+
+    assert "9 am to 5 pm" in await ask("What time do you open on Saturday?")
+    unknown = await ask("Is there a swimming pool in the building?")
+    assert "don't know" in unknown and "01632 960 412" in unknown
+    command = await ask("Turn off the lights in the main hall.")
+    assert "can't" in command and not claims_action(command)
 
 
 async def test_disconnect_mid_stream_frees_the_model(server: RunningServer) -> None:
