@@ -6,9 +6,9 @@ each `run-pipeline` the satellite asks for, one pipeline run whose progress goes
 `detection`, `voice-started`, `voice-stopped`, `transcript`, `synthesize` and the reply audio
 (`audio-start` / `-chunk` / `-stop`); the satellite answers `played` when it has played it.
 
-No asyncio and no sockets here: `wyoming.event.Event`s in, typed actions out (the framing and
-the audio conversion are server.protocol.wyoming's); the I/O is
-server/transports/wyoming_satellite.py.
+No asyncio and no sockets here: `wyoming.event.Event`s in, typed actions out (the framing is
+server.protocol.wyoming_framing's, the audio conversion server.protocol.wyoming_audio's); the
+I/O is server/transports/wyoming_satellite.py.
 
 Satellites differ by version. wyoming-satellite 1.0.0 (the one on the package index) knows no
 ping, sends no `played` and no `restart_on_end`: an always-streaming one sends a single
@@ -37,6 +37,7 @@ from wyoming.wake import Detect, Detection
 from server.audio.pcm import check_sample_rate
 from server.errors import ChinwagError, ErrorCode
 from server.protocol import wyoming as wire
+from server.protocol.wyoming_audio import audio_format, to_mono_pcm16
 
 DEFAULT_SATELLITE_PORT = 10700
 Stage = Literal["wake", "asr", "intent", "handle", "tts"]
@@ -212,8 +213,8 @@ def read_satellite_event(event: Event) -> SatelliteAction:
     data = event.data or {}
     kind = event.type
     if AudioChunk.is_type(kind):
-        fmt = wire.audio_format(data)
-        return MicAudio(wire.to_mono_pcm16(event.payload or b"", fmt), fmt.rate)
+        fmt = audio_format(data)
+        return MicAudio(to_mono_pcm16(event.payload or b"", fmt), fmt.rate)
     if Ping.is_type(kind):
         text = data.get("text")
         return PingReceived(text if isinstance(text, str) else None)

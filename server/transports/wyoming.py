@@ -48,6 +48,9 @@ from server.pipeline.transcripts import is_probably_not_speech
 from server.pipeline.turn_output import TurnOutput
 from server.protocol import native as proto
 from server.protocol import wyoming as wire
+from server.protocol.wyoming_audio import audio_chunk_event, audio_start_event, audio_stop_event
+from server.protocol.wyoming_framing import MAX_HEADER_BYTES, build_event, error_event, parse_header
+from server.protocol.wyoming_info import build_info, pick_voice, voice_of
 
 if TYPE_CHECKING:
     from server.app import App
@@ -96,7 +99,7 @@ class EventStream:
             line = await self.reader.readline()
             if not line:
                 return None
-            header = wire.parse_header(line, self.max_event_bytes)
+            header = parse_header(line, self.max_event_bytes)
             data = await self.reader.readexactly(header.data_length) if header.data_length else b""
             payload = (
                 await self.reader.readexactly(header.payload_length)
@@ -107,7 +110,7 @@ class EventStream:
             return None
         except ValueError as exc:  # readline: a line over the stream's limit
             raise ChinwagError(ErrorCode.FRAME_TOO_LARGE, "event header too long") from exc
-        return wire.build_event(header, data, payload)
+        return build_event(header, data, payload)
 
     async def write(self, event: Event) -> None:
         """Send one event; a peer that is gone or too slow raises Gone (and is dropped)."""
@@ -154,16 +157,16 @@ class WyomingSink:
             case proto.OutputAudioStart():
                 self.rate = event.sample_rate
                 self.segments += 1
-                await connection.write(wire.audio_start_event(event.sample_rate))
+                await connection.write(audio_start_event(event.sample_rate))
             case proto.OutputAudioDone():
-                await connection.write(wire.audio_stop_event())
+                await connection.write(audio_stop_event())
             case proto.Error():
                 await connection.fail(_error_of(event))
             case _:
                 pass  # speech.started/stopped, state: nothing to say on Wyoming
 
     async def send_audio(self, pcm: bytes) -> None:
-        await self.connection.write(wire.audio_chunk_event(self.rate, pcm))
+        await self.connection.write(audio_chunk_event(self.rate, pcm))
 
     async def answer(self, text: str) -> None:
         """The transcript, once per request (later answers are ignored)."""
@@ -231,7 +234,7 @@ class Connection:
         self.app.metrics.errors.labels(exc.code.value).inc()
         log.info("Wyoming %s: %s: %s", self.peer, exc.code, exc.message)
         with contextlib.suppress(Gone):
-            await self.write(wire.error_event(exc))
+            await self.write(error_event(exc))
         self.writer.close()  # the reader loop then ends, and the request with it
 
     # --- the reader loop ----------------------------------------------------------------
@@ -266,10 +269,10 @@ class Connection:
             case wire.OpenAudio():
                 self._begin(self._transcribe(action))
             case wire.Speak():
-                wire.pick_voice(self.server.voices, action.voice, action.language)
+                pick_voice(self.server.voices, action.voice, action.language)
                 self._begin(self._speak(action))
             case wire.OpenTextStream():
-                wire.pick_voice(self.server.voices, action.voice, action.language)
+                pick_voice(self.server.voices, action.voice, action.language)
                 self._begin(self._speak_stream())
             case wire.Converse():
                 self._begin(self._converse(action))
@@ -395,8 +398,8 @@ class Connection:
         out = TurnOutput(session.emit, self.sink.send_audio)
         await session.speaker.speak(spoken, queue, None, out)
         if self.sink.segments == segments:  # nothing to say: still one (empty) segment
-            await self.write(wire.audio_start_event(session.speech.synthesizer.sample_rate))
-            await self.write(wire.audio_stop_event())
+            await self.write(audio_start_event(session.speech.synthesizer.sample_rate))
+            await self.write(audio_stop_event())
 
     async def _speak(self, action: wire.Speak) -> None:
         session = await self.session()
@@ -583,8 +586,8 @@ class WyomingServer:
         self.app = app
         self.settings = settings
         persona = app.personas.get(settings.persona).name
-        self.info_event = wire.build_info(app.settings, persona, __version__).event()
-        self.voices = [wire.voice_of(app.settings.tts.voice_path)]
+        self.info_event = build_info(app.settings, persona, __version__).event()
+        self.voices = [voice_of(app.settings.tts.voice_path)]
         self.conversations = Conversations(app, persona, settings)
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -595,7 +598,7 @@ class WyomingServer:
 
     async def start(self, host: str, port: int) -> None:
         self._server = await asyncio.start_server(
-            self._accept, host, port, limit=wire.MAX_HEADER_BYTES + 2
+            self._accept, host, port, limit=MAX_HEADER_BYTES + 2
         )
         self.host = host
         self.port = self._server.sockets[0].getsockname()[1]

@@ -34,6 +34,8 @@ from server.pipeline.session import Session
 from server.protocol import native as proto
 from server.protocol import wyoming as wire
 from server.protocol import wyoming_satellite as sat
+from server.protocol.wyoming_audio import audio_chunk_event, audio_start_event, audio_stop_event
+from server.protocol.wyoming_framing import MAX_HEADER_BYTES, error_event
 from server.transports.wyoming import EventStream, Gone
 
 if TYPE_CHECKING:
@@ -135,17 +137,15 @@ class SatelliteSink:
                 await self.link.send(wire.transcript_event(event.text, None))
             case proto.OutputAudioStart():
                 self.rate = event.sample_rate
-                await self.link.send(wire.audio_start_event(event.sample_rate))
+                await self.link.send(audio_start_event(event.sample_rate))
             case proto.OutputAudioDone():
-                await self.link.send(wire.audio_stop_event())
+                await self.link.send(audio_stop_event())
             case proto.ReplyDone() if event.text.strip() and (run is None or run.request.speak):
                 # The text the satellite's --synthesize-command gets (its audio streamed as
                 # it was written; the full text is known only now).
                 await self.link.send(sat.synthesize_event((event.heard_text or event.text).strip()))
             case proto.Error():
-                await self.link.send(
-                    wire.error_event(ChinwagError(_code(event.code), event.message))
-                )
+                await self.link.send(error_event(ChinwagError(_code(event.code), event.message)))
             case _:
                 pass
 
@@ -154,7 +154,7 @@ class SatelliteSink:
         if run is not None:
             run.audio_bytes += len(pcm)
         if self.rate:
-            await self.link.send(wire.audio_chunk_event(self.rate, pcm))
+            await self.link.send(audio_chunk_event(self.rate, pcm))
 
 
 def _code(code: str) -> ErrorCode:
@@ -199,7 +199,7 @@ class SatelliteLink:
             try:
                 async with asyncio.timeout(CONNECT_TIMEOUT_S):
                     reader, writer = await asyncio.open_connection(
-                        self.host, self.port, limit=wire.MAX_HEADER_BYTES + 2
+                        self.host, self.port, limit=MAX_HEADER_BYTES + 2
                     )
                 began = time.monotonic()
                 await self._serve(reader, writer)
@@ -247,7 +247,7 @@ class SatelliteLink:
                     await self._act(sat.read_satellite_event(event))
                 except ChinwagError as exc:
                     self.app.metrics.errors.labels(exc.code.value).inc()
-                    await self.send(wire.error_event(exc))
+                    await self.send(error_event(exc))
         except Gone:
             pass
         finally:
@@ -373,12 +373,12 @@ class SatelliteLink:
             except ChinwagError as exc:
                 failed = True
                 self.app.metrics.errors.labels(exc.code.value).inc()
-                await self.send(wire.error_event(exc))
+                await self.send(error_event(exc))
             except Exception as exc:
                 failed = True
                 log_failure(log, "satellite %s: the pipeline run failed", exc, self.site)
                 await self.send(
-                    wire.error_event(
+                    error_event(
                         ChinwagError(ErrorCode.INTERNAL_ERROR, "the run failed; see the log")
                     )
                 )

@@ -1,4 +1,5 @@
-"""The Wyoming translation (server/protocol/wyoming.py): bytes and events in, actions out."""
+"""The Wyoming translation (server/protocol/wyoming.py and its wyoming_framing, wyoming_info and
+wyoming_audio): bytes and events in, actions out."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ from server.config import load_settings
 from server.errors import ChinwagError, ErrorCode
 from server.pipeline.text_split import PhraseSplitter
 from server.protocol import wyoming as wire
+from server.protocol.wyoming_audio import AudioFormat, to_mono_pcm16
+from server.protocol.wyoming_framing import build_event, parse_header
+from server.protocol.wyoming_info import asr_languages, build_info, pick_voice, voice_of
 
 LIMIT = 1 << 20
 
@@ -39,10 +43,10 @@ def framed(event: Event) -> bytes:
 def parse(frame: bytes) -> Event:
     """The bounded reader's steps over one frame."""
     line, rest = frame.split(b"\n", 1)
-    header = wire.parse_header(line, LIMIT)
+    header = parse_header(line, LIMIT)
     data, payload = rest[: header.data_length], rest[header.data_length :]
     assert len(payload) == header.payload_length
-    return wire.build_event(header, data, payload)
+    return build_event(header, data, payload)
 
 
 @pytest.mark.parametrize(
@@ -79,7 +83,7 @@ def test_frames_read_as_the_wyoming_package_writes_them(
 )
 def test_bad_headers_are_refused_before_reading_on(line: bytes, code: ErrorCode) -> None:
     with pytest.raises(ChinwagError) as caught:
-        wire.parse_header(line, LIMIT)
+        parse_header(line, LIMIT)
     assert caught.value.code == code
 
 
@@ -94,7 +98,7 @@ def test_tcp_uris() -> None:
 
 def test_info_fills_what_home_assistant_reads(tmp_path: Path) -> None:
     settings = load_settings(overrides={"wyoming": {"uri": "tcp://127.0.0.1:0"}}, environ={})
-    info = Info.from_event(wire.build_info(settings, "smart_home", "1.2.3").event())
+    info = Info.from_event(build_info(settings, "smart_home", "1.2.3").event())
     assert [p.name for p in info.asr] == ["chinwag"]
     assert info.asr[0].installed and info.asr[0].requires_external_vad
     assert info.tts[0].supports_synthesize_streaming and info.tts[0].voices[0].installed
@@ -102,52 +106,52 @@ def test_info_fills_what_home_assistant_reads(tmp_path: Path) -> None:
     assert "smart_home" in (info.handle[0].description or "")
     assert not info.wake and not info.intent and not info.mic and info.satellite is None
     with_vad = load_settings(overrides={"wyoming": {"use_vad": True}}, environ={})
-    assert not wire.build_info(with_vad, "x", "1").asr[0].requires_external_vad
+    assert not build_info(with_vad, "x", "1").asr[0].requires_external_vad
     english = load_settings(overrides={"asr": {"language": None}}, environ={})
-    assert wire.asr_languages(english) == ["en"]  # whisper-tiny-en: an English-only model
+    assert asr_languages(english) == ["en"]  # whisper-tiny-en: an English-only model
     multi = load_settings(
         overrides={"asr": {"language": None, "model_path": str(tmp_path / "whisper-base")}},
         environ={},
     )
-    assert "de" in wire.asr_languages(multi)
+    assert "de" in asr_languages(multi)
 
 
 def test_voice_described_from_its_config(tmp_path: Path) -> None:
     onnx = tmp_path / "de_DE-thorsten-high.onnx"
     config = {"language": {"code": "de_DE"}, "audio": {"sample_rate": 22050, "quality": "high"}}
     Path(f"{onnx}.json").write_text(json.dumps(config))
-    voice = wire.voice_of(onnx)
+    voice = voice_of(onnx)
     assert (voice.name, voice.languages, voice.sample_rate) == (
         "de_DE-thorsten-high",
         ("de_DE",),
         22050,
     )
-    assert wire.voice_of(tmp_path / "fr_FR-siwis-low.onnx").languages == ("fr_FR",)
+    assert voice_of(tmp_path / "fr_FR-siwis-low.onnx").languages == ("fr_FR",)
     voices = [voice]
-    assert wire.pick_voice(voices, None, None) is voice
-    assert wire.pick_voice(voices, None, "de") is voice
+    assert pick_voice(voices, None, None) is voice
+    assert pick_voice(voices, None, "de") is voice
     with pytest.raises(ChinwagError) as caught:
-        wire.pick_voice(voices, "nobody", None)
+        pick_voice(voices, "nobody", None)
     assert caught.value.code == ErrorCode.UNKNOWN_VOICE
     with pytest.raises(ChinwagError):
-        wire.pick_voice(voices, None, "fr")
+        pick_voice(voices, None, "fr")
 
 
 def test_audio_of_any_width_and_channels_becomes_mono_16_bit() -> None:
     samples = np.array([0, 1000, -1000, 32767, -32768], dtype=np.int16)
-    fmt16 = wire.AudioFormat(16000, 2, 1)
-    assert wire.to_mono_pcm16(samples.tobytes(), fmt16) == samples.tobytes()
+    fmt16 = AudioFormat(16000, 2, 1)
+    assert to_mono_pcm16(samples.tobytes(), fmt16) == samples.tobytes()
     stereo = np.stack([samples, samples], axis=1).astype("<i2").tobytes()
-    assert wire.to_mono_pcm16(stereo, wire.AudioFormat(16000, 2, 2)) == samples.tobytes()
+    assert to_mono_pcm16(stereo, AudioFormat(16000, 2, 2)) == samples.tobytes()
     wide = (samples.astype(np.int32) << 16).astype("<i4").tobytes()
-    assert wire.to_mono_pcm16(wide, wire.AudioFormat(16000, 4, 1)) == samples.tobytes()
+    assert to_mono_pcm16(wide, AudioFormat(16000, 4, 1)) == samples.tobytes()
     as24 = b"".join((int(s) << 8).to_bytes(3, "little", signed=True) for s in samples)
-    assert wire.to_mono_pcm16(as24, wire.AudioFormat(16000, 3, 1)) == samples.tobytes()
+    assert to_mono_pcm16(as24, AudioFormat(16000, 3, 1)) == samples.tobytes()
     as8 = bytes([128, 132, 124, 255, 0])
-    out = np.frombuffer(wire.to_mono_pcm16(as8, wire.AudioFormat(8000, 1, 1)), dtype="<i2")
+    out = np.frombuffer(to_mono_pcm16(as8, AudioFormat(8000, 1, 1)), dtype="<i2")
     assert out.tolist() == [0, 1024, -1024, 32512, -32768]
     with pytest.raises(ChinwagError):
-        wire.to_mono_pcm16(b"\x00\x00\x00", fmt16)
+        to_mono_pcm16(b"\x00\x00\x00", fmt16)
 
 
 @pytest.mark.parametrize(
@@ -253,5 +257,5 @@ def test_other_events_are_ignored() -> None:
 )
 def test_hostile_json_headers_are_invalid_json(line: bytes) -> None:
     with pytest.raises(ChinwagError) as err:
-        wire.parse_header(line, 1 << 20)
+        parse_header(line, 1 << 20)
     assert err.value.code is ErrorCode.INVALID_JSON
