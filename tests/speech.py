@@ -17,6 +17,7 @@ from clients.talk import read_wav
 from server.audio.pcm import float32_to_int16, int16_to_float32, resample
 
 DATA = Path(__file__).resolve().parent / "data" / "human"
+PIPER_DATA = DATA.parent / "piper"  # Piper speech at 24 kHz that Whisper's short window looped on
 
 
 @dataclass(frozen=True)
@@ -26,10 +27,14 @@ class Recording:
     text: str
 
 
-def recordings() -> list[Recording]:
-    with (DATA / "transcripts.tsv").open(encoding="utf-8") as f:
+def recordings(folder: Path = DATA) -> list[Recording]:
+    with (folder / "transcripts.tsv").open(encoding="utf-8") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
-    return [Recording(DATA / r["file"], int(r["sample_rate"]), r["text"]) for r in rows]
+    return [Recording(folder / r["file"], int(r["sample_rate"]), r["text"]) for r in rows]
+
+
+def piper_recordings() -> list[Recording]:
+    return recordings(PIPER_DATA)
 
 
 def recording(name: str) -> Recording:
@@ -47,6 +52,37 @@ def wer(references: list[str], hypotheses: list[str]) -> float:
             [normalise(r) for r in references], [normalise(h) or "<empty>" for h in hypotheses]
         )
     )
+
+
+def repeated_run(text: str, length: int = 4) -> str | None:
+    """A run of `length` words that the text says twice (a decoding loop, in a transcript of
+    one short sentence), or None."""
+    words = normalise(text).split()
+    first: dict[tuple[str, ...], int] = {}
+    for i in range(len(words) - length + 1):
+        run = tuple(words[i : i + length])
+        if i - first.setdefault(run, i) >= length:
+            return " ".join(run)
+    return None
+
+
+def turn_so_far(rec: Recording) -> list[np.ndarray]:
+    """What the server transcribes of this recording streamed in 20 ms frames: the turn so far
+    at each pause (a speculative reply's audio), then the whole turn; through the server's
+    own resampler and VAD, so the samples are the server's, to the last bit."""
+    from server.audio.pcm import StreamResampler
+    from server.audio.vad import SpeechPaused, SpeechStopped, StreamingVad, VadConfig
+
+    pcm, rate = read_wav(rec.path)
+    pcm = np.concatenate([pcm, np.zeros(rate, dtype=np.int16)])  # the microphone stays open
+    resampler = StreamResampler(rate, 16000, np.float32)
+    vad = StreamingVad(config=VadConfig(report_pauses=True))
+    found = []
+    for i in range(0, len(pcm), rate // 50):
+        for event in vad.feed(resampler.process(int16_to_float32(pcm[i : i + rate // 50]))):
+            if isinstance(event, SpeechPaused | SpeechStopped):
+                found.append(event.audio)
+    return found
 
 
 def to_16k_float(pcm: np.ndarray, rate: int) -> np.ndarray:

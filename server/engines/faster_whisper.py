@@ -42,7 +42,7 @@ class WhisperTranscriber:
     Calls from several threads are safe; CTranslate2 runs up to `workers` of them at once.
     With `short_window` the encoder sees a 10 s or 20 s window instead of 30 s (on 2 cores a
     3 s utterance takes ~120 ms instead of ~430 ms, same WER on our recordings); a decoding
-    that looks like a loop is redone with the standard window.
+    that looks like a loop is redone on the next longer window, the standard one last.
     """
 
     sample_rate = SAMPLE_RATE
@@ -189,11 +189,22 @@ class WhisperTranscriber:
     def _transcribe_short(
         self, audio: Float32Audio, audio_s: float, prompt: str | None = None
     ) -> Transcript | None:
-        """One decoding on a short encoder window; None when the standard path must do it."""
+        """One decoding on the shortest encoder window that fits, a longer one if it loops;
+        None when the standard 30 s path must do it."""
         frames = audio.size // _HOP
-        window = next((w for w in _SHORT_WINDOWS if frames + _SHORT_WINDOW_MIN_PAD <= w), None)
-        if window is None:
-            return None
+        for window in _SHORT_WINDOWS:
+            if frames + _SHORT_WINDOW_MIN_PAD > window:
+                continue
+            transcript = self._decode_window(audio, audio_s, window, prompt)
+            if transcript is not None:
+                return transcript
+            log.debug("a %d s window's decoding looks like a loop", window // 100)
+        return None
+
+    def _decode_window(
+        self, audio: Float32Audio, audio_s: float, window: int, prompt: str | None
+    ) -> Transcript | None:
+        """Decode on an encoder window of `window` mel frames; None if the decoding loops."""
         # Pad the audio, not the mel: padded frames then get the log-mel floor of silence,
         # as in OpenAI's Whisper. faster-whisper's zero mel frames made 10 s windows loop.
         padded = np.pad(audio, (0, window * _HOP - audio.size))
@@ -214,7 +225,6 @@ class WhisperTranscriber:
         )[0]
         tokens: list[int] = result.sequences_ids[0]
         if len(tokens) >= max_new or _repeats(tokens):
-            log.debug("short-window decoding looks like a loop; using the 30 s window")
             return None
         # As faster-whisper: scores are length-normalised; the end token counts too.
         avg_logprob = float(result.scores[0]) * len(tokens) / (len(tokens) + 1)
@@ -228,10 +238,14 @@ class WhisperTranscriber:
 
 
 def _repeats(tokens: Sequence[int], min_span: int = 4) -> bool:
-    """Whether some run of at least min_span tokens is immediately repeated."""
-    n = len(tokens)
-    for span in range(min_span, n // 2 + 1):
-        for start in range(n - 2 * span + 1):
-            if tokens[start : start + span] == tokens[start + span : start + 2 * span]:
-                return True
+    """Whether some run of min_span tokens comes again later in the decoding: a loop, either
+    at once ("a b c d a b c d") or starting the utterance over after its end and stopping
+    part-way ("Tell me about octopuses. Tell me about octopuses"), which a short window gives
+    too. Real speech of a few seconds rarely says four words twice; if it does, the longer
+    window's decoding costs time, not words."""
+    first: dict[tuple[int, ...], int] = {}
+    for start in range(len(tokens) - min_span + 1):
+        run = tuple(tokens[start : start + min_span])
+        if start - first.setdefault(run, start) >= min_span:
+            return True
     return False

@@ -22,11 +22,12 @@ from server.engines.base import (
     UnsupportedAudio,
 )
 from server.engines.fakes import FakeChatModel, FakeSynthesizer, FakeTranscriber
-from server.engines.faster_whisper import WhisperTranscriber
+from server.engines.faster_whisper import WhisperTranscriber, _repeats
 from server.engines.piper import PiperSynthesizer
 from server.pipeline.transcripts import is_probably_not_speech
 from server.prompts import GenerationSettings
 from tests.model_paths import piper_voice, whisper_dir
+from tests.speech import Recording, piper_recordings, repeated_run, turn_so_far, wer
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "human"
 RATE = 16_000
@@ -113,6 +114,39 @@ def test_short_window_gives_the_same_words(whisper_short: WhisperTranscriber, na
     t = whisper_short.transcribe(load_wav(DATA / name))
     assert words(t.text) == words(reference(name))
     assert not is_probably_not_speech(t)
+
+
+@pytest.mark.models
+@pytest.mark.parametrize("rec", piper_recordings(), ids=lambda r: r.path.stem)
+def test_short_window_never_says_the_turn_twice(
+    whisper_short: WhisperTranscriber, rec: Recording
+) -> None:
+    """Piper speech at 24 kHz: at the speculative pause, the 10 s window's decoding started
+    the sentence over and stopped part-way, which the loop check missed (issue 16). Every
+    audio the server transcribes of the turn, through its own resampler and VAD."""
+    clips = turn_so_far(rec)
+    assert len(clips) >= 2  # at least one pause, and the end
+    for clip in clips:
+        heard = whisper_short.transcribe(clip).text
+        assert repeated_run(heard) is None, heard
+        assert wer([rec.text], [heard]) <= 0.2, heard
+
+
+@pytest.mark.parametrize(
+    ("tokens", "loops"),
+    [
+        ([1, 2, 3, 4, 5, 6, 7, 8, 9], False),
+        ([1, 2, 3, 4, 1, 2, 3, 4], True),  # said again at once
+        ([1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2, 3, 4, 5, 6, 7], True),  # started over, stopped
+        ([1, 2, 3, 4, 5, 9, 2, 3, 4, 5], True),  # the same four words later
+        ([1, 2, 3, 1, 2, 3], False),  # three words twice: "no, no, no" is speech
+        ([7, 7, 7, 7, 7], False),  # runs that overlap are not said twice
+        ([7, 7, 7, 7, 7, 7, 7, 7], True),
+        ([], False),
+    ],
+)
+def test_loop_check(tokens: list[int], loops: bool) -> None:
+    assert _repeats(tokens) is loops
 
 
 HOME_PROMPT = "Turn on the kitchen light, ceiling fan, thermostat, front door, living room."
