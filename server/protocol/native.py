@@ -495,3 +495,12 @@ def encode_event(event: ServerEvent) -> str:
 
 def error_event(error: ChinwagError, source: str | None = None) -> Error:
     return Error(code=error.code.value, message=error.message, source=source)
+
+
+def error_of(event: Error) -> ChinwagError:
+    """The error an `error` event stands for (a code this server does not know: internal)."""
+    try:
+        code = ErrorCode(event.code)
+    except ValueError:
+        code = ErrorCode.INTERNAL_ERROR
+    return ChinwagError(code, event.message)

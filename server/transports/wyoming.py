@@ -161,7 +161,7 @@ class WyomingSink:
             case proto.OutputAudioDone():
                 await connection.write(audio_stop_event())
             case proto.Error():
-                await connection.fail(_error_of(event))
+                await connection.fail(proto.error_of(event))
             case _:
                 pass  # speech.started/stopped, state: nothing to say on Wyoming
 
@@ -175,14 +175,6 @@ class WyomingSink:
             return
         future.set_result(text)
         await self.connection.write(wire.transcript_event(text, self.connection.language))
-
-
-def _error_of(event: proto.Error) -> ChinwagError:
-    try:
-        code = ErrorCode(event.code)
-    except ValueError:
-        code = ErrorCode.INTERNAL_ERROR
-    return ChinwagError(code, event.message)
 
 
 class Connection:
@@ -454,7 +446,7 @@ class ConversationSink:
         if waiter is None or waiter.done():
             return
         if isinstance(event, proto.Error):
-            self._error = _error_of(event)
+            self._error = proto.error_of(event)
         elif isinstance(event, proto.ReplyDone):
             error, self._error = self._error, None
             if event.status == "completed" or (error is None and event.text.strip()):

@@ -145,7 +145,7 @@ class SatelliteSink:
                 # it was written; the full text is known only now).
                 await self.link.send(sat.synthesize_event((event.heard_text or event.text).strip()))
             case proto.Error():
-                await self.link.send(error_event(ChinwagError(_code(event.code), event.message)))
+                await self.link.send(error_event(proto.error_of(event)))
             case _:
                 pass
 
@@ -155,13 +155,6 @@ class SatelliteSink:
             run.audio_bytes += len(pcm)
         if self.rate:
             await self.link.send(audio_chunk_event(self.rate, pcm))
-
-
-def _code(code: str) -> ErrorCode:
-    try:
-        return ErrorCode(code)
-    except ValueError:
-        return ErrorCode.INTERNAL_ERROR
 
 
 class SatelliteLink:

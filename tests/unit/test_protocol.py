@@ -87,6 +87,14 @@ def test_error_event_from_exception() -> None:
     }
 
 
+def test_error_of_an_event_is_the_error_it_was_made_from() -> None:
+    error = proto.error_of(proto.error_event(ChinwagError(ErrorCode.OVERLOADED, "busy")))
+    assert (error.code, error.message) == (ErrorCode.OVERLOADED, "busy")
+    # A code from elsewhere (a remote engine, a newer server) is an internal error here.
+    error = proto.error_of(proto.Error(code="no_such_code", message="odd"))
+    assert (error.code, error.message) == (ErrorCode.INTERNAL_ERROR, "odd")
+
+
 def test_a_say_with_nothing_to_speak_is_an_error() -> None:
     # Else no audio and no event would ever answer it (the same on every transport).
     for text in ("***", "...", " - "):
