@@ -14,7 +14,7 @@ satellites never say). Audio that comes while a run answers (the satellite hears
 speaker) is dropped: a satellite turn is not barged in.
 
 Wire translation is server.protocol.wyoming_satellite; the event framing is the Wyoming
-server's `EventStream` (server/transports/wyoming.py).
+server's `EventStream` (server/transports/wyoming_stream.py).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from server.protocol import wyoming as wire
 from server.protocol import wyoming_satellite as sat
 from server.protocol.wyoming_audio import audio_chunk_event, audio_start_event, audio_stop_event
 from server.protocol.wyoming_framing import MAX_HEADER_BYTES, error_event
-from server.transports.wyoming import EventStream, Gone
+from server.transports.wyoming_stream import EventStream, Gone
 
 if TYPE_CHECKING:
     from server.app import App
