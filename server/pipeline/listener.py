@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -99,7 +100,8 @@ class Listener:
         self._task: asyncio.Task[None] | None = None
         self.utterance_id: str | None = None  # the utterance being spoken, if any
         self._last_partial_s = 0.0
-        self._partials: set[asyncio.Task[None]] = set()
+        # Partial transcriptions under way, and whether each has left the worker's queue.
+        self._partials: dict[asyncio.Task[None], threading.Event] = {}
 
     @property
     def open(self) -> bool:
@@ -239,6 +241,8 @@ class Listener:
             elif isinstance(event, SpeechStopped):
                 await self._stopped(event, audio)
             elif isinstance(event, SpeechPaused):
+                if not audio.start.partial_transcripts:
+                    self._drop_partials()
                 if self.utterance_id is not None:
                     await self._turns.speech_paused(self.utterance_id, event, audio)
             elif isinstance(event, SpeechResumed):
@@ -302,6 +306,16 @@ class Listener:
             and start.respond
         )
 
+    def _drop_partials(self) -> None:
+        """The person paused: the speculative reply transcribes the turn so far, so a partial
+        made only for the prefill and still queued is withdrawn. It was deferred only while
+        that transcription ran, and would then start on the second core beside the reply's
+        model and first phrase; its words would wait out the pause anyway. (One already
+        running cannot be stopped: its words prefill if the person goes on.)"""
+        for task, started in self._partials.items():
+            if not started.is_set():
+                task.cancel()
+
     async def _maybe_partial(self, audio: AudioInput) -> None:
         """Transcribe the turn so far, now and then while the person speaks: for clients that
         asked for partial transcripts, and to prefill the LLM with the words said so far."""
@@ -324,8 +338,12 @@ class Listener:
         snapshot = await speech.on_vad_thread(audio.vad.detector.current_utterance)
         snapshot, _ = self._turns.join_carry(snapshot)
 
+        started = threading.Event()
+
         async def partial() -> None:
-            transcript = await speech.transcribe_partial(snapshot, prompt=self._asr_prompt())
+            transcript = await speech.transcribe_partial(
+                snapshot, prompt=self._asr_prompt(), started=started
+            )
             text = transcript.text.strip()
             if not (text and utterance_id and self.utterance_id == utterance_id):
                 return
@@ -340,5 +358,5 @@ class Listener:
                 await self._turns.prefill(said)
 
         task = asyncio.create_task(partial())
-        self._partials.add(task)
-        task.add_done_callback(self._partials.discard)
+        self._partials[task] = started
+        task.add_done_callback(lambda done: self._partials.pop(done, None))

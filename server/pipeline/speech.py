@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable, Iterator
@@ -146,15 +147,24 @@ class SpeechRunner:
             self._turn_jobs -= 1
 
     async def transcribe_partial(
-        self, audio: Float32Audio, *, prompt: str | None = None
+        self,
+        audio: Float32Audio,
+        *,
+        prompt: str | None = None,
+        started: threading.Event | None = None,
     ) -> Transcript:
-        """The words so far of a turn still going on; in the background."""
+        """The words so far of a turn still going on; in the background. `started` is set
+        when the transcription leaves the queue (cancelled before that, it never runs)."""
+
+        def run() -> Transcript:
+            if started is not None:
+                started.set()
+            return self._beside(lambda: self.transcriber.transcribe(audio, prompt=prompt))
+
         self._partial_jobs += 1
         try:
             return await self._partial.run(
-                lambda: self._beside(lambda: self.transcriber.transcribe(audio, prompt=prompt)),
-                deadline=time.monotonic() + PARTIAL_DEFER_S,
-                kind="asr_partial",
+                run, deadline=time.monotonic() + PARTIAL_DEFER_S, kind="asr_partial"
             )
         finally:
             self._partial_jobs -= 1

@@ -88,10 +88,11 @@ def build(
     seconds_per_char: float = 0.01,
     speculate: bool = True,
     transcript: str = "what time is it",
+    prefill: bool = False,
 ) -> tuple[App, Engines]:
     settings = make_settings(
         vad={"speculate": speculate, "silence_ms": 500, "min_speech_ms": 100},
-        llm={"prefill_while_speaking": False},
+        llm={"prefill_while_speaking": prefill},
     )
     personas = PersonaLibrary.load(settings.prompts.directory, settings.prompts.default_persona)
     app = App(settings=settings, personas=personas)
@@ -210,6 +211,28 @@ async def test_speculation_is_dropped_unseen_when_the_person_goes_on(
     # The whole utterance (both stretches of tone) was transcribed for the kept reply.
     assert h.transcriber.calls[-1] > 1.6
     assert [m.role for m in h.session.history] == ["user", "assistant"]
+
+
+async def test_a_pause_withdraws_a_partial_transcription_still_queued(
+    make: Callable[..., Any],
+) -> None:
+    """A partial made for the prefill waits while urgent speech work runs; if the person
+    pauses meanwhile, the speculative reply has the turn so far, and the partial never runs
+    (it would take the second core from the reply's model and first phrase)."""
+    h: Harness = await make(prefill=True)
+    speech = h.session.speech
+    await h.session.handle(proto.AudioStart(sample_rate=RATE))
+    with speech.priority.urgent():  # e.g. another turn's transcription
+        await h.speak(tone(0.7))  # past 0.5 s of speech: a partial is asked for, and waits
+        assert speech.partial_busy
+        assert h.transcriber.calls == []
+        await h.speak(silence(0.1))  # the pause: the speculation transcribes the turn so far
+        await h.until(lambda: not speech.partial_busy)
+    speculation = h.session.turns.speculation
+    assert speculation is not None
+    await h.until(lambda: speculation.turn.task.done())
+    await asyncio.sleep(0.05)  # a partial not withdrawn would have run by now
+    assert h.transcriber.calls == [pytest.approx(0.7 + 0.032, abs=0.04)]  # the pause's only
 
 
 async def test_pause_carry_joins_an_unanswered_utterance_to_the_next(
