@@ -179,18 +179,27 @@ class Pause:
 
 
 class Analyser:
-    def __init__(self, end_of_turn_model: Path | None = None, chat_model: bool = False) -> None:
+    def __init__(
+        self,
+        end_of_turn_model: Path | None = None,
+        chat_model: bool = False,
+        style_prompt: str | None = None,
+    ) -> None:
+        """style_prompt: Whisper's previous text when none is given (measured, not kept:
+        docs/performance.md, issue 16)."""
         from server.engines.faster_whisper import WhisperTranscriber
 
         settings = load_settings(environ={})
         self.settings = settings
         asr = settings.asr
+        self.style_prompt = style_prompt or ""
         self.asr = WhisperTranscriber(
             asr.model_path,
             compute_type=asr.compute_type,
             cpu_threads=asr.threads,
             beam_size=asr.beam_size,
             short_window=asr.short_window,
+            style_prompt=self.style_prompt,
         )
         self.vad = SileroVad.load()
         self.smart_turn: SmartTurn | None = (
@@ -421,6 +430,11 @@ def main() -> None:
         action="store_true",
         help="the held-out pause sentences instead of the corpus (rules checked, not tuned)",
     )
+    parser.add_argument(
+        "--style-prompt",
+        help="Whisper's previous text when none is given, e.g. 'Hi there. How are you today?' "
+        "(its punctuation makes tiny.en punctuate; measured, not kept)",
+    )
     args = parser.parse_args()
     began = time.perf_counter()
     model = args.end_of_turn_model
@@ -428,7 +442,7 @@ def main() -> None:
         default = Path(__file__).resolve().parent.parent / "models" / "smart-turn-v3"
         found = sorted(default.glob("*.onnx")) if default.is_dir() else []
         model = found[0] if found else None
-    analyser = Analyser(model, chat_model=args.chat_model)
+    analyser = Analyser(model, chat_model=args.chat_model, style_prompt=args.style_prompt)
     chosen = rules(model is not None, args.chat_model)
     load_before = hardware()["load_average"]
 
@@ -495,6 +509,7 @@ def main() -> None:
         ),
         "chat_model_ms": _cost(analyser.sentence_end),
         "pause_sentences": "held-out" if args.held_out else "corpus",
+        "whisper_style_prompt": analyser.style_prompt,
         "pause_items": len(items),
         "cut_rate": cut_rates,
         "bench_set_turn_end_ms": turn_ends,

@@ -58,6 +58,7 @@ class WhisperTranscriber:
         language: str | None = "en",
         short_window: bool = False,
         workers: int = 1,
+        style_prompt: str = "",
     ) -> None:
         if not (model_dir / "model.bin").is_file():
             raise FileNotFoundError(f"no Whisper CTranslate2 model (model.bin) in {model_dir}")
@@ -73,6 +74,8 @@ class WhisperTranscriber:
         self._beam_size = beam_size
         self._language = language
         self._short_window = short_window
+        # The previous text when the caller gives none: Whisper writes in its style.
+        self._style_prompt = style_prompt or None
         self._tokenizer = Tokenizer(
             self._model.hf_tokenizer,
             self._model.model.is_multilingual,
@@ -84,7 +87,8 @@ class WhisperTranscriber:
 
     def transcribe(self, audio: Float32Audio, *, prompt: str | None = None) -> Transcript:
         """Transcribe one utterance of mono 16 kHz float32 audio; `prompt` is given to Whisper
-        as the text said before it, which makes its words likelier."""
+        as the text said before it, which makes its words likelier (None: the style prompt)."""
+        prompt = prompt or self._style_prompt
         audio = np.asarray(audio, dtype=np.float32)
         if audio.ndim != 1:
             raise UnsupportedAudio("audio must be mono")
