@@ -121,16 +121,21 @@ def score(
 class Replier:
     """Makes replies the way the server does, on one model, single-turn."""
 
-    def __init__(self, model_path: Path, threads: int, context: int) -> None:
+    def __init__(
+        self, model_path: Path, threads: int, context: int, *, check_figures: bool = True
+    ) -> None:
         from server.engines.llama_cpp import LlamaCppChatModel
 
         self.model = LlamaCppChatModel(model_path, context_size=context, threads=threads, seed=7)
         self.model.warm_up()
         self.plan_cpu_ms: list[float] = []
+        self.figure_stops = 0  # model replies stopped at a figure the facts do not hold
+        self.check_figures = check_figures
 
     def reply(self, persona: Persona, mode: str, question: str) -> tuple[str, bool, float, float]:
         """The reply, whether the model's own text claimed an action, retrieval ms, total ms."""
         began = time.perf_counter()
+        figures = None
         if mode == "baseline":
             system, answer, correction, retrieval = persona.system_prompt, None, False, 0.0
         else:
@@ -142,6 +147,7 @@ class Replier:
             self.plan_cpu_ms.append((time.thread_time() - cpu) * 1000)
             system, answer, retrieval = plan.system_prompt, plan.answer, plan.retrieval_ms or 0.0
             correction = True
+            figures, unknown = plan.figure_check() if self.check_figures else None, plan.unknown
         if answer is not None:
             return answer, False, retrieval, (time.perf_counter() - began) * 1000
         parts: list[str] = []
@@ -149,6 +155,14 @@ class Replier:
         self.model.generate(messages, persona.generation, parts.append, threading.Event())
         text = "".join(parts).strip()
         raw = claims_action(text)
+        if figures is not None:
+            # As the server streams it: a figure neither the question nor the facts hold
+            # ends the reply with the honest line (server/pipeline/figures.py).
+            checked = "".join(figures.feed(p) for p in parts) + figures.flush()
+            if figures.stopped:
+                self.figure_stops += 1
+                checked += figures.honest_line(unknown)
+            text = checked.strip()
         if correction and raw:
             from server.pipeline.grounding import CORRECTION
 
@@ -198,6 +212,11 @@ def main() -> None:
         default=SET,
         help="labelled set (TOML); a held-out set names its own venue file in [set]",
     )
+    parser.add_argument(
+        "--no-figure-check",
+        action="store_true",
+        help="let the model's figures through (as before server/pipeline/figures.py)",
+    )
     args = parser.parse_args()
     settings = load_settings(None)
     labelled = load_set(args.set)
@@ -229,11 +248,17 @@ def main() -> None:
         "runs": [],
     }  # fmt: skip
     for name, path in models.items():
-        replier = Replier(path, settings.llm.threads, settings.llm.context_size)
+        replier = Replier(
+            path,
+            settings.llm.threads,
+            settings.llm.context_size,
+            check_figures=not args.no_figure_check,
+        )
         for mode in modes:
             rows: list[dict[str, Any]] = []
             retrievals: list[float] = []
             replier.plan_cpu_ms.clear()
+            replier.figure_stops = 0
             totals: list[float] = []
             for item in items:
                 text, raw, retrieval, total = replier.reply(persona, mode, item.question)
@@ -248,6 +273,7 @@ def main() -> None:
                 "retrieval_ms_p99": round(percentile(retrievals, 99), 3) if retrievals else None,
                 "plan_cpu_ms_p50": round(median(cpu), 2) if (cpu := replier.plan_cpu_ms) else None,
                 "plan_cpu_ms_p99": round(percentile(cpu, 99), 2) if cpu else None,
+                "figure_stops": replier.figure_stops,
             }
             results["runs"].append(
                 {"model": name, "path": str(path), "mode": mode, **summary, "rows": rows}

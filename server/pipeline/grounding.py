@@ -19,9 +19,10 @@ action that was not taken.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
+from server.pipeline.figures import FigureCheck, digit_runs
 from server.pipeline.honesty import (
     claims_action,
     has_site_cue,
@@ -53,6 +54,11 @@ class ReplyPlan:
     route: Route = "model"
     search: Search | None = None
     guard: bool = True  # check the model's reply for claimed actions
+    # With site knowledge, the runs of digits the model's reply may state (those of the
+    # question and of the passages it was given); a figure outside them ends the reply with
+    # `unknown` instead (figures.py). None: no check (no knowledge, or the answer is said).
+    figures: frozenset[str] | None = None
+    unknown: str = DONT_KNOW
 
     @property
     def retrieval_ms(self) -> float | None:
@@ -63,6 +69,10 @@ class ReplyPlan:
         if self.guard and claims_action(reply):
             return CORRECTION
         return None
+
+    def figure_check(self) -> FigureCheck | None:
+        """A fresh check of the model's figures for one reply, when this plan asks for one."""
+        return FigureCheck(self.figures) if self.figures is not None else None
 
 
 class SaidAnswer:
@@ -138,14 +148,30 @@ def plan_reply(
             return ReplyPlan(system_prompt, answer, "fact", search, guard)
         if answer is not None:
             prompt = facts_prompt(system_prompt, knowledge, search, settings.passages)
-            return ReplyPlan(prompt, None, "grounded", search, guard)
+            plan = ReplyPlan(prompt, None, "grounded", search, guard)
+            return _checked(plan, question, knowledge, settings)
     if about_site:
         unknown = unknown_reply(knowledge, settings)
         return ReplyPlan(system_prompt, unknown, "unknown", search, guard)
     if covered and not small_talk:
         prompt = facts_prompt(system_prompt, knowledge, search, settings.passages)
-        return ReplyPlan(prompt, None, "grounded", search, guard)
-    return ReplyPlan(system_prompt, None, "model", search, guard)
+        plan = ReplyPlan(prompt, None, "grounded", search, guard)
+        return _checked(plan, question, knowledge, settings)
+    plan = ReplyPlan(system_prompt, None, "model", search, guard)
+    return _checked(plan, question, knowledge, settings)
+
+
+def _checked(
+    plan: ReplyPlan, question: str, knowledge: KnowledgeBase, settings: KnowledgeSettings
+) -> ReplyPlan:
+    """The plan with its figures checked: a persona with site knowledge does not let the
+    model state a number that neither the question nor the passages it was given hold."""
+    if not plan.guard or plan.search is None:
+        return plan
+    given = [hit.passage.render() for hit in plan.search.hits[: settings.passages]]
+    return replace(
+        plan, figures=digit_runs([question, *given]), unknown=unknown_reply(knowledge, settings)
+    )
 
 
 def is_question_about_doing(text: str) -> bool:

@@ -8,6 +8,7 @@ out, from `finally`, and the CancelledError goes on up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -20,6 +21,7 @@ from server.metrics import Metrics
 from server.pipeline.admission import APOLOGY
 from server.pipeline.chat import ChatOutcome, ChatRunner
 from server.pipeline.conversation import Conversation
+from server.pipeline.figures import FigureCheck
 from server.pipeline.grounding import ReplyPlan, SaidAnswer
 from server.pipeline.speaker import Speaker, Status
 from server.pipeline.speech import SpeechRunner
@@ -252,15 +254,24 @@ class Responder:
             if plan.answer is not None:
                 # The site's facts, an honest "I don't know" or a refusal: said, not generated.
                 chat = SaidAnswer(plan.answer)
-            # A reply someone waits to hear goes before text replies.
-            await chat.reply(
-                plan.system_prompt,
-                conversation.messages,
-                generation,
-                on_delta,
-                outcome,
-                urgent=speak,
-            )
+            figures = plan.figure_check() if plan.answer is None else None
+            say = on_delta if figures is None else _checking(figures, on_delta)
+            # _FigureNotGiven: the model is stopped, it stated a figure the facts do not hold.
+            with contextlib.suppress(_FigureNotGiven):
+                # A reply someone waits to hear goes before text replies.
+                await chat.reply(
+                    plan.system_prompt,
+                    conversation.messages,
+                    generation,
+                    say,
+                    outcome,
+                    urgent=speak,
+                )
+            if figures is not None:
+                if tail := figures.flush():
+                    await on_delta(tail)
+                if figures.stopped:
+                    await on_delta(figures.honest_line(plan.unknown))
             if (note := plan.correction("".join(parts))) is not None:
                 await on_delta(note)  # the reply claimed an action nothing took
             if speaking is not None:
@@ -392,3 +403,20 @@ def record_metrics(metrics: Metrics, outcome: ChatOutcome, first_token_s: float 
             metrics.tokens_per_second.observe(tps)
     if first_token_s is not None:
         metrics.time_to_first_token.observe(first_token_s)
+
+
+class _FigureNotGiven(Exception):
+    """Stops the model: its reply states a figure that neither the question nor the facts
+    hold (figures.py)."""
+
+
+def _checking(
+    figures: FigureCheck, on_delta: Callable[[str], Awaitable[None]]
+) -> Callable[[str], Awaitable[None]]:
+    async def say(delta: str) -> None:
+        if text := figures.feed(delta):
+            await on_delta(text)
+        if figures.stopped:
+            raise _FigureNotGiven
+
+    return say

@@ -20,6 +20,7 @@ request's task (aiohttp's handler cancellation), which stops the model at its ne
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from http import HTTPStatus
@@ -511,6 +512,10 @@ async def _plan(persona: Persona, conversation: oa.Conversation) -> ReplyPlan:
     )
 
 
+class _FigureNotGiven(Exception):
+    """Stops the model: its reply states a figure the question and the facts do not hold."""
+
+
 class _Reply:
     """One chat completion's text, stop sequences and counts."""
 
@@ -542,10 +547,28 @@ class _Reply:
             if self.scanner.stopped:
                 raise _Stopped
 
+        figures = self.plan.figure_check() if self.plan.answer is None else None
+
+        async def checked(delta: str) -> None:
+            if figures is None:
+                await on_delta(delta)
+                return
+            if text := figures.feed(delta):
+                await on_delta(text)
+            if figures.stopped:
+                raise _FigureNotGiven
+
         try:
-            await runner.reply(
-                system_prompt, conversation.history, generation, on_delta, outcome, urgent=False
-            )
+            # _FigureNotGiven: the model stated a figure the facts do not hold; stopped.
+            with contextlib.suppress(_FigureNotGiven):
+                await runner.reply(
+                    system_prompt, conversation.history, generation, checked, outcome, urgent=False
+                )
+            if figures is not None:
+                if tail := figures.flush():
+                    await on_delta(tail)
+                if figures.stopped:
+                    await on_delta(figures.honest_line(self.plan.unknown))
             # A reply that claims an action nothing took gets the honest line, as elsewhere.
             note = self.plan.correction("".join(parts))
             if note is not None:
