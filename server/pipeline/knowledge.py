@@ -452,21 +452,23 @@ class KnowledgeBase:
 
     def search_turn(self, text: str, min_coverage: float, k: int = 3) -> Search:
         """`search` for a spoken turn that may say more than its question ("My mum can't
-        manage steps. Is there an elevator?"): the turn as a whole, and its last question
-        alone; whichever is answered more surely. A one-sentence turn is searched once."""
+        manage steps. Is there an elevator?", or run on with a comma as speech is transcribed:
+        "We're on the second floor, is there an elevator?"): the turn as a whole, and its
+        last question alone; whichever is answered more surely. A turn of one question is
+        searched once."""
         whole = self.search(text, k)
-        sentences = [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
-        asked = [s for s in sentences if s.endswith("?")]
-        if len(sentences) < 2 or not asked or self.encoder is None:
+        if self.encoder is None:
             return whole
-        alone = self.search(asked[-1], k)
-        if alone.best is None or not alone.question_terms:
-            return whole
-        if whole.best is None or answer_score(alone.best, min_coverage) > answer_score(
-            whole.best, min_coverage
-        ):
-            return alone
-        return whole
+        best = whole
+        for question in _asked_parts(text):
+            alone = self.search(question, k)
+            if alone.best is None or not alone.question_terms:
+                continue
+            if best.best is None or answer_score(alone.best, min_coverage) > answer_score(
+                best.best, min_coverage
+            ):
+                best = alone
+        return best
 
     def covers(self, hit: Hit, min_coverage: float) -> bool:
         """Whether `hit` answers the question it was found for."""
@@ -544,6 +546,28 @@ def _passage_vectors(encoder: SentenceEncoder, passage: Passage) -> _PassageVect
         cache.clear()
     cache[passage] = vectors
     return vectors
+
+
+# A clause that asks: what a run-on spoken turn's question starts with.
+_ASKING_CLAUSE = re.compile(
+    r"^(?:is|are|was|were|do|does|did|can|could|will|would|should|may|might|have|has|"
+    r"what|what's|where|where's|when|which|who|how|any)\b",
+    re.IGNORECASE,
+)
+
+
+def _asked_parts(text: str) -> list[str]:
+    """The parts of a turn that may be its question said alone: its last question, when the
+    turn has more sentences, and that question's last clause after a comma, when it asks."""
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
+    asked = [s for s in sentences if s.endswith("?")]
+    if not asked:
+        return []
+    parts = [asked[-1]] if len(sentences) > 1 else []
+    clauses = [c for c in re.split(r",\s+", asked[-1]) if c]
+    if len(clauses) > 1 and _ASKING_CLAUSE.match(clauses[-1]):
+        parts.append(clauses[-1])
+    return parts
 
 
 def _answer_units(passage: Passage) -> list[str]:

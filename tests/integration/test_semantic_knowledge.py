@@ -163,3 +163,24 @@ def test_casual_spoken_questions_are_answered_from_the_facts(
     for trap in ("Is there a cloakroom?", "How much does it cost to hire the Learning Room?"):
         plan = plan_reply("p", trap, knowledge, settings)
         assert plan.route == "unknown" and "01632 960 222" in (plan.answer or ""), trap
+
+
+def test_a_question_run_on_after_a_comma_is_answered_by_its_asking_clause(
+    encoder: SentenceEncoder, tmp_path: Path
+) -> None:
+    # Speech transcribed as one run-on sentence: what the visitor says first would make the
+    # whole turn too unlike any fact; the clause that asks is not.
+    venue = tmp_path / "millhouse.md"
+    venue.write_text(MILLHOUSE, encoding="utf-8")
+    knowledge = load_knowledge(venue, encoder=encoder)
+    settings = KnowledgeSettings()
+    for question, fact in (
+        ("Our kids are starving after the walk, can we grab lunch somewhere?", "café"),
+        ("We've driven up from Leeds this morning, what time do you shut on a Saturday?",
+         "5.30 pm"),
+        ("My husband is coming later on the train, is the exhibition ticket extra?", "£6"),
+    ):  # fmt: skip
+        plan = plan_reply("p", question, knowledge, settings)
+        assert plan.route == "fact" and fact in (plan.answer or ""), (question, plan.answer)
+    trap = "I left my brolly by the door, is there a cloakroom?"
+    assert plan_reply("p", trap, knowledge, settings).route == "unknown"

@@ -255,6 +255,33 @@ def test_a_turn_that_says_more_than_its_question_is_searched_by_its_question_too
     assert venue.search_turn("Is there a pool?", 0.6).question_terms == ("pool",)
 
 
+def test_a_question_run_on_after_a_comma_is_searched_by_its_asking_clause_too() -> None:
+    venue = _venue(FakeEncoder())
+    settings = KnowledgeSettings()
+    turn = "We drove all the way from Leeds on the motorway, is there a swimming pool?"
+    chosen = venue.search_turn(turn, settings.min_coverage)
+    assert chosen.question_terms == venue.search("is there a swimming pool?").question_terms
+    plan = plan_reply("p", turn, venue, settings)
+    assert plan.route == "fact" and plan.answer is not None
+
+
+@pytest.mark.parametrize(
+    ("turn", "parts"),
+    [
+        ("Is there a pool?", []),  # one question: searched once, as it is
+        ("Sorry, where are the loos?", ["where are the loos?"]),
+        ("My lad's twelve, what's it cost?", ["what's it cost?"]),
+        ("My mum can't do steps. Is there a lift?", ["Is there a lift?"]),
+        ("I walked here. My knees hurt, is there a lift?", ["My knees hurt, is there a lift?",
+                                                           "is there a lift?"]),
+        ("Where's the lift, my knees hurt?", []),  # the last clause does not ask
+        ("I walked here, it was far.", []),  # no question
+    ],
+)  # fmt: skip
+def test_the_parts_of_a_turn_that_may_be_its_question(turn: str, parts: list[str]) -> None:
+    assert knowledge_module._asked_parts(turn) == parts
+
+
 def test_a_passage_whose_title_names_the_topic_ranks_first() -> None:
     # Both sections hold "lunch"; the question's word names only the café's title (its
     # synonym group), which tips the ranking when the lines read alike.
