@@ -300,3 +300,19 @@ async def eventually(condition: Callable[[], bool], timeout_s: float = 10.0) -> 
             return True
         await asyncio.sleep(0.02)
     return condition()
+
+
+async def test_a_figure_the_facts_do_not_hold_stops_the_reply_over_http() -> None:
+    # The receptionist has site knowledge: the model may not state a number that neither the
+    # question nor the facts it was given hold (server/pipeline/figures.py), here as elsewhere.
+    chat = RecordingChatModel("The town has a population of 1,075. " + "More. " * 300, 0.001)
+    async with serving(fake_engines(chat)) as running:
+        question = "How many people live in this town?"
+        body = {"model": "receptionist", "messages": [{"role": "user", "content": question}]}
+        status, _, raw = await post(running, CHAT, json.dumps(body).encode())
+        assert status == 200, raw
+        content = json.loads(raw)["choices"][0]["message"]["content"]
+        assert content.startswith("The town has a population of \u2026 Sorry, I don't know that.")
+        assert "1,075" not in content and "01632 960 412" in content  # where to ask
+        cancelled, sent = chat.ended[-1]
+        assert cancelled and sent < 300  # the model was stopped at the figure
