@@ -13,6 +13,8 @@ from typing import Any
 from server.engines.base import ChatMessage
 from server.protocol import native as proto
 from server.protocol import realtime as rt
+from server.protocol.realtime_config import RealtimeConfig
+from server.protocol.realtime_response import ResponseParams
 
 RealtimeEvent = dict[str, Any]
 DONE_ITEMS_KEPT = 64
@@ -23,13 +25,13 @@ class _Response:
     reply_id: str
     speak: bool
     text: list[str] = field(default_factory=list)
-    params: rt.ResponseParams | None = None  # from response.create; None: a VAD turn's
+    params: ResponseParams | None = None  # from response.create; None: a VAD turn's
 
     @property
     def in_conversation(self) -> bool:
         return self.params is None or self.params.in_conversation
 
-    def fields(self, config: rt.RealtimeConfig, session_id: str) -> dict[str, Any]:
+    def fields(self, config: RealtimeConfig, session_id: str) -> dict[str, Any]:
         """The response object's fields beside id, status, output and usage."""
         params = self.params
         tokens = params.max_output_tokens if params and params.max_output_tokens else None
@@ -51,7 +53,7 @@ class _Response:
 class RealtimeEvents:
     """Translates one session's native events into Realtime server events."""
 
-    def __init__(self, config: rt.RealtimeConfig) -> None:
+    def __init__(self, config: RealtimeConfig) -> None:
         self.config = config
         self.ids = rt.EventIds()
         self.session_id = f"sess_{uuid.uuid4().hex[:16]}"
@@ -59,7 +61,7 @@ class RealtimeEvents:
         self.last_item: str | None = None
         self.created = False
         # What response.create asked of the response it starts (modalities, metadata, ...).
-        self.next_response: rt.ResponseParams | None = None
+        self.next_response: ResponseParams | None = None
         # Items whose content is audio (spoken user turns, spoken replies), and items not yet
         # done (an utterance being transcribed, a reply being written): for retrieve.
         self.audio_items: set[str] = set()

@@ -25,7 +25,9 @@ from server.pipeline.session import Session
 from server.prompts import GenerationSettings
 from server.protocol import native as proto
 from server.protocol import realtime as rt
+from server.protocol.realtime_config import RealtimeConfig
 from server.protocol.realtime_events import RealtimeEvent, RealtimeEvents
+from server.protocol.realtime_response import response_params
 from server.transports.sink import WebSocketSink
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,7 @@ log = logging.getLogger(__name__)
 class RealtimeSink:
     """The session's EventSink: sends the Realtime events its native events translate to."""
 
-    def __init__(self, ws: WebSocketSink, config: rt.RealtimeConfig) -> None:
+    def __init__(self, ws: WebSocketSink, config: RealtimeConfig) -> None:
         self.ws = ws
         self.events = RealtimeEvents(config)
         # Sees each native event before it is translated (the connection's bookkeeping).
@@ -91,7 +93,7 @@ class RealtimeConnection:
         self.app = app
         self.connection = connection
         persona = app.personas.get(None)
-        self.config = rt.RealtimeConfig(model=model, instructions=persona.system_prompt)
+        self.config = RealtimeConfig(model=model, instructions=persona.system_prompt)
         self.sink = RealtimeSink(WebSocketSink(connection), self.config)
         self.session = Session(app, self.sink, transport="realtime")
         self.audio_open = False
@@ -252,7 +254,7 @@ class RealtimeConnection:
                 )
             await self.sink.send_events(self.sink.events.item_retrieved(item_id, session.history))
         elif kind == "response.create":
-            params = rt.response_params(event, self.config)
+            params = response_params(event, self.config)
             if params.max_output_tokens is not None:
                 self._generation_after = self._generation_after or session.generation
                 session.generation = session.generation.model_copy(

@@ -19,7 +19,7 @@ from server.intents.timers import TimerBook, TimerLimit, finished_speech, second
 from server.pipeline.intents import load_recognizer
 from server.protocol import mqtt as wire
 from server.protocol import native as proto
-from server.protocol.realtime import RealtimeConfig
+from server.protocol.realtime_config import RealtimeConfig
 from server.protocol.realtime_events import RealtimeEvents
 
 DEMO = PROJECT_ROOT / "prompts" / "devices.example.toml"

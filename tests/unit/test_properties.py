@@ -31,6 +31,7 @@ from server.prompts import PersonaLibrary
 from server.protocol import mqtt as wire
 from server.protocol import native as proto
 from server.protocol import realtime as rt
+from server.protocol.realtime_config import RealtimeConfig
 from tests.conftest import make_settings
 
 MAX_TEXT = 200
@@ -266,7 +267,7 @@ def test_realtime_decoder_gives_an_event_or_a_realtime_error(frame: str | bytes)
 @FAST
 @given(session_updates)
 def test_realtime_session_update_is_applied_whole_or_not_at_all(event: dict[str, Any]) -> None:
-    config = rt.RealtimeConfig(model="m", instructions="Be brief.")
+    config = RealtimeConfig(model="m", instructions="Be brief.")
     before = asdict(config)
     try:
         config.apply(event)
@@ -284,7 +285,7 @@ def test_realtime_session_update_is_applied_whole_or_not_at_all(event: dict[str,
 
 
 def test_realtime_the_session_object_is_a_valid_update() -> None:
-    config = rt.RealtimeConfig(model="m", instructions="Be brief.")
+    config = RealtimeConfig(model="m", instructions="Be brief.")
     session = config.session_object("sess_1")
     before = asdict(config)
     config.apply({"type": "session.update", "session": session})

@@ -13,7 +13,9 @@ import pytest
 from server.engines.base import ChatMessage
 from server.protocol import native as proto
 from server.protocol import realtime as rt
+from server.protocol.realtime_config import RealtimeConfig
 from server.protocol.realtime_events import RealtimeEvents
+from server.protocol.realtime_response import ResponseParams, response_params
 from server.transports.realtime import rejected
 
 # The Agents SDK's first session.update, as 0.24 sends it with its defaults.
@@ -37,8 +39,8 @@ AGENTS_UPDATE: dict[str, Any] = {
 }
 
 
-def config() -> rt.RealtimeConfig:
-    return rt.RealtimeConfig(model="m", instructions="persona")
+def config() -> RealtimeConfig:
+    return RealtimeConfig(model="m", instructions="persona")
 
 
 def test_semantic_vad_applies_with_every_other_field() -> None:
@@ -121,14 +123,14 @@ def create(**response: Any) -> dict[str, Any]:
 
 
 def test_response_parameters() -> None:
-    params = rt.response_params(
+    params = response_params(
         create(metadata={"client_event_id": "response_create_1"}, conversation="none",
                output_modalities=["text"], max_output_tokens=20, instructions="shout")
     , config())  # fmt: skip
     assert params.metadata == {"client_event_id": "response_create_1"}
     assert not params.in_conversation and not params.speak
     assert params.max_output_tokens == 20 and params.instructions == "shout"
-    assert rt.response_params({"type": "response.create"}, config()).in_conversation
+    assert response_params({"type": "response.create"}, config()).in_conversation
 
 
 @pytest.mark.parametrize(
@@ -146,13 +148,13 @@ def test_response_parameters() -> None:
 )  # fmt: skip
 def test_response_parameters_refused(response: dict[str, Any], code: str, param: str) -> None:
     with pytest.raises(rt.RealtimeError) as info:
-        rt.response_params(create(**response), config())
+        response_params(create(**response), config())
     assert (info.value.code, info.value.param, info.value.event_id) == (code, param, "c1")
 
 
 def test_metadata_is_echoed_and_out_of_band_adds_no_item() -> None:
     events = RealtimeEvents(config())
-    events.next_response = rt.ResponseParams(
+    events.next_response = ResponseParams(
         speak=False, metadata={"client_event_id": "x"}, in_conversation=False
     )
     started = events.event(proto.ReplyStarted(reply_id="r1"))

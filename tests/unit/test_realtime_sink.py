@@ -6,11 +6,13 @@ import json
 
 from server.protocol import native as proto
 from server.protocol import realtime as rt
+from server.protocol.realtime_config import RealtimeConfig
 from server.protocol.realtime_events import RealtimeEvent, RealtimeEvents
+from server.protocol.realtime_response import ResponseParams
 
 
 def translator(**config: object) -> RealtimeEvents:
-    return RealtimeEvents(rt.RealtimeConfig(model="m", instructions="be brief", **config))  # type: ignore[arg-type]
+    return RealtimeEvents(RealtimeConfig(model="m", instructions="be brief", **config))  # type: ignore[arg-type]
 
 
 def kinds(events: list[RealtimeEvent]) -> list[str]:
@@ -92,7 +94,7 @@ def test_a_spoken_response_from_start_to_done() -> None:
 
 def test_a_text_response_when_the_client_asks_for_text() -> None:
     events = translator()
-    events.next_response = rt.ResponseParams(speak=False)
+    events.next_response = ResponseParams(speak=False)
     started = events.event(proto.ReplyStarted(reply_id="r2"))
     assert started[-1]["part"] == {"type": "text", "text": ""}
     assert kinds(events.event(proto.ReplyDelta(reply_id="r2", text="ok"))) == [

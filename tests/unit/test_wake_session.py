@@ -220,8 +220,9 @@ def test_mqtt_topics_and_hermes_hotword_payload() -> None:
 
 def test_realtime_session_extension_is_checked_and_shown() -> None:
     from server.protocol import realtime as rt
+    from server.protocol.realtime_config import RealtimeConfig
 
-    config = rt.RealtimeConfig(model="m", instructions="i")
+    config = RealtimeConfig(model="m", instructions="i")
     words = ("hey_jarvis", "alexa")
 
     def update(chinwag: object) -> dict[str, object]:
