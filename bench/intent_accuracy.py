@@ -203,6 +203,22 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return by_kind
 
 
+def paired_ratios(rows: list[dict[str, Any]], other: list[dict[str, Any]]) -> dict[str, Any]:
+    """End of speech -> first audio of each item through this server over the other's (the
+    two said one after the other): the median ratio per set, and how many pairs."""
+    theirs = {(r["voice"], r["text"]): r["first_audio_ms"] for r in other}
+    found: dict[str, Any] = {}
+    for kind in ("command", "refusal", "paraphrase", "chit-chat"):
+        ratios = [
+            r["first_audio_ms"] / theirs[(r["voice"], r["text"])]
+            for r in rows
+            if r["kind"] == kind and r["first_audio_ms"] and theirs.get((r["voice"], r["text"]))
+        ]
+        if ratios:
+            found[kind] = {"median_ratio": round(median(ratios), 3), "pairs": len(ratios)}
+    return found
+
+
 def table(title: str, summaries: dict[str, Any]) -> str:
     lines = [f"{title}", "| set | n | intent acc. | slot acc. | false actions | p50 ms | p90 ms |"]
     lines.append("| --- | --- | --- | --- | --- | --- | --- |")
@@ -219,11 +235,14 @@ def table(title: str, summaries: dict[str, Any]) -> str:
 
 @contextlib.contextmanager
 def _servers(server_log: Path | None, compare: str | None) -> Iterator[dict[str, int]]:
-    """One `chinwag serve`, or two when `compare` ("KEY=VALUE", an environment setting such
-    as CHINWAG_LLM__PREFILL_WHILE_SPEAKING=false) is given: the second runs with it."""
+    """One `chinwag serve`, or two when `compare` is given: "KEY=VALUE", an environment
+    setting such as CHINWAG_LLM__PREFILL_WHILE_SPEAKING=false, for the second; or a directory,
+    another checkout (an older commit) whose server runs second."""
     with contextlib.ExitStack() as stack:
         ports = {"default": stack.enter_context(server_process(log_file=server_log))}
-        if compare is not None:
+        if compare is not None and "=" not in compare:
+            ports[compare] = stack.enter_context(server_process(checkout=Path(compare)))
+        elif compare is not None:
             key, _, value = compare.partition("=")
             before = os.environ.get(key)
             os.environ[key] = value  # the server process inherits it at its start
@@ -278,6 +297,9 @@ STRATEGIES = {
     "prompt, strict": "with the home's prompt, whole templates only",
     "prompt, repair": "with the prompt, and one misheard word repaired (repair.py)",
     "prompt, repair, hear again": "and transcribed again without the prompt when it came back",
+    "n-best on a miss": "and, when that is no command, several readings (hearing.py)",
+    "n-best on a miss, no hearing again": "the same without the hearing again without the prompt",
+    "n-best always": "beam search for every utterance: its likeliest reading is the first hearing",
 }
 
 
@@ -293,21 +315,27 @@ def _outcome(
     return intent, score(item, intent, slots, targets)
 
 
-def hearing_ab(voices: Voices, every: int, items_set: list[Item]) -> dict[str, Any]:
+def hearing_ab(
+    voices: Voices, every: int, items_set: list[Item], readings: int, max_gap: float
+) -> dict[str, Any]:
     """Every command and chit-chat item, synthesized and transcribed by Whisper in this
-    process with and without the home's prompt ([intents] asr_prompt), then understood four
-    ways side by side (STRATEGIES). No server, no real-time pacing: accuracy does not depend on
-    the load. A wrong action: a command recognised with the wrong intent, slots or devices; a
-    false action: chit-chat recognised as a command."""
+    process with and without the home's prompt ([intents] asr_prompt), then understood
+    several ways side by side (STRATEGIES): the n-best ones through the server's own code
+    (server/intents/hearing.py `reconsidered`, on the engine's shared encoder pass), each
+    timed (one Whisper thread, as the server). No server, no real-time pacing: accuracy does
+    not depend on the load (the times do). A wrong action: a command recognised with the
+    wrong intent, slots or devices; a false action: chit-chat recognised as a command."""
+    from server.engines.base import Hypothesis, MoreReadings, Transcript
     from server.engines.faster_whisper import WhisperTranscriber
+    from server.intents import hearing
     from server.intents.home import load_home
-    from server.pipeline.intents import heard_the_prompt
 
     settings = load_settings(environ={})
     asr = settings.asr
     whisper = WhisperTranscriber(
         asr.model_path, language=asr.language, short_window=asr.short_window, cpu_threads=1
     )
+    whisper.warm_up()
     home = load_home(settings.intents.devices)
     strict = IntentRecognizer(home, settings.intents.language, repair=False)
     repairing = IntentRecognizer(home, settings.intents.language, repair=True)
@@ -321,16 +349,62 @@ def hearing_ab(voices: Voices, every: int, items_set: list[Item]) -> dict[str, A
     }
     misses: dict[str, list[str]] = {name: [] for name in STRATEGIES}
     repair_ms: list[float] = []
+    hear_ms: dict[str, dict[str, list[float]]] = {
+        name: {"command": [], "chit-chat": []}
+        for name in ("first hearing", "hear again", "n-best on a miss", "n-best always")
+    }
+    rows: list[dict[str, Any]] = []
     commands = chat = heard_again = 0
+
+    def reconsider(n: int, again: bool = True) -> Any:
+        def run(first: Transcript, more: MoreReadings) -> Transcript:
+            return hearing.reconsidered(
+                first, more, repairing, SITE, prompt=prompt if again else None, readings=n,
+                max_gap=max_gap,
+            )  # fmt: skip
+
+        return run
+
+    def always(first: Transcript, more: MoreReadings) -> Transcript:
+        found = more(readings, prompt)
+        if not found:
+            return first
+        likeliest = Transcript(
+            found[0].text, first.language, first.no_speech_prob, found[0].avg_logprob,
+            first.audio_s,
+        )  # fmt: skip
+
+        def kept(n: int, other: str | None) -> list[Hypothesis]:
+            return found if (n, other) == (readings, prompt) else more(n, other)
+
+        return hearing.reconsidered(
+            likeliest, kept, repairing, SITE, prompt=prompt, readings=readings, max_gap=max_gap
+        )
+
+    def timed(kind: str, name: str, audio: Any, run: Any, use: str | None) -> str:
+        began = time.perf_counter()
+        if run is None:
+            text = whisper.transcribe(audio, prompt=use).text
+        else:
+            text = whisper.transcribe_reconsidered(audio, prompt=use, reconsider=run).text
+        hear_ms[name][kind].append((time.perf_counter() - began) * 1000)
+        return text
+
     for item in items:
         for voice in voices.names:
             pcm, rate = voices.say(voice, item.text)
             audio = soxr.resample(pcm.astype(np.float32) / 32768, rate, 16000)
             audio = audio.astype(np.float32)
+            kind = "chit-chat" if item.intent is None else "command"
             without = whisper.transcribe(audio, prompt=None).text
-            with_prompt = whisper.transcribe(audio, prompt=prompt).text
-            again = without if heard_the_prompt(with_prompt) else with_prompt
-            heard_again += again is not with_prompt
+            with_prompt = timed(kind, "first hearing", audio, None, prompt)
+            again = timed(kind, "hear again", audio, reconsider(0), prompt)
+            heard_again += again != with_prompt
+            n_best = timed(kind, "n-best on a miss", audio, reconsider(readings), prompt)
+            n_best_only = whisper.transcribe_reconsidered(
+                audio, prompt=prompt, reconsider=reconsider(readings, again=False)
+            ).text
+            n_best_always = timed(kind, "n-best always", audio, always, prompt)
             began = time.perf_counter()
             repaired = _outcome(repairing, item, with_prompt)
             repair_ms.append((time.perf_counter() - began) * 1000)
@@ -339,7 +413,25 @@ def hearing_ab(voices: Voices, every: int, items_set: list[Item]) -> dict[str, A
                 "prompt, strict": (with_prompt, _outcome(strict, item, with_prompt)),
                 "prompt, repair": (with_prompt, repaired),
                 "prompt, repair, hear again": (again, _outcome(repairing, item, again)),
+                "n-best on a miss": (n_best, _outcome(repairing, item, n_best)),
+                "n-best on a miss, no hearing again": (
+                    n_best_only,
+                    _outcome(repairing, item, n_best_only),
+                ),
+                "n-best always": (n_best_always, _outcome(repairing, item, n_best_always)),
             }
+            rows.append(
+                {
+                    "text": item.text,
+                    "voice": voice,
+                    "expected": item.intent,
+                    "heard": {name: heard for name, (heard, _) in outcomes.items()},
+                    "right": {
+                        name: bool(row["intent_ok"] and row["slots_ok"] is not False)
+                        for name, (_, (_, row)) in outcomes.items()
+                    },
+                }
+            )
             if item.intent is None:
                 chat += 1
             else:
@@ -378,8 +470,25 @@ def hearing_ab(voices: Voices, every: int, items_set: list[Item]) -> dict[str, A
         f"understanding with repair: p50 {median(repair_ms):.1f} ms, "
         f"p90 {percentile(repair_ms, 90):.1f} ms"
     )
+    timing = {
+        name: {
+            kind: {"p50": round(median(ms), 1), "p90": round(percentile(ms, 90), 1)}
+            for kind, ms in by_kind.items()
+        }
+        for name, by_kind in hear_ms.items()
+    }
+    print("hearing (Whisper and the choice), ms p50 / p90:")
+    for name, by_kind in timing.items():
+        print(
+            f"  {name:20} " + "  ".join(f"{k}: {v['p50']} / {v['p90']}" for k, v in by_kind.items())
+        )
+    for name in ("n-best on a miss", "n-best always"):
+        for line in misses[name]:
+            print(f"  {name}: {line}")
     return {
         "prompt": prompt,
+        "readings": readings,
+        "max_gap": max_gap,
         "strategies": STRATEGIES,
         "commands": commands,
         "chit_chat": chat,
@@ -387,7 +496,9 @@ def hearing_ab(voices: Voices, every: int, items_set: list[Item]) -> dict[str, A
         "heard_again": heard_again,
         "understand_with_repair_ms_p50": round(median(repair_ms), 2),
         "understand_with_repair_ms_p90": round(percentile(repair_ms, 90), 2),
+        "hearing_ms": timing,
         "misses": misses,
+        "rows": rows,
     }
 
 
@@ -413,9 +524,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--compare",
-        metavar="KEY=VALUE",
+        metavar="KEY=VALUE or DIR",
         help="spoken: a second server with this environment setting, the items alternating "
-        "between the two (e.g. CHINWAG_LLM__PREFILL_WHILE_SPEAKING=false)",
+        "between the two (e.g. CHINWAG_LLM__PREFILL_WHILE_SPEAKING=false), or the server of "
+        "another checkout (a directory: the code before a change)",
     )
     parser.add_argument(
         "--hearing-ab",
@@ -424,12 +536,23 @@ def main() -> None:
         help="only: spoken commands and chit-chat, transcribed with and without the home's "
         "Whisper prompt, understood with and without repairs, side by side",
     )
+    parser.add_argument("--n-best", type=int, help="hearing-ab: readings ([intents] n_best)")
+    parser.add_argument(
+        "--n-best-gap", type=float, help="hearing-ab: [intents] n_best_gap, for the n-best ways"
+    )
     args = parser.parse_args()
     items = HELD_OUT if args.held_out else ITEMS
     suffix = "-held-out" if args.held_out else ""
 
     if args.hearing_ab:
-        found = hearing_ab(Voices(args.voices.split(",")), args.every, items)
+        intents_settings = load_settings(environ={}).intents
+        found = hearing_ab(
+            Voices(args.voices.split(",")),
+            args.every,
+            items,
+            args.n_best if args.n_best is not None else intents_settings.n_best,
+            args.n_best_gap if args.n_best_gap is not None else intents_settings.n_best_gap,
+        )
         found["hardware"] = hardware()
         out = BENCH_DIR / f"results-intents-hearing{suffix}.json"
         out.write_text(json.dumps(found, indent=1) + "\n", encoding="utf-8")
@@ -475,7 +598,10 @@ def main() -> None:
             other = [r for r in rows if r["server"] == args.compare]
             results["spoken"]["compare"] = args.compare
             results["spoken"]["summary_compare"] = summary(other)
+            results["spoken"]["paired_ratios"] = paired_ratios(default, other)
             print(table(f"the same, with {args.compare}", summary(other)))
+            print("first audio, this server / the other, median of paired ratios:")
+            print(results["spoken"]["paired_ratios"])
     results["hardware_after"] = {"load_average": hardware()["load_average"]}
     out = BENCH_DIR / f"results-intents{suffix}.json"
     out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")

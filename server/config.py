@@ -369,6 +369,12 @@ class IntentsSettings(_Group):
     # A transcript one misheard word away from a command ("start at 3 minute timer") is taken
     # for it when only one command fits (server/intents/repair.py).
     repair: bool = True
+    # A transcript that is no command is read again: this many readings of the same audio
+    # (Whisper's beam search, one encoder pass), and the one command they agree on is taken
+    # (server/intents/hearing.py). 0 or 1: off.
+    n_best: int = Field(5, ge=0, le=16)
+    # How far below the likeliest reading (mean log-probability per token) a reading counts.
+    n_best_gap: float = Field(0.5, gt=0.0, le=10.0)
     # While someone speaks, the words so far are transcribed and evaluated into the chat
     # model's cache ([llm] prefill_while_speaking); once they begin like a command ("turn
     # ...", "set ..."), that stops for the utterance: the model will not answer it, and the

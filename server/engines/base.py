@@ -143,6 +143,22 @@ class Transcript:
     audio_s: float
 
 
+@dataclass(frozen=True)
+class Hypothesis:
+    """One reading of an utterance, with Whisper's score: the mean log-probability per token
+    (as Transcript.avg_logprob; closer to 0 is likelier)."""
+
+    text: str
+    avg_logprob: float
+
+
+# More readings of the utterance being transcribed: (how many at most, the prompt) -> the
+# readings, likeliest first (beam search, on the same encoder pass where the engine can).
+MoreReadings = Callable[[int, str | None], list[Hypothesis]]
+# Given the first transcript and a way to ask for more readings: the transcript to keep.
+Reconsider = Callable[[Transcript, MoreReadings], Transcript]
+
+
 class Transcriber(Protocol):
     sample_rate: int  # what transcribe() expects (16 kHz for Whisper)
 
@@ -150,6 +166,16 @@ class Transcriber(Protocol):
         """Transcribe one utterance of mono float32 audio in [-1, 1]; `prompt`: words the
         speech is likely to hold (Whisper's previous-text prompt), or None."""
         ...
+
+
+@runtime_checkable
+class Reconsiders(Protocol):
+    """A Transcriber that reads an utterance again without encoding its audio again
+    (WhisperTranscriber): `reconsider` runs on the transcriber's thread, inside the call."""
+
+    def transcribe_reconsidered(
+        self, audio: Float32Audio, *, prompt: str | None, reconsider: Reconsider
+    ) -> Transcript: ...
 
 
 class Synthesizer(Protocol):

@@ -16,6 +16,8 @@ from faster_whisper.transcribe import get_suppressed_tokens
 from server.engines.base import (
     FileTranscription,
     Float32Audio,
+    Hypothesis,
+    Reconsider,
     Segment,
     Transcript,
     UnsupportedAudio,
@@ -190,31 +192,76 @@ class WhisperTranscriber:
             audio_s=audio_s,
         )
 
+    def transcribe_reconsidered(
+        self, audio: Float32Audio, *, prompt: str | None, reconsider: Reconsider
+    ) -> Transcript:
+        """`transcribe`, then `reconsider(first, more)`: `more(n, prompt)` reads the same
+        utterance again, n readings by beam search, from the same encoder pass (a short
+        window's; the standard path encodes again and gives one reading)."""
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.ndim != 1:
+            raise UnsupportedAudio("audio must be mono")
+        audio_s = audio.size / SAMPLE_RATE
+        if audio.size < _MIN_SAMPLES:
+            return Transcript("", self._language or "en", 1.0, 0.0, audio_s)
+        encoded, first = (
+            self._first_short(audio, audio_s, prompt) if self._short_window else (None, None)
+        )
+        if encoded is None:
+
+            def again(n: int, other: str | None) -> list[Hypothesis]:
+                heard = self._transcribe_standard(audio, audio_s, other)
+                return [Hypothesis(heard.text, heard.avg_logprob)] if heard.text else []
+
+            return reconsider(self._transcribe_standard(audio, audio_s, prompt), again)
+
+        def more(n: int, other: str | None) -> list[Hypothesis]:
+            # Beam search on the short window even when its greedy decoding looped (then the
+            # standard path made the first transcript): looping readings are left out.
+            return self._readings(encoded, audio_s, other, n)
+
+        if first is None:
+            first = self._transcribe_standard(audio, audio_s, prompt)
+        return reconsider(first, more)
+
     def _transcribe_short(
         self, audio: Float32Audio, audio_s: float, prompt: str | None = None
     ) -> Transcript | None:
         """One decoding on the shortest encoder window that fits, a longer one if it loops;
         None when the standard 30 s path must do it."""
+        return self._first_short(audio, audio_s, prompt)[1]
+
+    def _first_short(
+        self, audio: Float32Audio, audio_s: float, prompt: str | None
+    ) -> tuple[ctranslate2.StorageView | None, Transcript | None]:
+        """The transcript of the shortest window whose decoding does not loop, with that
+        window's encoder output (the first window's when all loop; None when none fits)."""
         frames = audio.size // _HOP
+        kept: ctranslate2.StorageView | None = None
         for window in _SHORT_WINDOWS:
             if frames + _SHORT_WINDOW_MIN_PAD > window:
                 continue
-            transcript = self._decode_window(audio, audio_s, window, prompt)
+            encoded = self._encode_window(audio, window)
+            kept = kept if kept is not None else encoded
+            transcript = self._decode_short(encoded, audio_s, prompt)
             if transcript is not None:
-                return transcript
+                return encoded, transcript
             log.debug("a %d s window's decoding looks like a loop", window // 100)
-        return None
+        return kept, None
 
-    def _decode_window(
-        self, audio: Float32Audio, audio_s: float, window: int, prompt: str | None
-    ) -> Transcript | None:
-        """Decode on an encoder window of `window` mel frames; None if the decoding loops."""
+    def _encode_window(self, audio: Float32Audio, window: int) -> ctranslate2.StorageView:
+        """The encoder's output for the audio in a window of `window` mel frames."""
         # Pad the audio, not the mel: padded frames then get the log-mel floor of silence,
         # as in OpenAI's Whisper. faster-whisper's zero mel frames made 10 s windows loop.
         padded = np.pad(audio, (0, window * _HOP - audio.size))
         mel = self._model.feature_extractor(padded, padding=0)[:, :window]
         mel = np.ascontiguousarray(mel[None])
-        encoded = self._model.model.encode(ctranslate2.StorageView.from_array(mel))
+        return self._model.model.encode(ctranslate2.StorageView.from_array(mel))
+
+    def _decode_short(
+        self, encoded: ctranslate2.StorageView, audio_s: float, prompt: str | None
+    ) -> Transcript | None:
+        """Greedy (or [asr] beam_size) decoding of an encoder output; None if it loops."""
         start = list(self._decoder_prompt(prompt))
         max_new = self._max_new_tokens(audio_s, len(start))
         result = self._model.model.generate(
@@ -230,15 +277,43 @@ class WhisperTranscriber:
         tokens: list[int] = result.sequences_ids[0]
         if len(tokens) >= max_new or _repeats(tokens):
             return None
-        # As faster-whisper: scores are length-normalised; the end token counts too.
-        avg_logprob = float(result.scores[0]) * len(tokens) / (len(tokens) + 1)
         return Transcript(
             text=" ".join(self._tokenizer.decode(tokens).split()),
             language=self._language or "en",
             no_speech_prob=float(result.no_speech_prob),
-            avg_logprob=avg_logprob,
+            avg_logprob=_avg_logprob(float(result.scores[0]), len(tokens)),
             audio_s=audio_s,
         )
+
+    def _readings(
+        self, encoded: ctranslate2.StorageView, audio_s: float, prompt: str | None, n: int
+    ) -> list[Hypothesis]:
+        """Up to n readings by beam search (beam n), likeliest first (by the score per token,
+        which is not CTranslate2's order); loops left out."""
+        start = list(self._decoder_prompt(prompt))
+        max_new = self._max_new_tokens(audio_s, len(start))
+        result = self._model.model.generate(
+            encoded,
+            [start],
+            beam_size=max(n, self._beam_size),
+            num_hypotheses=n,
+            max_length=len(start) + max_new,
+            return_scores=True,
+            suppress_blank=True,
+            suppress_tokens=self._suppress,
+        )[0]
+        found = []
+        for tokens, score in zip(result.sequences_ids, result.scores, strict=True):
+            if len(tokens) >= max_new or _repeats(tokens):
+                continue
+            text = " ".join(self._tokenizer.decode(tokens).split())
+            found.append(Hypothesis(text, _avg_logprob(float(score), len(tokens))))
+        return sorted(found, key=lambda h: -h.avg_logprob)
+
+
+def _avg_logprob(score: float, tokens: int) -> float:
+    """As faster-whisper: CTranslate2's scores are length-normalised; the end token counts."""
+    return score * tokens / (tokens + 1)
 
 
 def _repeats(tokens: Sequence[int], min_span: int = 4) -> bool:

@@ -363,7 +363,10 @@ class IntentRecognizer:
             best_slot_name="name",
         )
 
-    def understand(self, text: str, site: str | None) -> Understanding:
+    def understand(
+        self, text: str, site: str | None, *, repair: bool | None = None
+    ) -> Understanding:
+        """What `text` said at `site` is; `repair`: try one-word repairs (None: as loaded)."""
         said = normalise(text)
         if not said or len(said) > 200:
             return None
@@ -377,7 +380,7 @@ class IntentRecognizer:
             found = self._unmatched(text, said, area_name)
         else:
             found = self._understood(text, result)
-        if found is None and self.repair:
+        if found is None and (self.repair if repair is None else repair):
             return self._one_word_off(text, area_name)
         return found
 

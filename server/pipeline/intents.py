@@ -21,15 +21,18 @@ import asyncio
 import datetime as dt
 import functools
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from server.engines.base import MoreReadings, Reconsider, Transcript
+from server.intents import hearing
+from server.intents.hearing import heard_the_prompt
 from server.intents.home import load_home
 from server.intents.recognizer import (
-    UNLOCK_OR_LOCK,
     IntentRecognizer,
     Recognized,
     Refused,
@@ -69,11 +72,6 @@ def load_recognizer(settings: IntentsSettings) -> IntentRecognizer | None:
     devices = settings.devices
     mtime = devices.stat().st_mtime if devices is not None and devices.exists() else 0.0
     return _load(devices, mtime, settings.language, settings.repair)
-
-
-def heard_the_prompt(heard: str) -> bool:
-    """A comma list (the prompt's shape: no command has two commas) or "and lock"."""
-    return heard.count(",") >= 2 or bool(UNLOCK_OR_LOCK.match(heard.strip()))
 
 
 def _phrases(text: str) -> list[str]:
@@ -127,7 +125,9 @@ class SessionIntents:
         self.timers = TimerBook(settings.max_timers, settings.max_timer_s)
         self._alarm: asyncio.Task[None] | None = None
         self._closed = False
+        # Touched on the event loop's worker threads and the ASR worker (reconsider).
         self._recent: dict[tuple[str, str | None], tuple[Understanding, float]] = {}
+        self._recent_lock = threading.Lock()
 
     @property
     def enabled(self) -> bool:
@@ -149,11 +149,35 @@ class SessionIntents:
             return False
         return recognizer.begins_command(said)
 
-    def hear_again(self, heard: str) -> bool:
-        """Whether a transcript made with the home's prompt should be made again without it:
-        Whisper sometimes writes the prompt's list back instead of the words ("Turn on the
-        light, ceiling fan, room,"), or hears "unlock" as "and lock"."""
-        return heard_the_prompt(heard)
+    def reconsider(self) -> Reconsider | None:
+        """How a turn's first transcript is read again in a session that takes commands (on
+        the ASR worker, inside the transcription's job; engines/base.py):
+
+        - made with the home's prompt, it is made again without it when Whisper wrote the
+          prompt's list back instead of the words ("Turn on the light, ceiling fan, room,")
+          or heard "unlock" as "and lock" (heard_the_prompt);
+        - when what was heard is no command, several readings of the same audio are asked
+          for ([intents] n_best), and the one command they agree on is taken (hearing.py).
+        """
+        recognizer = self._recognizer()
+        if recognizer is None or not self._persona().intents:
+            return None
+        prompt, site = self.asr_prompt(), self._site()
+        settings = self._settings
+
+        def reconsider(first: Transcript, more: MoreReadings) -> Transcript:
+            return hearing.reconsidered(
+                first,
+                more,
+                recognizer,
+                site,
+                prompt=prompt,
+                readings=settings.n_best,
+                max_gap=settings.n_best_gap,
+                understand=lambda text: self._understand_now(recognizer, text, site),
+            )
+
+        return reconsider
 
     # --- recognising --------------------------------------------------------------------------
 
@@ -163,16 +187,33 @@ class SessionIntents:
         recognizer = self._recognizer()
         if recognizer is None:
             return None, 0.0
-        key = (text, self._site())
-        found = self._recent.get(key)
+        site = self._site()
+        with self._recent_lock:
+            found = self._recent.get((text, site))
         if found is not None:
             return found
+        return await asyncio.to_thread(self._understood, recognizer, text, site)
+
+    def _understood(
+        self, recognizer: IntentRecognizer, text: str, site: str | None
+    ) -> tuple[Understanding, float]:
+        """The recognizer's answer, kept (blocking: on a worker thread)."""
         began = time.perf_counter()
-        understood = await asyncio.to_thread(recognizer.understand, text, self._site())
-        found = self._recent[key] = (understood, (time.perf_counter() - began) * 1000)
-        while len(self._recent) > RECENT:
-            del self._recent[next(iter(self._recent))]
+        understood = recognizer.understand(text, site)
+        found = (understood, (time.perf_counter() - began) * 1000)
+        with self._recent_lock:
+            self._recent[(text, site)] = found
+            while len(self._recent) > RECENT:
+                del self._recent[next(iter(self._recent))]
         return found
+
+    def _understand_now(
+        self, recognizer: IntentRecognizer, text: str, site: str | None
+    ) -> Understanding:
+        """As `understand`, blocking (on the ASR worker): the turn then finds it kept."""
+        with self._recent_lock:
+            found = self._recent.get((text, site))
+        return (found or self._understood(recognizer, text, site))[0]
 
     async def is_command(self, text: str) -> bool:
         """Whether these words are a whole command (recognised or refused) for this session."""
@@ -467,4 +508,10 @@ class SessionIntents:
             await asyncio.gather(alarm, return_exceptions=True)
 
 
-__all__ = ["Handled", "SessionIntents", "load_recognizer", "slot_variables"]
+__all__ = [
+    "Handled",
+    "SessionIntents",
+    "heard_the_prompt",
+    "load_recognizer",
+    "slot_variables",
+]

@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from server.engines.base import PromptTooLong, RemoteFailure, UnsupportedAudio
+from server.engines.base import PromptTooLong, Reconsider, RemoteFailure, UnsupportedAudio
 from server.errors import ChinwagError, ErrorCode
 from server.logs import log_failure
 from server.metrics import Metrics
@@ -65,8 +65,9 @@ class CommandStage(Protocol):
         """Words Whisper should expect in this session's speech, if any."""
         ...
 
-    def hear_again(self, heard: str) -> bool:
-        """Whether what Whisper heard with that prompt should be transcribed again without."""
+    def reconsider(self) -> Reconsider | None:
+        """How a turn's first transcript is read again (heard again without the prompt,
+        several readings of a command misheard), or None: it stands."""
         ...
 
 
@@ -114,13 +115,12 @@ class Responder:
         out = ctx.out
         try:
             began = time.perf_counter()
-            prompt = self._commands.asr_prompt() if self._commands is not None else None
-            transcript = await self._speech().transcribe(utterance.audio, prompt=prompt)
-            if prompt and self._commands is not None and self._commands.hear_again(transcript.text):
-                # The prompt came back instead of the words: once more, without it.
-                heard = transcript.text
-                transcript = await self._speech().transcribe(utterance.audio, prompt=None)
-                self._log.debug("heard %r with the prompt, %r without", heard, transcript.text)
+            commands = self._commands
+            prompt = commands.asr_prompt() if commands is not None else None
+            reconsider = commands.reconsider() if commands is not None else None
+            transcript = await self._speech().transcribe(
+                utterance.audio, prompt=prompt, reconsider=reconsider
+            )
             transcribe_ms = round((time.perf_counter() - began) * 1000, 1)
             self._log.debug("transcribed in %.0f ms: %r", transcribe_ms, transcript.text)
             if on_transcript is not None:

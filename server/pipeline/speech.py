@@ -22,8 +22,11 @@ from server.audio.vad import VadModel
 from server.engines.base import (
     FileTranscriber,
     Float32Audio,
+    Hypothesis,
     Int16Audio,
     PacedSynthesizer,
+    Reconsider,
+    Reconsiders,
     Segment,
     Synthesizer,
     Transcriber,
@@ -128,8 +131,15 @@ class SpeechRunner:
     async def on_wake_thread(self, func: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._wake_pool, func)
 
-    async def transcribe(self, audio: Float32Audio, *, prompt: str | None = None) -> Transcript:
+    async def transcribe(
+        self,
+        audio: Float32Audio,
+        *,
+        prompt: str | None = None,
+        reconsider: Reconsider | None = None,
+    ) -> Transcript:
         """A turn's transcription: someone waits for it, so LLM tokens wait instead.
+        `reconsider` may read the utterance again, in the same job (engines/base.py).
         Raises ChinwagError(OVERLOADED) if it waited behind other sessions' turns for longer
         than the limit (pipeline/admission.py); one that can start at once always runs."""
         deadline = self.limit.deadline(time.monotonic()) if self._turn_jobs else None
@@ -138,7 +148,9 @@ class SpeechRunner:
             if self.limit.expired(deadline, time.monotonic()):
                 raise self.limit.error("the transcription")
             with self.priority.urgent():
-                return self.transcriber.transcribe(audio, prompt=prompt)
+                if reconsider is None:
+                    return self.transcriber.transcribe(audio, prompt=prompt)
+                return _reconsidered(self.transcriber, audio, prompt, reconsider)
 
         self._turn_jobs += 1
         try:
@@ -299,6 +311,22 @@ class SpeechRunner:
                 # cancelled reply does not wait for it. (A worker closed runs nothing more.)
                 with contextlib.suppress(RuntimeError):
                     self._tts.submit(close, kind="tts_close")
+
+
+def _reconsidered(
+    transcriber: Transcriber, audio: Float32Audio, prompt: str | None, reconsider: Reconsider
+) -> Transcript:
+    if isinstance(transcriber, Reconsiders):
+        return transcriber.transcribe_reconsidered(audio, prompt=prompt, reconsider=reconsider)
+
+    def more(n: int, other: str | None) -> list[Hypothesis]:
+        # Without the engine's beam search the only other reading is one with another prompt.
+        if other == prompt:
+            return []
+        heard = transcriber.transcribe(audio, prompt=other)
+        return [Hypothesis(heard.text, heard.avg_logprob)] if heard.text else []
+
+    return reconsider(transcriber.transcribe(audio, prompt=prompt), more)
 
 
 def _tts_kind(urgent: bool) -> str:

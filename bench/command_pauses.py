@@ -1,0 +1,163 @@
+"""Commands cut in a pause, at each `[intents] command_silence_ms` (docs/performance.md).
+
+A command's turn ends after `command_silence_ms` of silence once the words so far are a whole
+command; the shorter that silence, the sooner the answer, and the likelier a person who
+pauses in mid-command ("Turn off the light | in the bedroom.") is cut there and the first
+half acted on. This measures that trade: commands whose first half is itself a whole command
+at the kitchen site, each half spoken by Piper and espeak-ng voices and joined by exactly
+250-500 ms of silence (bench/pause_cuts.py's corpus, other sentences), through the real
+Silero VAD in 20 ms frames and, at every pause, the real Whisper with the home's prompt and
+the server's own reconsidering (heard again, n-best: server/intents/hearing.py), as a
+speculative turn in a `smart_home` session hears it, then the real recognizer.
+
+A rule cuts a command when a pause inside it is a whole command and lasts (as the VAD counts
+it, in 32 ms windows) at least the command silence, or else at least the text rule's
+(complete_silence_ms or silence_ms). Prints a table; writes bench/results-command-pauses.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from typing import Any
+
+from bench.common import BENCH_DIR, hardware
+from bench.pause_cuts import Analyser, Pause, cut, pause_items, window_ms
+from clients.talk import read_wav
+from server.audio.pcm import int16_to_float32
+from server.audio.vad import SpeechPaused
+from server.engines.base import MoreReadings, Transcript
+from server.intents import hearing
+from server.intents.home import load_home
+from server.intents.recognizer import IntentRecognizer
+from server.pipeline.endpointing import end_of_turn_silence_ms
+
+SITE = "kitchen"
+PAUSES_MS = (250, 300, 350, 400, 500)
+# (first half, second half): the first half is a whole command at the kitchen site, except
+# the last two, which show the rule does nothing there.
+COMMAND_PAUSE_SENTENCES: list[tuple[str, str]] = [
+    ("Turn off the light", "in the bedroom."),
+    ("Turn on the lights", "in the living room."),
+    ("Turn off the kitchen light", "and the coffee machine."),
+    ("Set a timer for ten minutes", "and thirty seconds."),
+    ("Set a timer for five minutes", "named pasta."),
+    ("Turn on the TV", "in the living room."),
+    ("Turn off the fan", "in the bedroom."),
+    ("Turn off the lights", "in the office."),
+    ("Lock the front door", "at ten o'clock."),
+    ("Pause the TV", "for a moment."),
+    ("Set the bedroom light", "to fifty percent."),
+    ("Add milk", "to my shopping list."),
+]
+COMMAND_SILENCES_MS = (250, 220, 190, 160)  # 8, 7, 6 and 5 VAD windows
+
+
+class CommandAnalyser(Analyser):
+    """Pauses heard as a command session hears them: the home's prompt, reconsidered."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        intents = self.settings.intents
+        home = load_home(intents.devices)
+        self.recognizer = IntentRecognizer(home, intents.language, repair=intents.repair)
+        self.recognizer.warm_up()
+        self.prompt = home.asr_prompt()
+
+    def _pause(self, event: SpeechPaused) -> Pause:
+        key = hashlib.sha1(event.audio.tobytes()).digest()
+        if key not in self._seen:
+            intents = self.settings.intents
+
+            def reconsider(first: Transcript, more: MoreReadings) -> Transcript:
+                return hearing.reconsidered(
+                    first,
+                    more,
+                    self.recognizer,
+                    SITE,
+                    prompt=self.prompt,
+                    readings=intents.n_best,
+                    max_gap=intents.n_best_gap,
+                )
+
+            heard = self.asr.transcribe_reconsidered(
+                event.audio, prompt=self.prompt, reconsider=reconsider
+            )
+            self._seen[key] = (heard.text, None, None)
+        text, _, _ = self._seen[key]
+        return Pause(event.at_s, None, text)
+
+
+def command_rule(analyser: CommandAnalyser, command_ms: int) -> Any:
+    """The server's rule (pipeline/session.py): the text rule, shorter for a whole command."""
+    vad = analyser.settings.vad
+
+    def rule(p: Pause) -> int:
+        silence = end_of_turn_silence_ms(p.transcript, vad)
+        if analyser.recognizer.understand(p.transcript, SITE) is not None:
+            silence = min(silence, command_ms)
+        return silence
+
+    return rule
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", default=str(BENCH_DIR / "results-command-pauses.json"))
+    args = parser.parse_args()
+    began = time.perf_counter()
+    load_before = hardware()["load_average"]
+    analyser = CommandAnalyser()
+    rules = {ms: command_rule(analyser, ms) for ms in COMMAND_SILENCES_MS}
+    items = pause_items(sentences=COMMAND_PAUSE_SENTENCES, pauses_ms=PAUSES_MS)
+    rows: list[dict[str, Any]] = []
+    for n, item in enumerate(items):
+        if n % 20 == 0:
+            print(f"{n}/{len(items)}", flush=True)
+        pcm, _ = read_wav(item.path)
+        pauses = analyser.pauses(int16_to_float32(pcm), until_s=item.pause_end_s)
+        rows.append(
+            {
+                "first": item.first,
+                "second": item.second,
+                "voice": item.voice,
+                "pause_ms": item.pause_ms,
+                "pauses": [
+                    {"start_s": p.start_s, "silence_s": p.silence_s, "heard": p.transcript}
+                    for p in pauses
+                ],
+                "cut": {str(ms): cut(pauses, rule, item.pause_end_s) for ms, rule in rules.items()},
+            }
+        )
+    cut_rates = {
+        str(ms): {
+            str(pause): sum(r["cut"][str(ms)] for r in rows if r["pause_ms"] == pause)
+            for pause in PAUSES_MS
+        }
+        for ms in COMMAND_SILENCES_MS
+    }
+    per = len(rows) // len(PAUSES_MS)
+    print(f"commands cut in their pause (of {per} per pause length)")
+    print("| command_silence_ms (VAD windows) | " + " | ".join(f"{p} ms" for p in PAUSES_MS) + " |")
+    print("| --- |" + " ---: |" * len(PAUSES_MS))
+    for ms in COMMAND_SILENCES_MS:
+        counts = " | ".join(str(cut_rates[str(ms)][str(p)]) for p in PAUSES_MS)
+        print(f"| {ms} ({window_ms(ms):.0f} ms) | {counts} |")
+    result = {
+        "benchmark": "command_pauses",
+        "hardware": {**hardware(), "load_average_at_start": load_before},
+        "sentences": COMMAND_PAUSE_SENTENCES,
+        "per_pause_length": per,
+        "cuts": cut_rates,
+        "runtime_s": round(time.perf_counter() - began, 1),
+        "rows": rows,
+    }
+    with open(args.out, "w", encoding="utf-8") as f:
+        f.write(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
