@@ -80,6 +80,7 @@ class CommandAnalyser(Analyser):
                     prompt=self.prompt,
                     readings=intents.n_best,
                     max_gap=intents.n_best_gap,
+                    unsure_below=intents.n_best_unsure_below,
                 )
 
             heard = self.asr.transcribe_reconsidered(

@@ -298,6 +298,7 @@ STRATEGIES = {
     "prompt, repair": "with the prompt, and one misheard word repaired (repair.py)",
     "prompt, repair, hear again": "and transcribed again without the prompt when it came back",
     "n-best on a miss": "and, when that is no command, several readings (hearing.py)",
+    "n-best on a miss, however sure": "the same, also when Whisper was sure of what it heard",
     "n-best on a miss, no hearing again": "the same without the hearing again without the prompt",
     "n-best always": "beam search for every utterance: its likeliest reading is the first hearing",
 }
@@ -316,7 +317,12 @@ def _outcome(
 
 
 def hearing_ab(
-    voices: Voices, every: int, items_set: list[Item], readings: int, max_gap: float
+    voices: Voices,
+    every: int,
+    items_set: list[Item],
+    readings: int,
+    max_gap: float,
+    unsure_below: float = 0.0,
 ) -> dict[str, Any]:
     """Every command and chit-chat item, synthesized and transcribed by Whisper in this
     process with and without the home's prompt ([intents] asr_prompt), then understood
@@ -356,11 +362,11 @@ def hearing_ab(
     rows: list[dict[str, Any]] = []
     commands = chat = heard_again = 0
 
-    def reconsider(n: int, again: bool = True) -> Any:
+    def reconsider(n: int, again: bool = True, unsure: float = unsure_below) -> Any:
         def run(first: Transcript, more: MoreReadings) -> Transcript:
             return hearing.reconsidered(
                 first, more, repairing, SITE, prompt=prompt if again else None, readings=n,
-                max_gap=max_gap,
+                max_gap=max_gap, unsure_below=unsure,
             )  # fmt: skip
 
         return run
@@ -378,17 +384,18 @@ def hearing_ab(
             return found if (n, other) == (readings, prompt) else more(n, other)
 
         return hearing.reconsidered(
-            likeliest, kept, repairing, SITE, prompt=prompt, readings=readings, max_gap=max_gap
-        )
+            likeliest, kept, repairing, SITE, prompt=prompt, readings=readings, max_gap=max_gap,
+            unsure_below=unsure_below,
+        )  # fmt: skip
 
-    def timed(kind: str, name: str, audio: Any, run: Any, use: str | None) -> str:
+    def timed(kind: str, name: str, audio: Any, run: Any, use: str | None) -> Transcript:
         began = time.perf_counter()
         if run is None:
-            text = whisper.transcribe(audio, prompt=use).text
+            heard = whisper.transcribe(audio, prompt=use)
         else:
-            text = whisper.transcribe_reconsidered(audio, prompt=use, reconsider=run).text
+            heard = whisper.transcribe_reconsidered(audio, prompt=use, reconsider=run)
         hear_ms[name][kind].append((time.perf_counter() - began) * 1000)
-        return text
+        return heard
 
     for item in items:
         for voice in voices.names:
@@ -397,14 +404,18 @@ def hearing_ab(
             audio = audio.astype(np.float32)
             kind = "chit-chat" if item.intent is None else "command"
             without = whisper.transcribe(audio, prompt=None).text
-            with_prompt = timed(kind, "first hearing", audio, None, prompt)
-            again = timed(kind, "hear again", audio, reconsider(0), prompt)
+            first = timed(kind, "first hearing", audio, None, prompt)
+            with_prompt = first.text
+            again = timed(kind, "hear again", audio, reconsider(0), prompt).text
             heard_again += again != with_prompt
-            n_best = timed(kind, "n-best on a miss", audio, reconsider(readings), prompt)
+            n_best = timed(kind, "n-best on a miss", audio, reconsider(readings), prompt).text
+            n_best_sure = whisper.transcribe_reconsidered(
+                audio, prompt=prompt, reconsider=reconsider(readings, unsure=0.0)
+            ).text
             n_best_only = whisper.transcribe_reconsidered(
                 audio, prompt=prompt, reconsider=reconsider(readings, again=False)
             ).text
-            n_best_always = timed(kind, "n-best always", audio, always, prompt)
+            n_best_always = timed(kind, "n-best always", audio, always, prompt).text
             began = time.perf_counter()
             repaired = _outcome(repairing, item, with_prompt)
             repair_ms.append((time.perf_counter() - began) * 1000)
@@ -414,6 +425,10 @@ def hearing_ab(
                 "prompt, repair": (with_prompt, repaired),
                 "prompt, repair, hear again": (again, _outcome(repairing, item, again)),
                 "n-best on a miss": (n_best, _outcome(repairing, item, n_best)),
+                "n-best on a miss, however sure": (
+                    n_best_sure,
+                    _outcome(repairing, item, n_best_sure),
+                ),
                 "n-best on a miss, no hearing again": (
                     n_best_only,
                     _outcome(repairing, item, n_best_only),
@@ -425,6 +440,7 @@ def hearing_ab(
                     "text": item.text,
                     "voice": voice,
                     "expected": item.intent,
+                    "first_avg_logprob": round(first.avg_logprob, 3),
                     "heard": {name: heard for name, (heard, _) in outcomes.items()},
                     "right": {
                         name: bool(row["intent_ok"] and row["slots_ok"] is not False)
@@ -489,6 +505,7 @@ def hearing_ab(
         "prompt": prompt,
         "readings": readings,
         "max_gap": max_gap,
+        "unsure_below": unsure_below,
         "strategies": STRATEGIES,
         "commands": commands,
         "chit_chat": chat,
@@ -540,6 +557,9 @@ def main() -> None:
     parser.add_argument(
         "--n-best-gap", type=float, help="hearing-ab: [intents] n_best_gap, for the n-best ways"
     )
+    parser.add_argument(
+        "--n-best-unsure-below", type=float, help="hearing-ab: [intents] n_best_unsure_below"
+    )
     args = parser.parse_args()
     items = HELD_OUT if args.held_out else ITEMS
     suffix = "-held-out" if args.held_out else ""
@@ -552,6 +572,9 @@ def main() -> None:
             items,
             args.n_best if args.n_best is not None else intents_settings.n_best,
             args.n_best_gap if args.n_best_gap is not None else intents_settings.n_best_gap,
+            args.n_best_unsure_below
+            if args.n_best_unsure_below is not None
+            else intents_settings.n_best_unsure_below,
         )
         found["hardware"] = hardware()
         out = BENCH_DIR / f"results-intents-hearing{suffix}.json"

@@ -375,6 +375,9 @@ class IntentsSettings(_Group):
     n_best: int = Field(5, ge=0, le=16)
     # How far below the likeliest reading (mean log-probability per token) a reading counts.
     n_best_gap: float = Field(0.5, gt=0.0, le=10.0)
+    # Only a first hearing Whisper was unsure of (mean log-probability per token below this)
+    # is read again; 0: every one that is no command.
+    n_best_unsure_below: float = Field(-0.25, ge=-10.0, le=0.0)
     # While someone speaks, the words so far are transcribed and evaluated into the chat
     # model's cache ([llm] prefill_while_speaking); once they begin like a command ("turn
     # ...", "set ..."), that stops for the utterance: the model will not answer it, and the

@@ -45,6 +45,10 @@ MAX_SCORE_GAP = 0.5
 READINGS = 5
 # A first hearing longer than this is not a command misheard (commands are short).
 MAX_WORDS = 12
+# Only a first hearing Whisper was unsure of is read again (its mean log-probability per
+# token below this): the misheard commands measured were all below -0.35, most chit-chat is
+# heard above -0.25, and reading it again would only delay the model's answer.
+UNSURE_BELOW = -0.25
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,7 @@ def reconsidered(
     prompt: str | None,
     readings: int = READINGS,
     max_gap: float = MAX_SCORE_GAP,
+    unsure_below: float = UNSURE_BELOW,
     understand: Callable[[str], Understanding] | None = None,
 ) -> Transcript:
     """The transcript of a turn in a session that takes commands, from Whisper's first one:
@@ -132,8 +137,9 @@ def reconsidered(
       prompt's list back instead of the words ("Turn on the light, ceiling fan, room,") or
       heard "unlock" as "and lock" (heard_the_prompt);
     - when what was heard is no command (`understand`, the recognizer's full answer by
-      default), `readings` readings of the same audio are asked for, and the one command
-      they agree on is taken (`choose`, strict templates).
+      default) and Whisper was unsure of it (`unsure_below`), `readings` readings of the
+      same audio are asked for, and the one command they agree on is taken (`choose`,
+      strict templates).
     """
     heard = first
     if prompt and heard_the_prompt(first.text):
@@ -141,7 +147,7 @@ def reconsidered(
         if again:
             heard = dataclasses.replace(first, text=again[0].text)
         log.debug("heard %r with the prompt, %r without", first.text, heard.text)
-    if readings < 2 or not worth_reading_again(heard.text):
+    if readings < 2 or heard.avg_logprob >= unsure_below or not worth_reading_again(heard.text):
         return heard
     full = understand or (lambda text: recognizer.understand(text, site))
     if full(heard.text) is not None:

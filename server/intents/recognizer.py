@@ -149,7 +149,9 @@ _POLITE_PREFIX = re.compile(
     r"(?:(?:can|could|would|will) you(?: please)? |i(?:'d| would) like you to |i want you to "
     r"|i(?:'d| would) like to |i want to |i need you to |go ahead and |let's )?",
 )
-UNLOCK_OR_LOCK = re.compile(r"^(?:and|an|in) lock\b", re.IGNORECASE)
+# Whisper hears "unlock", "unpause", "unmute" as "and lock", "and pause", "and mute"; the
+# polite "and" would then be dropped and the opposite done.
+UNLOCK_OR_LOCK = re.compile(r"^(?:and|an|in) (lock|pause|mute)\b", re.IGNORECASE)
 _POLITE_SUFFIX = re.compile(r"(?:[, ]+(?:please|thanks|thank you|now|for me))+$")
 
 
@@ -370,9 +372,11 @@ class IntentRecognizer:
         said = normalise(text)
         if not said or len(said) > 200:
             return None
-        if UNLOCK_OR_LOCK.match(text.strip()):
-            # Whisper hears "unlock" as "and lock": asking beats locking, or unlocking, wrongly.
-            return Refused(None, text, "Sorry, did you say lock or unlock?", "ambiguous")
+        undone = UNLOCK_OR_LOCK.match(text.strip())
+        if undone:
+            # Asking beats doing the opposite of what was said.
+            word = undone.group(1).lower()
+            return Refused(None, text, f"Sorry, did you say {word} or un{word}?", "ambiguous")
         area = self.home.area_of_site(site)
         area_name = area.name if area is not None else None
         result = self._match(said, area_name, unmatched=False)
@@ -395,7 +399,7 @@ class IntentRecognizer:
             if not repaired:
                 continue
             result = self._match(repaired, area, unmatched=False)
-            if result is None or _names_only(result):
+            if result is None:
                 continue
             found = self._understood(text, result)
             if not isinstance(found, Recognized):
@@ -415,6 +419,10 @@ class IntentRecognizer:
         return found
 
     def _understood(self, text: str, result: Any) -> Understanding:
+        if _names_only(result):
+            # "The television." alone turns it on in Home Assistant's templates; heard by a
+            # speaker it is as likely the end of "Mute the television" misheard.
+            return None
         intent = result.intent.name
         if any(e.is_wildcard for e in result.entities_list) and intent not in WILDCARD_OK:
             return None
@@ -590,8 +598,8 @@ def slot_variables(slots: tuple[Slot, ...]) -> dict[str, Any]:
 
 
 def _names_only(result: Any) -> bool:
-    """A template that is only a name ("[<the>] {name}": saying a device turns it on): never
-    reached by a repair, whose guessed word would be the whole command."""
+    """A template that is only a name ("[<the>] {name}": saying a device turns it on in Home
+    Assistant): not a command here, heard or repaired."""
     template = result.intent_sentence.text if result.intent_sentence is not None else ""
     return not re.sub(r"\[?<the>\]?|\{name\}|\{area\}|[\s\[\]()|]", "", template)
 

@@ -174,6 +174,7 @@ class SessionIntents:
                 prompt=prompt,
                 readings=settings.n_best,
                 max_gap=settings.n_best_gap,
+                unsure_below=settings.n_best_unsure_below,
                 understand=lambda text: self._understand_now(recognizer, text, site),
             )
 

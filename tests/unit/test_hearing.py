@@ -145,8 +145,8 @@ def test_only_short_sentences_are_read_again() -> None:
 class ReadingTranscriber(FakeTranscriber):
     """Hears `text` first; `readings` are what a beam search would read again."""
 
-    def __init__(self, text: str, *readings: str) -> None:
-        super().__init__(text)
+    def __init__(self, text: str, *readings: str, avg_logprob: float = -0.6) -> None:
+        super().__init__(text, avg_logprob=avg_logprob)
         self.readings = [Hypothesis(r, -0.3 - 0.05 * i) for i, r in enumerate(readings)]
         self.asked: list[tuple[int, str | None]] = []
 
@@ -181,6 +181,13 @@ async def test_readings_are_asked_only_when_the_first_hearing_is_no_command() ->
     _, events = await spoken_turn_events("smart_home", chat)
     assert len(chat.asked) == 1
     assert not [e for e in events if isinstance(e, proto.Intent)]
+    assert [e for e in events if isinstance(e, proto.ReplyDone)][-1].text == "It is noon."
+
+
+async def test_a_first_hearing_whisper_was_sure_of_is_not_read_again() -> None:
+    chat = ReadingTranscriber("Tell me a joke.", "Tell me a job.", avg_logprob=-0.1)
+    _, events = await spoken_turn_events("smart_home", chat)
+    assert chat.asked == []
     assert [e for e in events if isinstance(e, proto.ReplyDone)][-1].text == "It is noon."
 
 

