@@ -10,119 +10,40 @@ once"): switching one sequence in and out of llama-cpp-python's high-level `Llam
 re-evaluation of the whole other conversation, and `save_state`/`load_state` copies about
 70 MB per switch.
 
-The prompt is rendered with the chat template stored in the GGUF file and tokenized here, so
-we know the prompt size exactly (for history trimming and usage counts) and how much of it
-is already in the KV cache. Each sequence keeps the tokens it holds after its reply ends; a
-new prompt goes to the sequence with the longest common prefix (the same conversation's
-last turn, or a prefill of the words said so far), and the shared start of another sequence
-(the system prompt) is linked in without evaluating it again (`llama_memory_seq_cp` shares
-cells in a unified cache).
+This module loads the model and builds and evaluates the batches. Its parts are modules of
+their own: the prompt, rendered with the GGUF file's chat template and tokenized by chinwag so
+that its size and cached part are known exactly (llama_tokenizer.py); which sequence of the KV
+cache a prompt goes to, keeping the longest common prefix and linking in a shared system
+prompt, and what is dropped when the cache is full (llama_cache.py); one reply under way, with
+its stop strings (llama_generation.py).
 """
 
 from __future__ import annotations
 
-import codecs
-import ctypes
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from server.engines.base import ChatMessage, Generation, GenerationStats, PromptTooLong
+from server.engines.llama_cache import KvSequences
+from server.engines.llama_generation import LlamaGeneration
+from server.engines.llama_tokenizer import LlamaTokenizer
 from server.prompts import GenerationSettings
 
 log = logging.getLogger(__name__)
 
-# Used when a GGUF file carries no chat template (base models): plain ChatML.
-_CHATML = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
-    "{{ message['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 # Stripped from a transcript before asking whether its words end a sentence.
 _TRAILING = " \t\n.?!,;:\u2026"
 # The repeat penalty looks at this many recent tokens (llama-cpp-python's default).
 PENALTY_LAST_N = 64
 _backend_lock = threading.Lock()
 _backend_ready = False
-
-
-class _Slot:
-    """One sequence of the KV cache and the tokens it holds."""
-
-    def __init__(self, seq_id: int) -> None:
-        self.seq_id = seq_id
-        self.tokens: list[int] = []
-        self.owner: LlamaGeneration | None = None
-        self.used_at = 0.0
-
-
-class LlamaGeneration:
-    """One reply under way (the handle `begin` returns and `step` advances)."""
-
-    def __init__(
-        self,
-        prompt: list[int],
-        stop: list[str],
-        max_tokens: int,
-        sampler: Any,
-        on_delta: Callable[[str], None],
-        start: float,
-    ) -> None:
-        self.prompt = prompt
-        self.stop = stop
-        self.max_tokens = max_tokens
-        self.sampler = sampler
-        self.on_delta = on_delta
-        self.start = start
-        self.slot: _Slot | None = None
-        self.pending: list[int] = []  # tokens to evaluate before the next sample
-        self.generated = 0
-        self.cached = 0
-        self.first_token_s: float | None = None
-        self.finish: Literal["stop", "length", "cancelled"] | None = None
-        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="ignore")
-        self._held = ""  # text that may be the start of a stop string
-
-    @property
-    def done(self) -> bool:
-        return self.finish is not None
-
-    def emit(self, piece: bytes) -> None:
-        text = self._held + self._utf8.decode(piece)
-        for stop in self.stop:
-            at = text.find(stop)
-            if at >= 0:
-                self._send(text[:at])
-                self._held = ""
-                self.finish = "stop"
-                return
-        keep = max((_overlap(text, stop) for stop in self.stop), default=0)
-        self._held = text[len(text) - keep :] if keep else ""
-        self._send(text[: len(text) - keep])
-
-    def flush(self) -> None:
-        self._send(self._held + self._utf8.decode(b"", final=True))
-        self._held = ""
-
-    def _send(self, text: str) -> None:
-        if text:
-            if self.first_token_s is None:
-                self.first_token_s = time.perf_counter() - self.start
-            self.on_delta(text)
-
-
-def _overlap(text: str, stop: str) -> int:
-    """Length of the longest end of `text` that begins `stop`."""
-    for n in range(min(len(text), len(stop) - 1), 0, -1):
-        if stop.startswith(text[-n:]):
-            return n
-    return 0
 
 
 class LlamaCppChatModel:
@@ -143,7 +64,6 @@ class LlamaCppChatModel:
         import llama_cpp
         from llama_cpp import _internals
         from llama_cpp._logger import set_verbose
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         global _backend_ready
         if not model_path.is_file():
@@ -181,151 +101,15 @@ class LlamaCppChatModel:
             n_tokens=batch_size + self.parallel, embd=0, n_seq_max=1, verbose=False
         )
         self._internals: Any = _internals
-        self._slots = [_Slot(i) for i in range(self.parallel)]
+        self._cache = KvSequences(llama_cpp, self._ctx, self.parallel, self.kv_cache_tokens)
         self._seed = seed if seed >= 0 else llama_cpp.LLAMA_DEFAULT_SEED
         self.name = model_path.name
         self._lock = threading.RLock()
-        self._piece = ctypes.create_string_buffer(256)
         self._punctuation: list[int] | None = None  # sentence-end tokens, found on first use
-        metadata: dict[str, str] = self._model.metadata()
-        template = metadata.get("tokenizer.chat_template") or _CHATML
-        eos_id = self._model.token_eos()
-        bos_id = self._model.token_bos()
-        self._formatter: Any = Jinja2ChatFormatter(
-            template=template,
-            eos_token=self._token_text(eos_id, special=True),
-            bos_token=self._token_text(bos_id, special=True) if bos_id >= 0 else "",
-            add_generation_prompt=True,
-            stop_token_ids=[eos_id],
-        )
-
-    # --- tokens ---------------------------------------------------------------------------
-
-    def _token_bytes(self, token: int, *, special: bool = False) -> bytes:
-        n = self._lib.llama_token_to_piece(
-            self._model.vocab, token, self._piece, len(self._piece), 0, special
-        )
-        return bytes(self._piece.raw[: max(0, n)])
-
-    def _token_text(self, token: int, *, special: bool = False) -> str:
-        return self._token_bytes(token, special=special).decode("utf-8", errors="ignore")
-
-    def _tokenize(self, text: str, *, add_bos: bool) -> list[int]:
-        tokens: list[int] = self._model.tokenize(text.encode("utf-8"), add_bos, True)
-        return tokens
-
-    def _prompt(self, messages: Sequence[ChatMessage]) -> tuple[list[int], list[str]]:
-        rendered = self._formatter(
-            messages=[{"role": m.role, "content": m.content} for m in messages]
-        )
-        tokens = self._tokenize(rendered.prompt, add_bos=not rendered.added_special)
-        stop = (
-            rendered.stop
-            if isinstance(rendered.stop, list)
-            else [rendered.stop]
-            if rendered.stop
-            else []
-        )
-        return tokens, [s for s in stop if s]
-
-    def _open_prompt(self, messages: Sequence[ChatMessage]) -> list[int]:
-        """The prompt up to the end of the last message's text, without what closes it."""
-        *earlier, last = messages
-        marker = "\x00chinwag-open-end\x00"
-        rendered = self._formatter(
-            messages=[{"role": m.role, "content": m.content} for m in earlier]
-            + [{"role": last.role, "content": marker}]
-        )
-        head, found, _ = rendered.prompt.partition(marker)
-        if not found:  # a template that rewrites content: nothing safe to evaluate early
-            return []
-        return self._tokenize(head + last.content, add_bos=not rendered.added_special)
+        self._text = LlamaTokenizer(llama_cpp, self._model)
 
     def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
-        return len(self._prompt(messages)[0])
-
-    # --- the KV cache's sequences ---------------------------------------------------------
-
-    @property
-    def _memory(self) -> Any:
-        return self._ctx.memory
-
-    def _cells_used(self) -> int:
-        # Shared cells count once per sequence: an overestimate, which only evicts sooner.
-        return sum(len(slot.tokens) for slot in self._slots)
-
-    def _forget(self, slot: _Slot, keep: int = 0) -> None:
-        self._lib.llama_memory_seq_rm(self._memory, slot.seq_id, keep, -1)
-        del slot.tokens[keep:]
-
-    def _claim(self, tokens: list[int]) -> tuple[_Slot, int]:
-        """A free sequence for this prompt, holding as much of its start as the cache has;
-        returns it and the number of tokens it holds."""
-        free = [slot for slot in self._slots if slot.owner is None]
-        assert free, "more replies than sequences; ChatRunner admits at most `parallel`"
-
-        def common(slot: _Slot) -> int:
-            n = 0
-            for a, b in zip(slot.tokens, tokens, strict=False):
-                if a != b:
-                    break
-                n += 1
-            return n
-
-        # The same conversation (its start is all this slot holds, or most of it) wins; else
-        # an empty slot; else the one used longest ago.
-        best = max(free, key=lambda s: (common(s) * 2 >= len(s.tokens) > 0, common(s)))
-        if not (common(best) * 2 >= len(best.tokens) > 0):
-            best = min(free, key=lambda s: (len(s.tokens) > 0, s.used_at))
-        held = common(best)
-        self._forget(best, held)
-        # Link in a longer shared start from any other sequence (the system prompt).
-        donor = max(self._slots, key=common)
-        shared = common(donor)
-        if donor is not best and shared > held:
-            self._forget(best)
-            self._lib.llama_memory_seq_cp(self._memory, donor.seq_id, best.seq_id, 0, shared)
-            best.tokens = tokens[:shared]
-            held = shared
-        best.used_at = time.monotonic()
-        return best, held
-
-    def _make_room(self, needed: int, keep: set[int]) -> bool:
-        """Drop idle sequences' tokens (longest unused first) until `needed` cells fit."""
-        idle = sorted(
-            (
-                s
-                for s in self._slots
-                if (s.owner is None or s.owner.done) and s.tokens and s.seq_id not in keep
-            ),
-            key=lambda s: s.used_at,
-        )
-        while self._cells_used() + needed > self.kv_cache_tokens and idle:
-            self._forget(idle.pop(0))
-        return self._cells_used() + needed <= self.kv_cache_tokens
-
-    def _park_newer(
-        self,
-        gen: LlamaGeneration,
-        active: Sequence[LlamaGeneration],
-        in_batch: set[int],
-        needed: int,
-        keep: set[int],
-    ) -> bool:
-        """The cache is full of replies under way: drop the cells of the newest ones after
-        `gen` (they evaluate their tokens again once there is room), so that older replies
-        always progress. False if there is no newer one to park."""
-        for victim in reversed(active):
-            if victim is gen:
-                return False
-            slot = victim.slot
-            if id(victim) in in_batch or slot is None or not slot.tokens:
-                continue
-            victim.pending = [*slot.tokens, *victim.pending]
-            self._forget(slot)
-            if self._make_room(needed, keep):
-                return True
-        return False
+        return len(self._text.prompt(messages)[0])
 
     # --- generation -----------------------------------------------------------------------
 
@@ -356,7 +140,7 @@ class LlamaCppChatModel:
     ) -> LlamaGeneration:
         """Start a reply: tokenize, take a sequence. Nothing is evaluated until `step`."""
         start = time.perf_counter()
-        tokens, stop = self._prompt(messages)
+        tokens, stop = self._text.prompt(messages)
         room = self.context_size - len(tokens)
         if room < 1:
             raise PromptTooLong(
@@ -365,10 +149,10 @@ class LlamaCppChatModel:
         gen = LlamaGeneration(
             tokens, stop, min(settings.max_tokens, room), self._sampler(settings), on_delta, start
         )
-        slot, held = self._claim(tokens)
+        slot, held = self._cache.claim(tokens)
         # The last prompt token is evaluated again for fresh logits.
         held = min(held, len(tokens) - 1)
-        self._forget(slot, held)
+        self._cache.forget(slot, held)
         slot.owner = gen
         gen.slot, gen.cached, gen.pending = slot, held, tokens[held:]
         return gen
@@ -389,7 +173,7 @@ class LlamaCppChatModel:
             if len(gen.pending) > 1 and budget <= 0:
                 break
             chunk = gen.pending[: max(1, budget)] if len(gen.pending) > 1 else gen.pending
-            if not self._make_room(len(chunk), keep) and not self._park_newer(
+            if not self._cache.make_room(len(chunk), keep) and not self._cache.park_newer(
                 gen, active, {id(g) for g, _ in evaluated}, len(chunk), keep
             ):
                 continue  # the newest of the replies that do not fit waits for room
@@ -417,7 +201,7 @@ class LlamaCppChatModel:
         if code != 0:
             for gen, chunk in evaluated:  # nothing of this batch is in the cache
                 assert gen.slot is not None
-                self._forget(gen.slot, len(gen.slot.tokens) - len(chunk))
+                self._cache.forget(gen.slot, len(gen.slot.tokens) - len(chunk))
             raise RuntimeError(f"llama_decode returned {code}")
         for gen, chunk in evaluated:
             gen.pending = gen.pending[len(chunk) :]
@@ -430,7 +214,7 @@ class LlamaCppChatModel:
                 gen.finish = "stop"
                 continue
             gen.generated += 1
-            gen.emit(self._token_bytes(token))
+            gen.emit(self._text.token_bytes(token))
             if gen.done:
                 continue
             if gen.generated >= gen.max_tokens or len(gen.slot.tokens) + 1 >= self.context_size:
@@ -483,19 +267,19 @@ class LlamaCppChatModel:
         evaluates only what differs. Returns the number of tokens evaluated. With `logits`,
         the last token is evaluated even if cached, so that its logits are the context's
         last (`_end_of_turn_probability` reads them); 0 then means they are not."""
-        tokens = self._open_prompt(messages)
+        tokens = self._text.open_prompt(messages)
         if not tokens or len(tokens) >= self.context_size // 2:
             return 0
-        if all(slot.owner is not None for slot in self._slots):
+        if all(slot.owner is not None for slot in self._cache.slots):
             return 0
-        slot, held = self._claim(tokens)
+        slot, held = self._cache.claim(tokens)
         if logits and held == len(tokens):
             held -= 1
-            self._forget(slot, held)
+            self._cache.forget(slot, held)
         rest = tokens[held:]
         if not rest:
             return 0
-        if not self._make_room(len(rest), {slot.seq_id}):
+        if not self._cache.make_room(len(rest), {slot.seq_id}):
             return 0
         batch = self._batch.batch
         done = 0
@@ -511,7 +295,7 @@ class LlamaCppChatModel:
             batch.n_tokens = len(chunk)
             batch.logits[len(chunk) - 1] = True
             if self._lib.llama_decode(self._ctx.ctx, batch) != 0:
-                self._forget(slot)
+                self._cache.forget(slot)
                 return done
             slot.tokens.extend(chunk)
             done += len(chunk)
@@ -521,14 +305,14 @@ class LlamaCppChatModel:
         """The tokens that would end the sentence after the last message's text: sentence
         punctuation ('.', '?', '!' and tokens that start with one, not '..') and the token
         that closes the message in the chat template (`<|im_end|>` in ChatML)."""
-        closed = self._prompt(messages)[0]
-        opened = self._open_prompt(messages)
+        closed = self._text.prompt(messages)[0]
+        opened = self._text.open_prompt(messages)
         if not opened or closed[: len(opened)] != opened or len(closed) <= len(opened):
             return None
         if self._punctuation is None:
             found = []
             for token in range(self._model.n_vocab()):
-                text = self._token_text(token).strip()
+                text = self._text.token_text(token).strip()
                 if text[:1] in (".", "?", "!") and not text.startswith(".."):
                     found.append(token)
             self._punctuation = found
@@ -550,12 +334,6 @@ class LlamaCppChatModel:
         scores = np.ctypeslib.as_array(row, shape=(self._model.n_vocab(),)).astype(np.float64)
         weights = np.exp(scores - scores.max())
         return float(weights[ends].sum() / weights.sum())
-
-    def _clear_cache(self) -> None:
-        """Forget every sequence not in use (tests: a cold cache, as after a restart)."""
-        for slot in self._slots:
-            if slot.owner is None:
-                self._forget(slot)
 
     def warm_up(self) -> None:
         """Evaluate a tiny prompt once so the first real turn does not pay for page faults."""
@@ -620,4 +398,4 @@ class LlamaCppChatModel:
     def clear_cache(self) -> None:
         """Forget every sequence not in use (tests: a cold cache, as after a restart)."""
         with self._lock:
-            self._clear_cache()
+            self._cache.clear()
