@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -289,31 +289,35 @@ async def reply_once(runner: ChatRunner) -> None:
     )
 
 
-async def test_the_model_gives_a_core_back_while_speech_work_runs_beside_it() -> None:
+@contextlib.contextmanager
+def counting_runner(
+    *, share_cores: bool
+) -> Iterator[tuple[CpuPriority, CountingThreads, ChatRunner]]:
+    """A chat runner on a model that records the threads of each step; closed after."""
     priority = CpuPriority()
     model = CountingThreads()
-    runner = ChatRunner(model, priority, share_cores=True)
+    runner = ChatRunner(model, priority, share_cores=share_cores)
     try:
+        yield priority, model, runner
+    finally:
+        runner.close()
+
+
+async def test_the_model_gives_a_core_back_while_speech_work_runs_beside_it() -> None:
+    with counting_runner(share_cores=True) as (priority, model, runner):
         with priority.beside():  # e.g. a later phrase on the TTS worker
             await reply_once(runner)
         assert model.step_threads and set(model.step_threads) == {1}
         model.step_threads.clear()
         await reply_once(runner)
         assert model.step_threads and set(model.step_threads) == {2}
-    finally:
-        runner.close()
 
 
 async def test_without_sharing_the_model_keeps_its_threads() -> None:
-    priority = CpuPriority()
-    model = CountingThreads()
-    runner = ChatRunner(model, priority, share_cores=False)
-    try:
+    with counting_runner(share_cores=False) as (priority, model, runner):
         with priority.beside():
             await reply_once(runner)
         assert model.step_threads and set(model.step_threads) == {2}
-    finally:
-        runner.close()
 
 
 async def test_partials_and_later_phrases_count_as_speech_work_beside_the_model() -> None:
@@ -343,13 +347,26 @@ async def first_chunk(runner: SpeechRunner, text: str, **how: Any) -> int:
     return total
 
 
-async def test_chunk_by_chunk_a_first_phrase_goes_before_a_later_one() -> None:
+@contextlib.asynccontextmanager
+async def held_tts() -> AsyncIterator[
+    tuple[SpeechRunner, FakeSynthesizer, Gate, asyncio.Task[str]]
+]:
+    """A speech runner (no phrase cache) whose TTS worker a gate job holds, so that phrases
+    queue behind it until the test releases the gate; closed after."""
     synthesizer = FakeSynthesizer()
     runner = SpeechRunner(FakeTranscriber(), synthesizer, FakeVad(), phrase_cache_entries=0)
     gate = Gate()
     try:
         holding = asyncio.create_task(runner._tts.run(gate))
         await started(gate.started)
+        yield runner, synthesizer, gate, holding
+    finally:
+        gate.release.set()
+        runner.close()
+
+
+async def test_chunk_by_chunk_a_first_phrase_goes_before_a_later_one() -> None:
+    async with held_tts() as (runner, synthesizer, gate, holding):
         later = asyncio.create_task(
             first_chunk(runner, "Later words.", needed_at=lambda: time.monotonic() + 5)
         )
@@ -360,19 +377,11 @@ async def test_chunk_by_chunk_a_first_phrase_goes_before_a_later_one() -> None:
         await holding
         assert await first > 0 and await later > 0
         assert synthesizer.texts == ["First words.", "Later words."]
-    finally:
-        gate.release.set()
-        runner.close()
 
 
 async def test_a_phrase_cancelled_while_queued_leaves_nothing_on_the_tts_worker() -> None:
     """A barge-in cancels the reply's speaking: its queued synthesis must not run later."""
-    synthesizer = FakeSynthesizer()
-    runner = SpeechRunner(FakeTranscriber(), synthesizer, FakeVad(), phrase_cache_entries=0)
-    gate = Gate()
-    try:
-        holding = asyncio.create_task(runner._tts.run(gate))
-        await started(gate.started)
+    async with held_tts() as (runner, synthesizer, gate, holding):
         phrases = [
             asyncio.create_task(first_chunk(runner, f"Phrase {i}.", urgent=i == 0))
             for i in range(3)
@@ -386,6 +395,3 @@ async def test_a_phrase_cancelled_while_queued_leaves_nothing_on_the_tts_worker(
         await holding
         assert await first_chunk(runner, "After.", urgent=True) > 0
         assert synthesizer.texts == ["After."]
-    finally:
-        gate.release.set()
-        runner.close()
