@@ -10,8 +10,8 @@ A transport registers a session for as long as it serves it:
         ...                               # read the client's messages
                                           # then session.close(), and it is gone from the hub
 
-or, for sessions that outlive one connection (MQTT sites), `hub.open(session)` and
-`hub.close(session)` around its own `session.start()` / `session.close()`.
+or, for sessions that outlive one connection (MQTT sites, Wyoming conversations),
+`hub.open(session)` and `session.start()`, then `hub.close_and_forget(session)`.
 """
 
 from __future__ import annotations
@@ -88,6 +88,13 @@ class SessionHub:
         if self._sessions.pop(session.id, None) is not None:
             self._metrics.sessions.set(len(self._sessions))
 
+    async def close_and_forget(self, session: Session) -> None:
+        """Close a session and forget it (forgotten even if closing fails)."""
+        try:
+            await session.close()
+        finally:
+            self.close(session)
+
     @asynccontextmanager
     async def opened(self, session: Session) -> AsyncIterator[Session]:
         """Admit the session and start it; close and forget it however the block ends."""
@@ -96,10 +103,7 @@ class SessionHub:
             await session.start()
             yield session
         finally:
-            try:
-                await session.close()
-            finally:
-                self.close(session)
+            await self.close_and_forget(session)
 
     def get(self, session_id: str) -> Session | None:
         return self._sessions.get(session_id)

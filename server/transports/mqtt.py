@@ -443,10 +443,7 @@ class MqttBridge:
         raise self.app.hub.too_many()
 
     async def _close(self, entry: _Site) -> None:
-        try:
-            await entry.session.close()
-        finally:
-            self.app.hub.close(entry.session)
+        await self.app.hub.close_and_forget(entry.session)
 
     async def _close_sites(self) -> None:
         sites, self._sites = list(self._sites.values()), OrderedDict()

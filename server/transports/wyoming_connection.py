@@ -207,10 +207,7 @@ class Connection:
             await asyncio.gather(task, return_exceptions=True)
         session, self._session = self._session, None
         if session is not None:
-            try:
-                await session.close()
-            finally:
-                self.app.hub.close(session)
+            await self.app.hub.close_and_forget(session)
         self.writer.close()
         with contextlib.suppress(Exception):
             await self.writer.wait_closed()

@@ -138,10 +138,7 @@ class Conversations:
         return Conversation(session, sink)
 
     async def _close(self, conversation: Conversation) -> None:
-        try:
-            await conversation.session.close()
-        finally:
-            self.app.hub.close(conversation.session)
+        await self.app.hub.close_and_forget(conversation.session)
 
     async def _make_room(self) -> None:
         while len(self._items) >= self.max or (self.app.hub.full and self._items):

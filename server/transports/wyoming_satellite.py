@@ -251,10 +251,7 @@ class SatelliteLink:
             await self._stop_runs()
             opened, self.session = self.session, None
             if opened is not None:
-                try:
-                    await opened.close()
-                finally:
-                    self.app.hub.close(opened)
+                await self.app.hub.close_and_forget(opened)
             self._stream = None
             stream.drop()
             await stream.close()

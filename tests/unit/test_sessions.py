@@ -80,6 +80,23 @@ async def test_opened_starts_closes_and_forgets_even_on_error() -> None:
     assert sample(metrics, "chinwag_sessions_active") == 0
 
 
+async def test_close_and_forget_forgets_even_when_closing_fails() -> None:
+    sessions, metrics = hub()
+    fine, broken = FakeSession(), FakeSession()
+
+    async def fail() -> None:
+        raise RuntimeError("closing failed")
+
+    broken.close = fail  # type: ignore[method-assign]
+    for fake in (fine, broken):
+        sessions.open(as_session(fake))
+    await sessions.close_and_forget(as_session(fine))
+    with pytest.raises(RuntimeError, match="closing failed"):
+        await sessions.close_and_forget(as_session(broken))
+    assert fine.closed and sessions.count == 0
+    assert sample(metrics, "chinwag_sessions_active") == 0
+
+
 async def test_opened_refuses_when_full_without_starting() -> None:
     sessions, _ = hub(max_sessions=1)
     sessions.open(as_session(FakeSession()))
