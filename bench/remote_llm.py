@@ -27,8 +27,8 @@ from typing import Any
 
 import aiohttp
 
-from bench.common import BENCH_DIR, hardware, median, percentile, server_process
-from bench.text_latency import MAX_TOKENS, PROMPTS, through_server
+from bench.common import BENCH_DIR, hardware, median, server_process
+from bench.text_latency import MAX_TOKENS, PROMPTS, print_table, stream_summary, through_server
 from server.config import load_settings
 from server.prompts import PersonaLibrary
 
@@ -123,16 +123,7 @@ def main() -> None:
     ):
         rows = asyncio.run(rounds(port, base_url, system, PROMPTS * args.rounds))
 
-    summary: dict[str, Any] = {}
-    for name, samples in rows.items():
-        ttft = [s["ttft_ms"] for s in samples]
-        tps = [s["tps"] for s in samples]
-        summary[name] = {
-            "ttft_ms_p50": round(median(ttft), 1),
-            "ttft_ms_p95": round(percentile(ttft, 95), 1),
-            "tokens_per_s_p50": round(median(tps), 1),
-            "samples": len(samples),
-        }
+    summary = {name: stream_summary(samples) for name, samples in rows.items()}
     added = [
         c["ttft_ms"] - d["ttft_ms"] for c, d in zip(rows["chinwag"], rows["direct"], strict=True)
     ]
@@ -156,13 +147,7 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     hw = result["hardware"]
     print(f"remote LLM (llama_cpp.server), {hw['cpu']} x{hw['cores']}, model {result['model']}")
-    print(f"{'path':<8} {'TTFT p50 ms':>12} {'TTFT p95 ms':>12} {'tok/s p50':>10} {'n':>4}")
-    for name in ("direct", "chinwag"):
-        s = summary[name]
-        print(
-            f"{name:<8} {s['ttft_ms_p50']:>12} {s['ttft_ms_p95']:>12} "
-            f"{s['tokens_per_s_p50']:>10} {s['samples']:>4}"
-        )
+    print_table(summary, ("direct", "chinwag"))
     ratios = result["ratio_chinwag_over_direct"]
     added_p50 = result["chinwag_added_ttft_ms_p50"]
     print(f"chinwag adds {added_p50} ms to the first token (p50 of pairs); ratio TTFT "

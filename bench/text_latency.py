@@ -158,6 +158,28 @@ async def http_rounds(
                 rows[name].append(await call)
 
 
+def stream_summary(samples: list[dict[str, float]]) -> dict[str, Any]:
+    """Time to first token (p50, p95) and tokens per second (p50) of one path's replies."""
+    ttft = [s["ttft_ms"] for s in samples]
+    tps = [s["tps"] for s in samples]
+    return {
+        "ttft_ms_p50": round(median(ttft), 1),
+        "ttft_ms_p95": round(percentile(ttft, 95), 1),
+        "tokens_per_s_p50": round(median(tps), 1),
+        "samples": len(samples),
+    }
+
+
+def print_table(summary: dict[str, Any], names: tuple[str, ...]) -> None:
+    print(f"{'path':<8} {'TTFT p50 ms':>12} {'TTFT p95 ms':>12} {'tok/s p50':>10} {'n':>4}")
+    for name in names:
+        s = summary[name]
+        print(
+            f"{name:<8} {s['ttft_ms_p50']:>12} {s['ttft_ms_p95']:>12} "
+            f"{s['tokens_per_s_p50']:>10} {s['samples']:>4}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3, help="passes over the prompts")
@@ -175,16 +197,8 @@ def main() -> None:
         asyncio.run(through_server(port, PROMPTS[0]))
         asyncio.run(http_rounds(port, PROMPTS * args.rounds, direct, rows))
 
-    summary: dict[str, Any] = {}
+    summary = {name: stream_summary(samples) for name, samples in rows.items()}
     for name, samples in rows.items():
-        ttft = [s["ttft_ms"] for s in samples]
-        tps = [s["tps"] for s in samples]
-        summary[name] = {
-            "ttft_ms_p50": round(median(ttft), 1),
-            "ttft_ms_p95": round(percentile(ttft, 95), 1),
-            "tokens_per_s_p50": round(median(tps), 1),
-            "samples": len(samples),
-        }
         if name != "direct":
             # Where the time to first token goes: until the server began its answer (request
             # read, parsed, the stream opened), then until the model's first token arrived.
@@ -214,13 +228,7 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     hw = result["hardware"]
     print(f"text chat latency, {hw['cpu']} x{hw['cores']}, model {result['model']}")
-    print(f"{'path':<8} {'TTFT p50 ms':>12} {'TTFT p95 ms':>12} {'tok/s p50':>10} {'n':>4}")
-    for name in ("direct", "server", "http"):
-        s = summary[name]
-        print(
-            f"{name:<8} {s['ttft_ms_p50']:>12} {s['ttft_ms_p95']:>12} "
-            f"{s['tokens_per_s_p50']:>10} {s['samples']:>4}"
-        )
+    print_table(summary, ("direct", "server", "http"))
     print(f"ratio server/direct: TTFT p50 {ratio_ttft:.2f}, tokens/s p50 {ratio_tps:.2f}")
     print(f"ratio http/server (WebSocket): TTFT p50 {ratio_http:.2f}")
     for name in ("server", "http"):
