@@ -238,16 +238,21 @@ def _servers(server_log: Path | None, compare: str | None) -> Iterator[dict[str,
     """One `chinwag serve`, or two when `compare` is given: "KEY=VALUE", an environment
     setting such as CHINWAG_LLM__PREFILL_WHILE_SPEAKING=false, for the second; or a directory,
     another checkout (an older commit) whose server runs second."""
+    # Both servers log alike: the debug log costs time (13-14 % at p50 for the one that wrote
+    # it, docs/performance.md#several-readings-n-best), so only one logging skews a compare.
+    other_log = server_log.with_name(server_log.name + ".compare") if server_log else None
     with contextlib.ExitStack() as stack:
         ports = {"default": stack.enter_context(server_process(log_file=server_log))}
         if compare is not None and "=" not in compare:
-            ports[compare] = stack.enter_context(server_process(checkout=Path(compare)))
+            ports[compare] = stack.enter_context(
+                server_process(checkout=Path(compare), log_file=other_log)
+            )
         elif compare is not None:
             key, _, value = compare.partition("=")
             before = os.environ.get(key)
             os.environ[key] = value  # the server process inherits it at its start
             try:
-                ports[compare] = stack.enter_context(server_process())
+                ports[compare] = stack.enter_context(server_process(log_file=other_log))
             finally:
                 if before is None:
                     del os.environ[key]
