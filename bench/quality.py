@@ -56,9 +56,18 @@ def normalise(text: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"[^\w\s:@.-]", " ", folded)).strip()
 
 
+def says(said: str, alternative: str) -> bool:
+    """`alternative` in the normalised reply; a number only as a whole number, so that the
+    8 of a phone number is not the answer "8"."""
+    wanted = normalise(alternative)
+    if not wanted.isdigit():
+        return wanted in said
+    return re.search(rf"(?<!\d){re.escape(wanted)}(?!\d)", said) is not None
+
+
 def has_facts(reply: str, expect: list[list[str]]) -> bool:
     said = normalise(reply)
-    return all(any(normalise(alt) in said for alt in group) for group in expect)
+    return all(any(says(said, alt) for alt in group) for group in expect)
 
 
 @dataclass
