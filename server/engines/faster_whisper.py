@@ -87,16 +87,24 @@ class WhisperTranscriber:
         self._prompt = [*self._tokenizer.sot_sequence, self._tokenizer.no_timestamps]
         self._suppress = get_suppressed_tokens(self._tokenizer, [-1])
 
-    def transcribe(self, audio: Float32Audio, *, prompt: str | None = None) -> Transcript:
-        """Transcribe one utterance of mono 16 kHz float32 audio; `prompt` is given to Whisper
-        as the text said before it, which makes its words likelier (None: the style prompt)."""
-        prompt = prompt or self._style_prompt
+    def _utterance(self, audio: Float32Audio) -> tuple[Float32Audio, float, Transcript | None]:
+        """The utterance as mono float32, its length in seconds, and the empty transcript when
+        it is too short to hear (None: transcribe it)."""
         audio = np.asarray(audio, dtype=np.float32)
         if audio.ndim != 1:
             raise UnsupportedAudio("audio must be mono")
         audio_s = audio.size / SAMPLE_RATE
         if audio.size < _MIN_SAMPLES:
-            return Transcript("", self._language or "en", 1.0, 0.0, audio_s)
+            return audio, audio_s, Transcript("", self._language or "en", 1.0, 0.0, audio_s)
+        return audio, audio_s, None
+
+    def transcribe(self, audio: Float32Audio, *, prompt: str | None = None) -> Transcript:
+        """Transcribe one utterance of mono 16 kHz float32 audio; `prompt` is given to Whisper
+        as the text said before it, which makes its words likelier (None: the style prompt)."""
+        prompt = prompt or self._style_prompt
+        audio, audio_s, empty = self._utterance(audio)
+        if empty is not None:
+            return empty
         if self._short_window:
             short = self._transcribe_short(audio, audio_s, prompt)
             if short is not None:
@@ -198,12 +206,9 @@ class WhisperTranscriber:
         """`transcribe`, then `reconsider(first, more)`: `more(n, prompt)` reads the same
         utterance again, n readings by beam search, from the same encoder pass (a short
         window's; the standard path encodes again and gives one reading)."""
-        audio = np.asarray(audio, dtype=np.float32)
-        if audio.ndim != 1:
-            raise UnsupportedAudio("audio must be mono")
-        audio_s = audio.size / SAMPLE_RATE
-        if audio.size < _MIN_SAMPLES:
-            return Transcript("", self._language or "en", 1.0, 0.0, audio_s)
+        audio, audio_s, empty = self._utterance(audio)
+        if empty is not None:
+            return empty
         encoded, first = (
             self._first_short(audio, audio_s, prompt) if self._short_window else (None, None)
         )
