@@ -13,7 +13,7 @@ import pytest
 from server import PROMPTS_DIR
 from server.pipeline.embedding import SentenceEncoder
 from server.pipeline.grounding import plan_reply
-from server.pipeline.knowledge import load_knowledge
+from server.pipeline.knowledge import KnowledgeBase, load_knowledge
 from server.prompts import KnowledgeSettings
 from tests.conftest import Client
 from tests.model_paths import embedding_dir
@@ -139,16 +139,18 @@ MILLHOUSE = """# Millhouse Museum
 """
 
 
-def test_casual_spoken_questions_are_answered_from_the_facts(
-    encoder: SentenceEncoder, tmp_path: Path
-) -> None:
+@pytest.fixture
+def millhouse(encoder: SentenceEncoder, tmp_path: Path) -> KnowledgeBase:
+    venue = tmp_path / "millhouse.md"
+    venue.write_text(MILLHOUSE, encoding="utf-8")
+    return load_knowledge(venue, encoder=encoder)
+
+
+def test_casual_spoken_questions_are_answered_from_the_facts(millhouse: KnowledgeBase) -> None:
     # Questions in everyday spoken words that share few words with the file: a phrase frame
     # ("kick everyone out" is closing time), an everyday synonym ("pay" asks for a price), a
     # section title naming the topic (lunch in the café, not the schools' packed lunches), and
     # "how far ahead" asking for a duration, not a distance.
-    venue = tmp_path / "millhouse.md"
-    venue.write_text(MILLHOUSE, encoding="utf-8")
-    knowledge = load_knowledge(venue, encoder=encoder)
     settings = KnowledgeSettings()
     for question, fact in (
         ("What time do you kick everyone out on a Saturday?", "5.30 pm"),
@@ -158,21 +160,18 @@ def test_casual_spoken_questions_are_answered_from_the_facts(
         ("We're a primary school, how far ahead do we need to get our visit booked?",
          "three weeks"),
     ):  # fmt: skip
-        plan = plan_reply("p", question, knowledge, settings)
+        plan = plan_reply("p", question, millhouse, settings)
         assert plan.route == "fact" and fact in (plan.answer or ""), (question, plan.answer)
     for trap in ("Is there a cloakroom?", "How much does it cost to hire the Learning Room?"):
-        plan = plan_reply("p", trap, knowledge, settings)
+        plan = plan_reply("p", trap, millhouse, settings)
         assert plan.route == "unknown" and "01632 960 222" in (plan.answer or ""), trap
 
 
 def test_a_question_run_on_after_a_comma_is_answered_by_its_asking_clause(
-    encoder: SentenceEncoder, tmp_path: Path
+    millhouse: KnowledgeBase,
 ) -> None:
     # Speech transcribed as one run-on sentence: what the visitor says first would make the
     # whole turn too unlike any fact; the clause that asks is not.
-    venue = tmp_path / "millhouse.md"
-    venue.write_text(MILLHOUSE, encoding="utf-8")
-    knowledge = load_knowledge(venue, encoder=encoder)
     settings = KnowledgeSettings()
     for question, fact in (
         ("Our kids are starving after the walk, can we grab lunch somewhere?", "café"),
@@ -180,7 +179,7 @@ def test_a_question_run_on_after_a_comma_is_answered_by_its_asking_clause(
          "5.30 pm"),
         ("My husband is coming later on the train, is the exhibition ticket extra?", "£6"),
     ):  # fmt: skip
-        plan = plan_reply("p", question, knowledge, settings)
+        plan = plan_reply("p", question, millhouse, settings)
         assert plan.route == "fact" and fact in (plan.answer or ""), (question, plan.answer)
     trap = "I left my brolly by the door, is there a cloakroom?"
-    assert plan_reply("p", trap, knowledge, settings).route == "unknown"
+    assert plan_reply("p", trap, millhouse, settings).route == "unknown"
