@@ -5,6 +5,10 @@
   POST /v1/audio/transcriptions   an uploaded audio file (any format FFmpeg reads) as text
   POST /v1/audio/speech           text as audio, streamed phrase by phrase as it is synthesized
 
+The routes' work is in openai_http_chat.py (chat completions) and openai_http_audio.py
+(transcriptions, speech), with what they share in openai_http_requests.py; this module is the
+server: the checks every request passes, errors, routing.
+
 The front listener (transports/front.py) hands this module's aiohttp server the connections
 whose first request is plain HTTP under /v1/; a later request on a kept-alive connection that
 is not ours is answered by the WebSocket server's routes (`fallback`).
@@ -20,39 +24,23 @@ request's task (aiohttp's handler cancellation), which stops the model at its ne
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from typing import Any
 
-import numpy as np
-from aiohttp import BodyPartReader, web
-from pydantic import ValidationError
+from aiohttp import web
 from websockets.datastructures import Headers
 from websockets.http11 import Request as WsRequest
 from websockets.http11 import Response as WsResponse
 
 from server import security
 from server.app import App
-from server.audio.codecs import (
-    OUTPUT_FORMATS,
-    OUTPUT_RATE,
-    AudioDecodeError,
-    AudioTooLong,
-    SpeechEncoder,
-    decode_audio,
-)
-from server.audio.pcm import StreamResampler
-from server.engines.base import PromptTooLong
 from server.errors import ChinwagError, ErrorCode
 from server.logs import log_failure
-from server.pipeline.chat import ChatOutcome, ChatRunner
-from server.pipeline.grounding import ReplyPlan, SaidAnswer, plan_reply
-from server.pipeline.speech import SpeechRunner
-from server.pipeline.text_split import PhraseSplitter, speakable
-from server.prompts import GenerationSettings, Persona
 from server.protocol import openai_http as oa
+from server.transports.openai_http_audio import speech, transcriptions
+from server.transports.openai_http_chat import chat_completions
+from server.transports.openai_http_requests import DEFAULT_MODEL, STREAMING
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +49,9 @@ CHAT_PATH = "/v1/chat/completions"
 TRANSCRIPTIONS_PATH = "/v1/audio/transcriptions"
 SPEECH_PATH = "/v1/audio/speech"
 METHODS = {MODELS_PATH: "GET", CHAT_PATH: "POST", TRANSCRIPTIONS_PATH: "POST", SPEECH_PATH: "POST"}
-# The model name that means the default persona (as /v1/realtime's default model).
-DEFAULT_MODEL = "chinwag"
 # Seconds a kept-alive connection may idle, and a shutdown waits for requests under way.
 KEEPALIVE_S = 15.0
 SHUTDOWN_S = 2.0
-# Set on a request once its response status is sent.
-STREAMING = web.RequestKey("chinwag.streaming", bool)
 CORS_HEADERS = "Authorization, Content-Type, OpenAI-Beta, X-Stainless-Lang"
 
 # The WebSocket server's answer to any other request (websockets' Request in, Response out).
@@ -200,45 +184,6 @@ class OpenAIHttp:
             or security.check_origin(server, headers)
         )
 
-    # --- helpers ----------------------------------------------------------------------------
-
-    def _chat(self) -> ChatRunner:
-        if self.app.chat is None:
-            raise _loading(self.app)
-        return self.app.chat
-
-    def _speech(self) -> SpeechRunner:
-        if self.app.speech is None:
-            raise _loading(self.app)
-        return self.app.speech
-
-    def _persona(self, model: str) -> Persona:
-        personas = self.app.personas
-        if model in personas.names():
-            return personas.get(model)
-        if model == DEFAULT_MODEL:
-            return personas.get(None)
-        raise oa.OpenAIError(
-            HTTPStatus.NOT_FOUND,
-            ErrorCode.MODEL_NOT_FOUND,
-            f"no model {model[:64]!r}; the models are this server's personas: "
-            f"{', '.join(personas.names())} (or {DEFAULT_MODEL!r} for the default)",
-            param="model",
-        )
-
-    async def _read_body(self, request: web.Request, limit: int) -> bytes:
-        """The whole body, refused with 413 as soon as it is over `limit`."""
-        if request.content_length is not None and request.content_length > limit:
-            raise _too_large(limit)
-        parts: list[bytes] = []
-        size = 0
-        async for chunk in request.content.iter_any():
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit)
-            parts.append(chunk)
-        return b"".join(parts)
-
     # --- routes -----------------------------------------------------------------------------
 
     async def models(self, request: web.Request) -> web.Response:
@@ -248,203 +193,13 @@ class OpenAIHttp:
         return web.json_response(oa.model_list(names, int(self.app.started_at)))
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
-        settings = self.app.settings
-        body = await self._read_body(request, settings.http.max_body_bytes)
-        chat_request = oa.parse_chat_request(body, settings.limits.max_text_chars)
-        persona = self._persona(chat_request.model)
-        generation = _generation(persona.generation, chat_request)
-        conversation = oa.conversation_of(chat_request.messages)
-        plan = await _plan(persona, conversation)
-        system_prompt = plan.system_prompt
-        runner: ChatRunner | SaidAnswer = (
-            SaidAnswer(plan.answer) if plan.answer is not None else self._chat()
-        )
-        reply = _Reply(chat_request, oa.completion_id(), oa.now(), plan)
-        if not chat_request.stream:
-            text, outcome = await reply.run(runner, system_prompt, conversation, generation, None)
-            return web.json_response(
-                oa.completion(
-                    reply.ident,
-                    chat_request.model,
-                    reply.created,
-                    text,
-                    reply.finish_reason(outcome),
-                    reply.usage(outcome),
-                )
-            )
-        response = _event_stream()
-        await response.prepare(request)
-        request[STREAMING] = True
-        include_usage = chat_request.include_usage
-
-        async def send(delta: dict[str, Any]) -> None:
-            await response.write(
-                oa.sse(
-                    oa.chunk(
-                        reply.ident,
-                        chat_request.model,
-                        reply.created,
-                        delta,
-                        include_usage=include_usage,
-                    )
-                )
-            )
-
-        try:
-            await send({"role": "assistant", "content": ""})
-
-            async def on_text(text: str) -> None:
-                await send({"content": text})
-
-            _, outcome = await reply.run(runner, system_prompt, conversation, generation, on_text)
-            await response.write(
-                oa.sse(
-                    oa.chunk(
-                        reply.ident,
-                        chat_request.model,
-                        reply.created,
-                        {},
-                        reply.finish_reason(outcome),
-                        include_usage=include_usage,
-                    )
-                )
-            )
-            if include_usage:
-                await response.write(
-                    oa.sse(
-                        oa.chunk(
-                            reply.ident,
-                            chat_request.model,
-                            reply.created,
-                            None,
-                            usage_=reply.usage(outcome),
-                            include_usage=True,
-                        )
-                    )
-                )
-        except (oa.OpenAIError, ChinwagError) as exc:
-            error = exc if isinstance(exc, oa.OpenAIError) else oa.OpenAIError.from_chinwag(exc)
-            await response.write(oa.sse_error(error))
-        await response.write(oa.SSE_DONE)
-        await response.write_eof()
-        return response
+        return await chat_completions(self.app, request)  # transports/openai_http_chat.py
 
     async def transcriptions(self, request: web.Request) -> web.Response:
-        http = self.app.settings.http
-        if request.content_length is not None and request.content_length > http.max_upload_bytes:
-            raise _too_large(http.max_upload_bytes)
-        if request.content_type != "multipart/form-data":
-            raise oa.invalid("send the audio as multipart/form-data with a `file` field", "file")
-        fields, data = await self._read_form(request, http.max_upload_bytes)
-        options = oa.parse_transcription_fields(fields)
-        if data is None:
-            raise oa.invalid("file is required", "file")
-        speech = self._speech()
-        try:
-            audio = await asyncio.to_thread(
-                decode_audio, data, speech.transcriber.sample_rate, http.max_audio_s
-            )
-        except AudioDecodeError as exc:
-            raise oa.OpenAIError(
-                HTTPStatus.BAD_REQUEST,
-                ErrorCode.INVALID_AUDIO_FORMAT,
-                f"the file is not audio this server can decode ({exc})",
-                param="file",
-            ) from None
-        except AudioTooLong as exc:
-            raise oa.OpenAIError(
-                HTTPStatus.BAD_REQUEST,
-                ErrorCode.AUDIO_TOO_LONG,
-                f"{exc}; set [http] max_audio_s for longer files",
-                param="file",
-            ) from None
-        result = await speech.transcribe_file(
-            audio, language=options.language, prompt=options.prompt
-        )
-        content_type, body = oa.transcription_body(
-            options.response_format, result.language, result.duration_s, result.segments
-        )
-        return web.Response(body=body, headers={"Content-Type": content_type})
-
-    async def _read_form(
-        self, request: web.Request, limit: int
-    ) -> tuple[dict[str, str], bytes | None]:
-        """The form's text fields and its `file`, each bounded; other files are refused."""
-        try:
-            reader = await request.multipart()
-        except (ValueError, AssertionError, KeyError) as exc:
-            raise oa.invalid(f"the multipart body cannot be read ({exc})", "file") from None
-        fields: dict[str, str] = {}
-        data: bytes | None = None
-        total = 0
-        while True:
-            try:
-                part = await reader.next()
-            except (ValueError, AssertionError, RuntimeError) as exc:
-                raise oa.invalid(f"the multipart body cannot be read ({exc})", "file") from None
-            if part is None:
-                break
-            if not isinstance(part, BodyPartReader):
-                raise oa.invalid("nested multipart bodies are not accepted", "file")
-            name = part.name or ""
-            cap = limit if name == "file" else oa.MAX_FIELD_BYTES
-            chunks: list[bytes] = []
-            size = 0
-            while chunk := await part.read_chunk(64 * 1024):
-                size += len(chunk)
-                total += len(chunk)
-                if size > cap or total > limit + oa.MAX_FIELD_BYTES * 8:
-                    if name == "file":
-                        raise _too_large(limit)
-                    raise oa.invalid(f"form field {name[:40]!r} is too long", name[:40] or None)
-                chunks.append(chunk)
-            value = b"".join(chunks)
-            if name == "file":
-                data = value
-            elif name:
-                fields[name] = value.decode("utf-8", "replace")
-        return fields, data
+        return await transcriptions(self.app, request)  # transports/openai_http_audio.py
 
     async def speech(self, request: web.Request) -> web.StreamResponse:
-        settings = self.app.settings
-        body = await self._read_body(request, settings.http.max_body_bytes)
-        speech = self._speech()
-        voice_name = settings.tts.voice_path.name.removesuffix(".onnx")
-        speech_request = oa.parse_speech_request(
-            body, settings.limits.max_text_chars, {voice_name, "default"}
-        )
-        if speech_request.speed != 1.0 and not speech.paced:
-            raise oa.invalid("this server's voice speaks only at its own speed (1.0)", "speed")
-        text = speakable(speech_request.input)
-        splitter = PhraseSplitter()
-        phrases = [*splitter.feed(text), *splitter.flush()]
-        response = web.StreamResponse(
-            headers={
-                "Content-Type": OUTPUT_FORMATS[speech_request.response_format].content_type,
-                "Cache-Control": "no-store",
-                "X-Sample-Rate": str(OUTPUT_RATE),
-            }
-        )
-        response.enable_chunked_encoding()
-        encoder = SpeechEncoder(speech_request.response_format)
-        resampler = StreamResampler(speech.synthesizer.sample_rate, OUTPUT_RATE, np.int16)
-        try:
-            async for pcm in _synthesized(speech, phrases, speech_request.speed):
-                data = await asyncio.to_thread(encoder.encode, resampler.process(pcm))
-                if not response.prepared:
-                    await response.prepare(request)
-                    request[STREAMING] = True
-                if data:
-                    await response.write(data)
-            tail = resampler.flush()
-            data = await asyncio.to_thread(lambda: encoder.encode(tail) + encoder.finish())
-            if not response.prepared:
-                await response.prepare(request)
-            await response.write(data)
-            await response.write_eof()
-        finally:
-            encoder.close()
-        return response
+        return await speech(self.app, request)
 
     async def other(self, request: web.Request) -> web.StreamResponse:
         """Any other request on a kept-alive connection: answered by the WebSocket server's
@@ -489,183 +244,6 @@ class OpenAIHttp:
         return out
 
 
-class _Stopped(Exception):
-    """A stop sequence was found: the reply ends here (raised through ChatRunner.reply,
-    which stops the model)."""
-
-
-async def _plan(persona: Persona, conversation: oa.Conversation) -> ReplyPlan:
-    """The persona's plan for the last user message, as on every other way in: the site's
-    facts, an honest "I don't know", a command declined (HTTP chat acts on nothing), or the
-    model with the caller's system message (else the persona's) and the facts that match."""
-    last = conversation.history[-1] if conversation.history else None
-    question = last.content if last is not None and last.role == "user" else None
-    system_prompt = conversation.system_prompt or persona.system_prompt
-    # Site knowledge embeds the question (milliseconds of numpy): off the event loop.
-    return await asyncio.to_thread(
-        plan_reply,
-        system_prompt,
-        question,
-        persona.knowledge,
-        persona.knowledge_settings,
-        guard=persona.honest_actions,
-    )
-
-
-class _FigureNotGiven(Exception):
-    """Stops the model: its reply states a figure the question and the facts do not hold."""
-
-
-class _Reply:
-    """One chat completion's text, stop sequences and counts."""
-
-    def __init__(self, request: oa.ChatRequest, ident: str, created: int, plan: ReplyPlan) -> None:
-        self.request = request
-        self.ident = ident
-        self.created = created
-        self.plan = plan
-        self.scanner = oa.StopScanner(request.stops)
-
-    async def run(
-        self,
-        runner: ChatRunner | SaidAnswer,
-        system_prompt: str,
-        conversation: oa.Conversation,
-        generation: GenerationSettings,
-        on_text: Callable[[str], Awaitable[None]] | None,
-    ) -> tuple[str, ChatOutcome]:
-        """The reply's text (stop sequences cut off), sent through on_text as it comes."""
-        outcome = ChatOutcome()
-        parts: list[str] = []
-
-        async def on_delta(delta: str) -> None:
-            text = self.scanner.feed(delta)
-            if text:
-                parts.append(text)
-                if on_text is not None:
-                    await on_text(text)
-            if self.scanner.stopped:
-                raise _Stopped
-
-        figures = self.plan.figure_check() if self.plan.answer is None else None
-
-        async def checked(delta: str) -> None:
-            if figures is None:
-                await on_delta(delta)
-                return
-            if text := figures.feed(delta):
-                await on_delta(text)
-            if figures.stopped:
-                raise _FigureNotGiven
-
-        try:
-            # _FigureNotGiven: the model stated a figure the facts do not hold; stopped.
-            with contextlib.suppress(_FigureNotGiven):
-                await runner.reply(
-                    system_prompt, conversation.history, generation, checked, outcome, urgent=False
-                )
-            if figures is not None:
-                if tail := figures.flush():
-                    await on_delta(tail)
-                if figures.stopped:
-                    await on_delta(figures.honest_line(self.plan.unknown))
-            # A reply that claims an action nothing took gets the honest line, as elsewhere.
-            note = self.plan.correction("".join(parts))
-            if note is not None:
-                await on_delta(note)
-        except _Stopped:
-            pass
-        except PromptTooLong as exc:
-            raise oa.OpenAIError(
-                HTTPStatus.BAD_REQUEST,
-                ErrorCode.CONTEXT_OVERFLOW,
-                f"the messages do not fit the model's context ({exc})",
-                param="messages",
-            ) from None
-        tail = self.scanner.flush()
-        if tail:
-            parts.append(tail)
-            if on_text is not None:
-                await on_text(tail)
-        return "".join(parts), outcome
-
-    def finish_reason(self, outcome: ChatOutcome) -> oa.FinishReason:
-        stats = outcome.stats
-        if not self.scanner.stopped and stats is not None and stats.finish_reason == "length":
-            return "length"
-        return "stop"
-
-    def usage(self, outcome: ChatOutcome) -> dict[str, int]:
-        stats = outcome.stats
-        if stats is None:
-            return oa.usage(0, 0)
-        return oa.usage(stats.prompt_tokens, stats.completion_tokens)
-
-
-def _generation(base: GenerationSettings, request: oa.ChatRequest) -> GenerationSettings:
-    """The persona's settings with the request's overrides, checked by the same rules."""
-    overrides: dict[str, Any] = {}
-    if request.token_limit is not None:
-        overrides["max_tokens"] = request.token_limit
-    for name in ("temperature", "top_p", "seed"):
-        value = getattr(request, name)
-        if value is not None:
-            overrides[name] = value
-    try:
-        return GenerationSettings.model_validate({**base.model_dump(), **overrides})
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        field = ".".join(str(p) for p in first["loc"])
-        param = "max_completion_tokens" if field == "max_tokens" else field
-        raise oa.invalid(f"{param}: {first['msg']}", param) from None
-
-
-async def _synthesized(
-    speech: SpeechRunner, phrases: list[str], speed: float
-) -> AsyncIterator[np.ndarray[Any, np.dtype[np.int16]]]:
-    """Each phrase's audio as soon as it is synthesized; the next phrase is synthesized
-    while the last one is encoded and sent."""
-    pending: asyncio.Task[np.ndarray[Any, np.dtype[np.int16]]] | None = None
-    try:
-        for i, phrase in enumerate(phrases):
-            current = pending or asyncio.ensure_future(speech.synthesize(phrase, speed=speed))
-            pending = (
-                asyncio.ensure_future(speech.synthesize(phrases[i + 1], speed=speed))
-                if i + 1 < len(phrases)
-                else None
-            )
-            yield await current
-    finally:
-        if pending is not None:
-            pending.cancel()
-            await asyncio.gather(pending, return_exceptions=True)
-
-
 async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
     """The same Server header as the WebSocket routes' (not aiohttp's version)."""
     response.headers["Server"] = "chinwag"
-
-
-def _event_stream() -> web.StreamResponse:
-    return web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream; charset=utf-8",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",  # reverse proxies: do not hold the events back
-        }
-    )
-
-
-def _too_large(limit: int) -> oa.OpenAIError:
-    return oa.OpenAIError(
-        HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-        ErrorCode.BODY_TOO_LARGE,
-        f"the request body is over the limit of {limit} bytes",
-    )
-
-
-def _loading(app: App) -> oa.OpenAIError:
-    message = "the models are loading"
-    if app.load_error:
-        message = f"the models failed to load: {app.load_error}"
-    return oa.OpenAIError(HTTPStatus.SERVICE_UNAVAILABLE, ErrorCode.MODELS_LOADING, message)
