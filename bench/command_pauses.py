@@ -12,7 +12,9 @@ speculative turn in a `smart_home` session hears it, then the real recognizer.
 
 A rule cuts a command when a pause inside it is a whole command and lasts (as the VAD counts
 it, in 32 ms windows) at least the command silence, or else at least the text rule's
-(complete_silence_ms or silence_ms). Prints a table; writes bench/results-command-pauses.json.
+(complete_silence_ms or silence_ms). `--held-out` adds, in the same run, pairs written before
+any rule that tells commands apart was made, never used to choose one. Prints a table per set;
+writes bench/results-command-pauses.json.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import time
 from typing import Any
 
 from bench.common import BENCH_DIR, hardware
-from bench.pause_cuts import Analyser, Pause, cut, pause_items, window_ms
+from bench.pause_cuts import Analyser, Pause, Rule, cut, pause_items, window_ms
 from clients.talk import read_wav
 from server.audio.pcm import int16_to_float32
 from server.audio.vad import SpeechPaused
@@ -51,6 +53,28 @@ COMMAND_PAUSE_SENTENCES: list[tuple[str, str]] = [
     ("Pause the TV", "for a moment."),
     ("Set the bedroom light", "to fifty percent."),
     ("Add milk", "to my shopping list."),
+]
+# Written once, before any rule that ends some commands sooner than others was made, and never
+# used to choose one (`--held-out`): pauses after a whole command at the kitchen site, some
+# where the rest changes the action ("Turn on the light | in the office."), some where it does
+# not ("Turn off the heater | in the office."), other wordings than the corpus above.
+HELD_OUT_COMMAND_PAUSE_SENTENCES: list[tuple[str, str]] = [
+    ("Turn on the light", "in the office."),
+    ("Switch off the lights", "in the living room."),
+    ("Set a timer for two minutes", "and forty seconds."),
+    ("Set a timer for twenty minutes", "called oven."),
+    ("Turn on the floor lamp", "and the ceiling light."),
+    ("Set the thermostat to twenty", "one degrees."),
+    ("Open the garage door", "halfway."),
+    ("Turn off the heater", "in the office."),
+    ("Cancel the timer", "for the pasta."),
+    ("Unlock the front door", "for the plumber."),
+    ("Turn off the TV", "in ten minutes."),
+    ("Mute the TV", "for a minute."),
+    ("Set the brightness to fifty percent", "in the living room."),
+    ("Set the temperature to twenty degrees", "in the office."),
+    ("Turn off the desk lamp", "in the study."),
+    ("Close the garage door", "at nine."),
 ]
 COMMAND_SILENCES_MS = (250, 220, 190, 160)  # 8, 7, 6 and 5 VAD windows
 
@@ -91,7 +115,7 @@ class CommandAnalyser(Analyser):
         return Pause(event.at_s, None, text)
 
 
-def command_rule(analyser: CommandAnalyser, command_ms: int) -> Any:
+def command_rule(analyser: CommandAnalyser, command_ms: int) -> Rule:
     """The server's rule (pipeline/session.py): the text rule, shorter for a whole command."""
     vad = analyser.settings.vad
 
@@ -104,18 +128,20 @@ def command_rule(analyser: CommandAnalyser, command_ms: int) -> Any:
     return rule
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", default=str(BENCH_DIR / "results-command-pauses.json"))
-    args = parser.parse_args()
-    began = time.perf_counter()
-    load_before = hardware()["load_average"]
-    analyser = CommandAnalyser()
-    rules = {ms: command_rule(analyser, ms) for ms in COMMAND_SILENCES_MS}
-    items = pause_items(sentences=COMMAND_PAUSE_SENTENCES, pauses_ms=PAUSES_MS)
+def rules(analyser: CommandAnalyser) -> dict[str, Rule]:
+    return {
+        f"{ms} ({window_ms(ms):.0f} ms)": command_rule(analyser, ms) for ms in COMMAND_SILENCES_MS
+    }
+
+
+def measure(
+    analyser: CommandAnalyser, chosen: dict[str, Rule], sentences: list[tuple[str, str]]
+) -> dict[str, Any]:
+    """Each rule's cuts, per pause length, over the pairs of `sentences`."""
+    items = pause_items(sentences=sentences, pauses_ms=PAUSES_MS)
     rows: list[dict[str, Any]] = []
     for n, item in enumerate(items):
-        if n % 20 == 0:
+        if n % 40 == 0:
             print(f"{n}/{len(items)}", flush=True)
         pcm, _ = read_wav(item.path)
         pauses = analyser.pauses(int16_to_float32(pcm), until_s=item.pause_end_s)
@@ -126,34 +152,72 @@ def main() -> None:
                 "voice": item.voice,
                 "pause_ms": item.pause_ms,
                 "pauses": [
-                    {"start_s": p.start_s, "silence_s": p.silence_s, "heard": p.transcript}
+                    {
+                        "start_s": p.start_s,
+                        "silence_s": p.silence_s,
+                        "heard": p.transcript,
+                        "silence_ms": {name: rule(p) for name, rule in chosen.items()},
+                    }
                     for p in pauses
                 ],
-                "cut": {str(ms): cut(pauses, rule, item.pause_end_s) for ms, rule in rules.items()},
+                "cut": {name: cut(pauses, rule, item.pause_end_s) for name, rule in chosen.items()},
             }
         )
-    cut_rates = {
-        str(ms): {
-            str(pause): sum(r["cut"][str(ms)] for r in rows if r["pause_ms"] == pause)
+    cuts = {
+        name: {
+            str(pause): sum(r["cut"][name] for r in rows if r["pause_ms"] == pause)
             for pause in PAUSES_MS
         }
-        for ms in COMMAND_SILENCES_MS
+        for name in chosen
     }
-    per = len(rows) // len(PAUSES_MS)
-    print(f"commands cut in their pause (of {per} per pause length)")
-    print("| command_silence_ms (VAD windows) | " + " | ".join(f"{p} ms" for p in PAUSES_MS) + " |")
+    return {
+        "sentences": sentences,
+        "per_pause_length": len(rows) // len(PAUSES_MS),
+        "cuts": cuts,
+        "rows": rows,
+    }
+
+
+def print_table(title: str, measured: dict[str, Any]) -> None:
+    print(
+        f"{title}: commands cut in their pause (of {measured['per_pause_length']} per pause length)"
+    )
+    print(
+        "| rule (command silence as the VAD counts it) | "
+        + " | ".join(f"{p} ms" for p in PAUSES_MS)
+        + " |"
+    )
     print("| --- |" + " ---: |" * len(PAUSES_MS))
-    for ms in COMMAND_SILENCES_MS:
-        counts = " | ".join(str(cut_rates[str(ms)][str(p)]) for p in PAUSES_MS)
-        print(f"| {ms} ({window_ms(ms):.0f} ms) | {counts} |")
+    for name, counts in measured["cuts"].items():
+        print(f"| {name} | " + " | ".join(str(counts[str(p)]) for p in PAUSES_MS) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", default=str(BENCH_DIR / "results-command-pauses.json"))
+    parser.add_argument(
+        "--held-out",
+        action="store_true",
+        help="also the held-out pairs, in the same run (rules checked on them, never tuned)",
+    )
+    args = parser.parse_args()
+    began = time.perf_counter()
+    load_before = hardware()["load_average"]
+    analyser = CommandAnalyser()
+    chosen = rules(analyser)
+    sets = {"main": COMMAND_PAUSE_SENTENCES}
+    if args.held_out:
+        sets["held-out"] = HELD_OUT_COMMAND_PAUSE_SENTENCES
+    measured = {name: measure(analyser, chosen, sentences) for name, sentences in sets.items()}
+    for name, found in measured.items():
+        print_table(name, found)
     result = {
         "benchmark": "command_pauses",
         "hardware": {**hardware(), "load_average_at_start": load_before},
-        "sentences": COMMAND_PAUSE_SENTENCES,
-        "per_pause_length": per,
-        "cuts": cut_rates,
+        "site": SITE,
+        "rules": list(chosen),
         "runtime_s": round(time.perf_counter() - began, 1),
-        "rows": rows,
+        "sets": measured,
     }
     with open(args.out, "w", encoding="utf-8") as f:
         f.write(json.dumps(result, indent=1) + "\n")
