@@ -501,3 +501,40 @@ def test_the_held_out_set_is_covered_typed(recognizer: IntentRecognizer) -> None
             assert str(slots.get(name)).lower() == str(value).lower(), (item.text, slots)
         if item.targets:
             assert {t.entity_id for t in found.targets} == set(item.targets), item.text
+
+
+def test_the_command_pause_pairs_begin_with_a_whole_command(recognizer: IntentRecognizer) -> None:
+    """bench/command_pauses.py: the first half of every held-out pair is a whole command at
+    the kitchen site (typed), so a pause after it can cut the command."""
+    from bench.command_pauses import HELD_OUT_COMMAND_PAUSE_SENTENCES, SITE
+
+    assert len(HELD_OUT_COMMAND_PAUSE_SENTENCES) >= 12
+    for first, _ in HELD_OUT_COMMAND_PAUSE_SENTENCES:
+        assert isinstance(recognizer.understand(first, SITE), Recognized), first
+
+
+@pytest.mark.parametrize(
+    ("text", "cannot_go_on"),
+    [
+        ("Turn off the kitchen light.", True),  # the home's one device of that name
+        ("Turn off the lights in the living room.", True),  # an area said
+        ("Set the bedroom light to 50 percent.", True),  # device and value said
+        ("What time is it?", True),  # nothing to add
+        ("Turn off the light.", False),  # the room is the site's: "in the bedroom" may follow
+        ("Set the temperature to 21 degrees.", False),  # no device or room said
+        ("Set the thermostat to twenty", False),  # ends on a number: "twenty one"
+        ("Set a timer for 10 minutes.", False),  # a timer takes a name (free text)
+        ("Add milk to my shopping list.", False),  # free text
+        ("Cancel the timer.", False),
+    ],
+)
+def test_the_measured_cannot_go_on_rule(
+    recognizer: IntentRecognizer, text: str, cannot_go_on: bool
+) -> None:
+    """bench/cannot_go_on.py (measured, not kept): decided from the recogniser's result, the
+    templates' slots and the home's devices."""
+    from bench.cannot_go_on import Saturation
+    from server.intents.recognizer import SUPPORTED
+
+    saturation = Saturation(recognizer.intents, recognizer.home, SUPPORTED)
+    assert saturation.cannot_go_on(understood(recognizer, text, "kitchen")) is cannot_go_on
