@@ -93,6 +93,10 @@ class ChatModel(Protocol):
         """Tokens the prompt for these messages takes, chat template included."""
         ...
 
+    def count_text_tokens(self, text: str) -> int:
+        """Tokens this text takes on its own, no chat template: the length of a reply."""
+        ...
+
     def generate(
         self,
         messages: Sequence[ChatMessage],

@@ -183,6 +183,9 @@ class FakeChatModel:
     def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
         return sum(len(m.content.split()) + 4 for m in messages)
 
+    def count_text_tokens(self, text: str) -> int:
+        return len(text.split())  # a word a token, as the fake generates them
+
     def prefill(self, messages: Sequence[ChatMessage]) -> int:
         self.prefills.append(list(messages))
         return 0

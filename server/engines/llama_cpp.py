@@ -111,6 +111,9 @@ class LlamaCppChatModel:
     def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
         return len(self._text.prompt(messages)[0])
 
+    def count_text_tokens(self, text: str) -> int:
+        return len(self._text.tokenize(text, add_bos=False)) if text else 0
+
     # --- generation -----------------------------------------------------------------------
 
     def _sampler(self, settings: GenerationSettings) -> Any:

@@ -283,6 +283,13 @@ class OpenAIChatModel:
             counted.update(new)
         return self._total(keys, counted)
 
+    def count_text_tokens(self, text: str) -> int:
+        if not text:
+            return 0
+        self._probe_if_due()
+        counts = self._count_with_server([text])
+        return counts[0] if counts is not None else estimate_tokens(text)
+
     @staticmethod
     def _total(keys: list[bytes], counts: dict[bytes, int]) -> int:
         """The prompt's size from its messages' counts, with the chat template's allowance."""

@@ -14,7 +14,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from server.app import App
-from server.engines.base import PromptTooLong
+from server.engines.base import ChatMessage, PromptTooLong
 from server.errors import ChinwagError, ErrorCode
 from server.pipeline.chat import ChatOutcome, ChatRunner
 from server.pipeline.grounding import ReplyPlan, SaidAnswer, plan_reply
@@ -45,7 +45,7 @@ async def chat_completions(app: App, request: web.Request) -> web.StreamResponse
                 reply.created,
                 text,
                 reply.finish_reason(outcome),
-                reply.usage(outcome),
+                await reply.usage(outcome, app, conversation, text),
             )
         )
     response = _event_stream()
@@ -53,18 +53,21 @@ async def chat_completions(app: App, request: web.Request) -> web.StreamResponse
     request[STREAMING] = True
     include_usage = chat_request.include_usage
 
-    async def send(delta: dict[str, Any]) -> None:
-        await response.write(
-            oa.sse(
-                oa.chunk(
-                    reply.ident,
-                    chat_request.model,
-                    reply.created,
-                    delta,
-                    include_usage=include_usage,
-                )
-            )
+    async def send(
+        delta: dict[str, Any] | None,
+        finish_reason: oa.FinishReason | None = None,
+        usage: dict[str, int] | None = None,
+    ) -> None:
+        chunk = oa.chunk(
+            reply.ident,
+            chat_request.model,
+            reply.created,
+            delta,
+            finish_reason,
+            usage_=usage,
+            include_usage=include_usage,
         )
+        await response.write(oa.sse(chunk))
 
     try:
         await send({"role": "assistant", "content": ""})
@@ -72,32 +75,10 @@ async def chat_completions(app: App, request: web.Request) -> web.StreamResponse
         async def on_text(text: str) -> None:
             await send({"content": text})
 
-        _, outcome = await reply.run(runner, system_prompt, conversation, generation, on_text)
-        await response.write(
-            oa.sse(
-                oa.chunk(
-                    reply.ident,
-                    chat_request.model,
-                    reply.created,
-                    {},
-                    reply.finish_reason(outcome),
-                    include_usage=include_usage,
-                )
-            )
-        )
+        text, outcome = await reply.run(runner, system_prompt, conversation, generation, on_text)
+        await send({}, reply.finish_reason(outcome))
         if include_usage:
-            await response.write(
-                oa.sse(
-                    oa.chunk(
-                        reply.ident,
-                        chat_request.model,
-                        reply.created,
-                        None,
-                        usage_=reply.usage(outcome),
-                        include_usage=True,
-                    )
-                )
-            )
+            await send(None, usage=await reply.usage(outcome, app, conversation, text))
     except (oa.OpenAIError, ChinwagError) as exc:
         error = exc if isinstance(exc, oa.OpenAIError) else oa.OpenAIError.from_chinwag(exc)
         await response.write(oa.sse_error(error))
@@ -212,11 +193,24 @@ class _Reply:
             return "length"
         return "stop"
 
-    def usage(self, outcome: ChatOutcome) -> dict[str, int]:
+    async def usage(
+        self, outcome: ChatOutcome, app: App, conversation: oa.Conversation, text: str
+    ) -> dict[str, int]:
+        """The model's counts of its reply; for an answer the plan says word for word (no
+        model ran), the prompt the model would have read and the text said, counted with the
+        model's tokenizer (nothing to count with while the models load)."""
         stats = outcome.stats
-        if stats is None:
+        if stats is not None:
+            return oa.usage(stats.prompt_tokens, stats.completion_tokens)
+        if self.plan.answer is None or app.chat is None:
             return oa.usage(0, 0)
-        return oa.usage(stats.prompt_tokens, stats.completion_tokens)
+        model = app.chat.model
+        messages = [ChatMessage("system", self.plan.system_prompt), *conversation.history]
+        # Off the loop: a remote model's tokenizer is a round trip to its server.
+        prompt_tokens, completion_tokens = await asyncio.to_thread(
+            lambda: (model.count_prompt_tokens(messages), model.count_text_tokens(text))
+        )
+        return oa.usage(prompt_tokens, completion_tokens)
 
 
 def _generation(base: GenerationSettings, request: oa.ChatRequest) -> GenerationSettings:

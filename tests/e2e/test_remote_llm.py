@@ -175,17 +175,23 @@ async def test_prompt_token_counts_cover_the_servers_own(llama_server: LlamaServ
     ):
         actual = (await response.json())["usage"]["prompt_tokens"]
     counts = {}
+    text_counts = {}
+    reply = messages[2].content  # a reply's length (HTTP usage of an answer said word for word)
     for tokenizer in ("auto", "estimate"):
         client = RemoteClient(llama_server.base_url, api_key=API_KEY, timeout_s=60, role="LLM")
         # A small context: the prompt is not far below it, so it is counted, not estimated.
         model = OpenAIChatModel(client, context_size=256, tokenizer=tokenizer)
         try:
             counts[tokenizer] = await asyncio.to_thread(model.count_prompt_tokens, messages)
+            text_counts[tokenizer] = await asyncio.to_thread(model.count_text_tokens, reply)
         finally:
             await asyncio.to_thread(model.close)
-    print(f"server {actual}, counted {counts}")
+    print(f"server {actual}, counted {counts}, the reply {text_counts}")
     assert actual <= counts["auto"] <= actual + 8 * (len(messages) + 1)
     assert actual <= counts["estimate"] <= 2 * actual + 8 * (len(messages) + 1)
+    # The server's count of the text alone, or an estimate: a token holds a character or more.
+    assert 0 < text_counts["auto"] < actual // 2 and text_counts["auto"] <= len(reply)
+    assert 0 < text_counts["estimate"] <= len(reply)
 
 
 async def test_voice_turn_is_answered(remote: RunningServer) -> None:

@@ -155,21 +155,44 @@ async def test_persona_as_model_and_caller_system_message(
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_a_persona_plans_its_answer_over_http_as_on_every_way_in(
-    client: openai.AsyncOpenAI, stream: bool
+    server: RunningServer, client: openai.AsyncOpenAI, stream: bool
 ) -> None:
     """The receptionist's venue facts, its honest "I don't know" and its refusal to claim an
     action come over HTTP as over the native protocol (tests/integration/test_site_knowledge.py):
-    said word for word from the plan, not generated."""
+    said word for word from the plan, not generated; their usage is counted with the model's
+    tokenizer as a generated reply's is (the prompt the model would have read, the text said)."""
+    assert server.app.chat is not None
+    model = server.app.chat.model
+    persona = server.app.personas.get("receptionist")
 
     async def ask(question: str) -> str:
         messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": question}]
         create = client.chat.completions.create
         if stream:
-            chunks = await create(model="receptionist", messages=messages, stream=True)
-            return "".join([c.choices[0].delta.content or "" async for c in chunks if c.choices])
-        reply = await create(model="receptionist", messages=messages)
-        assert reply.choices[0].finish_reason == "stop"
-        return reply.choices[0].message.content or ""
+            chunks = await create(
+                model="receptionist",
+                messages=messages,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            parts: list[str] = []
+            usage = None
+            async for chunk in chunks:
+                if chunk.choices:
+                    parts.append(chunk.choices[0].delta.content or "")
+                else:
+                    usage = chunk.usage
+            text = "".join(parts)
+        else:
+            reply = await create(model="receptionist", messages=messages)
+            assert reply.choices[0].finish_reason == "stop"
+            text = reply.choices[0].message.content or ""
+            usage = reply.usage
+        assert usage is not None
+        assert usage.prompt_tokens == prompt_tokens(server, persona.system_prompt, question)
+        assert usage.completion_tokens == model.count_text_tokens(text) > 0
+        assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+        return text
 
     assert "9 am to 5 pm" in await ask("What time do you open on Saturday?")
     unknown = await ask("Is there a swimming pool in the building?")
