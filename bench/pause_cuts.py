@@ -26,6 +26,7 @@ import argparse
 import hashlib
 import json
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,7 +35,15 @@ from typing import Any
 import numpy as np
 
 from bench.common import BENCH_DIR, hardware, median, percentile
-from bench.voice_set import CACHE_DIR, VOICES, Voice, espeak_version, piper_voice_path, speak
+from bench.voice_set import (
+    CACHE_DIR,
+    VOICES,
+    Voice,
+    espeak_version,
+    piper_voice_path,
+    room_noise,
+    speak,
+)
 from clients.talk import Pcm, read_wav, write_wav
 from server.audio.pcm import int16_to_float32, resample
 from server.audio.vad import (
@@ -113,6 +122,18 @@ def trim(pcm: Pcm, rate: int) -> Pcm:
     return pcm[loud[0] * size : (loud[-1] + 1) * size]
 
 
+def with_noise(pcm: Pcm, snr_db: float, seed: int) -> Pcm:
+    """The voice set's room noise (pink noise and hum) over the whole recording, lead-in and
+    pauses included, at an SNR relative to the speech's RMS over its voiced part (as
+    bench/voice_set.py's noisy items): the corpus joins its halves with digital silence,
+    which no microphone gives and which flatters any rule that listens to energy."""
+    signal = pcm.astype(np.float64)
+    voiced = signal[np.abs(signal) > 0.05 * np.abs(signal).max()]
+    noise_rms = float(np.sqrt(np.mean(voiced**2))) / 10 ** (snr_db / 20)
+    noisy = signal + noise_rms * room_noise(signal.size, SAMPLE_RATE, seed)
+    return np.clip(np.round(noisy), -32768, 32767).astype(np.int16)
+
+
 def spoken_half(text: str, voice: Voice, seed: int) -> Pcm:
     pcm, rate = speak(text, voice, seed)
     return trim(resample(pcm, rate, SAMPLE_RATE), SAMPLE_RATE)
@@ -184,6 +205,7 @@ class Analyser:
         end_of_turn_model: Path | None = None,
         chat_model: bool = False,
         style_prompt: str | None = None,
+        onset_rise_db: float | None = None,
     ) -> None:
         """style_prompt: Whisper's previous text when none is given (measured, not kept:
         docs/performance.md, issue 16)."""
@@ -193,6 +215,9 @@ class Analyser:
         self.settings = settings
         asr = settings.asr
         self.style_prompt = style_prompt or ""
+        # The server's VAD onset rule unless told otherwise (0: off).
+        rise = settings.vad.onset_rise_db if onset_rise_db is None else onset_rise_db
+        self.onset_rise_db = rise or None
         self.asr = WhisperTranscriber(
             asr.model_path,
             compute_type=asr.compute_type,
@@ -221,6 +246,7 @@ class Analyser:
             silence_ms=10_000,
             prefix_padding_ms=vad_settings.prefix_padding_ms,
             report_pauses=True,
+            onset_rise_db=self.onset_rise_db,
         )
         vad = StreamingVad(self.vad, config)
         padded = np.concatenate([audio, np.zeros(SAMPLE_RATE, dtype=np.float32)])
@@ -391,6 +417,7 @@ def turn_end_ms(pauses: list[Pause], rule: Rule, speech_end_s: float) -> tuple[f
 def rules(with_model: bool, with_chat: bool = False) -> dict[str, Rule]:
     chosen = {
         "text 350 ms (today)": text_rule(350),
+        "text 320 ms": text_rule(320),
         "text 300 ms": text_rule(300),
         "text 250 ms": text_rule(250),
         "text 200 ms": text_rule(200),
@@ -435,6 +462,17 @@ def main() -> None:
         help="Whisper's previous text when none is given, e.g. 'Hi there. How are you today?' "
         "(its punctuation makes tiny.en punctuate; measured, not kept)",
     )
+    parser.add_argument(
+        "--noise-snr",
+        type=float,
+        help="add the voice set's room noise to every pause recording at this SNR (dB)",
+    )
+    parser.add_argument(
+        "--onset-rise-db",
+        type=float,
+        help="the VAD's onset rule at this rise, dB (default: the server's [vad] "
+        "onset_rise_db; 0: off, the VAD before it)",
+    )
     args = parser.parse_args()
     began = time.perf_counter()
     model = args.end_of_turn_model
@@ -442,7 +480,12 @@ def main() -> None:
         default = Path(__file__).resolve().parent.parent / "models" / "smart-turn-v3"
         found = sorted(default.glob("*.onnx")) if default.is_dir() else []
         model = found[0] if found else None
-    analyser = Analyser(model, chat_model=args.chat_model, style_prompt=args.style_prompt)
+    analyser = Analyser(
+        model,
+        chat_model=args.chat_model,
+        style_prompt=args.style_prompt,
+        onset_rise_db=args.onset_rise_db,
+    )
     chosen = rules(model is not None, args.chat_model)
     load_before = hardware()["load_average"]
 
@@ -453,6 +496,8 @@ def main() -> None:
         if n % 20 == 0:
             print(f"pause corpus: {n}/{len(items)}", flush=True)
         pcm, rate = read_wav(item.path)
+        if args.noise_snr is not None:
+            pcm = with_noise(pcm, args.noise_snr, zlib.crc32(item.path.name.encode()))
         pauses = analyser.pauses(int16_to_float32(pcm), until_s=item.pause_end_s)
         cuts = {name: cut(pauses, rule, item.pause_end_s) for name, rule in chosen.items()}
         corpus.append(
@@ -510,6 +555,8 @@ def main() -> None:
         "chat_model_ms": _cost(analyser.sentence_end),
         "pause_sentences": "held-out" if args.held_out else "corpus",
         "whisper_style_prompt": analyser.style_prompt,
+        "noise_snr_db": args.noise_snr,
+        "vad_onset_rise_db": analyser.onset_rise_db,
         "pause_items": len(items),
         "cut_rate": cut_rates,
         "bench_set_turn_end_ms": turn_ends,

@@ -172,6 +172,11 @@ class VadConfig:
     suffix_padding_ms: int = 300  # audio kept after the last voiced window (at most silence_ms)
     max_utterance_s: float = 30.0  # longer turns are cut here
     report_pauses: bool = False  # emit SpeechPaused / SpeechResumed inside a turn
+    # Inside a pause, a window this many dB louder than the pause so far (and no more than
+    # onset_level_db below the turn's loudest voiced window) ends the pause, whatever Silero
+    # says: a soft onset ("for", "that") is heard late by the model. None: off.
+    onset_rise_db: float | None = None
+    onset_level_db: float = 35.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
@@ -187,6 +192,8 @@ class VadConfig:
                 raise ValueError(f"{name} must not be negative")
         if self.silence_ms == 0:
             raise ValueError("silence_ms must be positive")
+        if self.onset_rise_db is not None and self.onset_rise_db <= 0:
+            raise ValueError(f"onset_rise_db must be positive, got {self.onset_rise_db}")
         if self.max_utterance_s * 1000 <= self.prefix_padding_ms + self.min_speech_ms:
             raise ValueError("max_utterance_s must exceed prefix_padding_ms + min_speech_ms")
 
@@ -274,6 +281,8 @@ class TurnDetector:
         self._suffix = min(_samples(c.suffix_padding_ms), self._silence)
         self._max = int(c.max_utterance_s * SAMPLE_RATE)
         self._stop_threshold = c.stop_threshold
+        self._onset_rise = None if c.onset_rise_db is None else 10 ** (c.onset_rise_db / 20)
+        self._onset_level = 10 ** (-c.onset_level_db / 20)
         self.reset()
 
     def reset(self) -> None:
@@ -291,6 +300,9 @@ class TurnDetector:
         self._silent = 0  # samples of continuous silence in the current turn
         self._pause_id: int | None = None  # the pause reported by SpeechPaused, if any
         self._pause_silence: int | None = None  # shorter silence for this pause only
+        self._speech_level = 0.0  # RMS of the turn's loudest voiced window
+        self._pause_levels: list[float] = []  # RMS of the current pause's windows
+        self._onset_floor: float | None = None  # the level of the pause an onset ended
 
     @property
     def in_speech(self) -> bool:
@@ -350,7 +362,10 @@ class TurnDetector:
             elif probability < self._stop_threshold:
                 self._candidate = None
         else:
-            if probability < self._stop_threshold:
+            silent = probability < self._stop_threshold
+            if self._onset_rise is not None:
+                silent = not self._onset(window, probability, silent)
+            if silent:
                 if self._silent == 0 and self.config.report_pauses:
                     self._pause_id = start
                     audio = self._slice(self._utterance_start, self._pos)
@@ -370,6 +385,34 @@ class TurnDetector:
                 events.append(self._end_turn(end, "max_length", truncated=True))
         self._trim()
         return events
+
+    def _onset(self, window: Float32Audio, probability: float, silent: bool) -> bool:
+        """Is this window speech, by Silero or, inside a pause, by its energy
+        (VadConfig.onset_rise_db)? Keeps the levels the rule needs."""
+        level = float(np.sqrt(np.mean(np.square(window, dtype=np.float64))))
+        if probability >= self.config.threshold:
+            self._speech_level = max(self._speech_level, level)
+        if not silent:
+            self._pause_levels.clear()
+            if probability >= self.config.threshold:
+                self._onset_floor = None
+            return True
+        assert self._onset_rise is not None
+        floor = self._onset_floor
+        if floor is None and len(self._pause_levels) >= 2:
+            floor = float(np.median(self._pause_levels))
+        if (
+            floor is not None
+            and level > floor * self._onset_rise
+            and level > self._speech_level * self._onset_level
+        ):
+            # Speech until Silero hears it, or the energy falls back to the pause's.
+            self._onset_floor = floor
+            self._pause_levels.clear()
+            return True
+        self._onset_floor = None
+        self._pause_levels.append(level)
+        return False
 
     def shorten_pause(self, pause_id: int, silence_ms: float) -> None:
         """End the turn after only silence_ms of this pause (e.g. the sentence is complete).
@@ -415,6 +458,9 @@ class TurnDetector:
         )
         self._last_voiced_end = self._pos
         self._silent = 0
+        self._speech_level = 0.0
+        self._pause_levels.clear()
+        self._onset_floor = None
         event = SpeechStarted(
             at_s=self._candidate / SAMPLE_RATE, detected_at_s=self._pos / SAMPLE_RATE
         )

@@ -38,6 +38,7 @@ def vad_config(defaults: VadSettings, start: AudioStart) -> VadConfig:
         silence_ms=int(pick("silence_ms")),
         prefix_padding_ms=int(pick("prefix_padding_ms")),
         max_utterance_s=defaults.max_utterance_s,
+        onset_rise_db=defaults.onset_rise_db or None,
         # Pauses let the session start answering before the turn is confirmed.
         report_pauses=defaults.speculate
         and start.mode == "vad"

@@ -8,8 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pytest
 from websockets.asyncio.client import connect
 
+from bench.pause_cuts import spoken_half
+from bench.voice_set import VOICES
 from server.app import Engines
 from server.audio.pcm import resample
 from tests.conftest import RunningServer
@@ -91,3 +94,29 @@ async def test_a_discarded_speculation_never_reaches_the_history(
     history = result.session.history
     assert [m.role for m in history] == ["user", "assistant"]
     assert "rome" in normalise(history[0].content)
+
+
+@pytest.mark.parametrize(
+    "first, second",
+    [("Set a timer", "for ten minutes."), ("Play the song", "that we heard yesterday.")],
+)
+async def test_a_pause_before_a_soft_onset_keeps_one_turn(
+    server: RunningServer, first: str, second: str
+) -> None:
+    """espeak-ng says "for" and "that" with a soft onset that Silero hears 50-80 ms late, so
+    without the onset rule ([vad] onset_rise_db) it counted these 300 ms pauses as 352-384 ms
+    of silence, and a first part that reads as complete ("Set a timer.") ended the turn
+    (bench/pause_cuts.py; docs/performance.md, issue 16)."""
+    voice = next(v for v in VOICES if v.name == "en-us-175")
+    one = spoken_half(first + ",", voice, seed=1)
+    two = spoken_half(second, voice, seed=2)
+    quiet = np.zeros(16000 * 3 // 10, dtype=np.int16)  # the pause, and before the speech
+    events = (await converse(server, np.concatenate([quiet, one, quiet, two]))).events
+    kinds = [e["type"] for e in events]
+    assert kinds.count("speech.started") == 1 and kinds.count("speech.stopped") == 1, kinds
+    transcripts = [e["text"] for e in events if e["type"] == "transcript"]
+    assert len(transcripts) == 1, kinds
+    words = normalise(transcripts[0]).split()
+    assert first.split()[-1].lower() in words, [(e["type"], e.get("text")) for e in events]
+    assert normalise(second).split()[-1] in words, transcripts
+    assert kinds.count("reply.done") == 1

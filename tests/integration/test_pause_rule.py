@@ -43,9 +43,9 @@ def test_a_300_ms_pause_after_a_phrase_that_reads_complete_keeps_the_turn(
     analyser: Analyser, voice: str
 ) -> None:
     """Whisper writes "I would like to order a pizza." at the pause; the VAD counts about
-    256 ms of silence, under the 350 ms that complete sentences wait. (Not every sentence is
-    kept: espeak-ng's "Set a timer" has a soft tail the VAD counts as 384 ms of silence, and
-    is cut; bench/pause_cuts.py counts those.)"""
+    256 ms of silence, under the 350 ms that complete sentences wait. (Without the VAD's
+    onset rule espeak-ng's "Set a timer | for ten minutes" was cut: Silero hears "for" late,
+    and counted 384 ms; tests/e2e/test_turn_taking.py streams that one to a server.)"""
     audio, pause_end_s = with_pause(
         "I would like to order a pizza", "with extra cheese.", 300, voice
     )

@@ -11,6 +11,8 @@ from server.audio.vad import (
     SAMPLE_RATE,
     WINDOW_SAMPLES,
     SileroVad,
+    SpeechPaused,
+    SpeechResumed,
     SpeechStarted,
     SpeechStopped,
     StreamingVad,
@@ -147,6 +149,67 @@ def test_uncertain_windows_do_not_end_a_turn() -> None:
     assert d.stops() == []
     d.seconds(0.1, 0.6)
     assert len(d.stops()) == 1
+
+
+def feed_level(
+    detector: TurnDetector, probability: float, rms: float, windows: int = 1
+) -> list[VadEvent]:
+    """Windows of a given RMS (a constant signal) and speech probability."""
+    events: list[VadEvent] = []
+    for _ in range(windows):
+        events.extend(detector.feed(np.full(W, rms, dtype=np.float32), probability))
+    return events
+
+
+def pause_of(config: VadConfig, onset_rms: float, floor_rms: float = 1e-4) -> list[VadEvent]:
+    """Speech at RMS 0.1, a 288 ms pause at floor_rms whose last two windows are a soft onset
+    (onset_rms) that Silero calls silent, then speech again."""
+    detector = TurnDetector(config)
+    events = feed_level(detector, 0.95, 0.1, 20)
+    events += feed_level(detector, 0.05, floor_rms, 7)
+    events += feed_level(detector, 0.1, onset_rms, 2)
+    events += feed_level(detector, 0.95, 0.1, 5)
+    return events
+
+
+def test_onset_rule_ends_a_pause_at_a_soft_onset_silero_misses() -> None:
+    config = VadConfig(report_pauses=True, onset_rise_db=10.0, onset_level_db=35.0)
+    events = pause_of(config, onset_rms=0.005)  # 26 dB below the speech, 34 dB over the pause
+    paused = [e for e in events if isinstance(e, SpeechPaused)]
+    resumed = [e for e in events if isinstance(e, SpeechResumed)]
+    assert len(paused) == 1 and len(resumed) == 1
+    # The pause ends at the onset (after 7 windows), not when Silero hears speech (9).
+    assert resumed[0].at_s - paused[0].at_s == pytest.approx(7 * W_S)
+    # Without the rule, Silero's count: 9 windows.
+    plain = pause_of(VadConfig(report_pauses=True), onset_rms=0.005)
+    [plain_paused] = [e for e in plain if isinstance(e, SpeechPaused)]
+    [plain_resumed] = [e for e in plain if isinstance(e, SpeechResumed)]
+    assert plain_resumed.at_s - plain_paused.at_s == pytest.approx(9 * W_S)
+
+
+def test_onset_rule_ignores_sounds_far_below_the_speech_and_steady_noise() -> None:
+    config = VadConfig(report_pauses=True, onset_rise_db=10.0, onset_level_db=35.0)
+    # A breath 46 dB below the speech: not an onset.
+    quiet = pause_of(config, onset_rms=0.0005)
+    [paused] = [e for e in quiet if isinstance(e, SpeechPaused)]
+    [resumed] = [e for e in quiet if isinstance(e, SpeechResumed)]
+    assert resumed.at_s - paused.at_s == pytest.approx(9 * W_S)
+    # Steady noise 6 dB over the pause's first windows: no rise of 10 dB.
+    noisy = pause_of(config, onset_rms=0.02, floor_rms=0.01)
+    [paused] = [e for e in noisy if isinstance(e, SpeechPaused)]
+    [resumed] = [e for e in noisy if isinstance(e, SpeechResumed)]
+    assert resumed.at_s - paused.at_s == pytest.approx(9 * W_S)
+
+
+def test_onset_rule_never_shortens_the_silence_that_ends_a_turn() -> None:
+    config = VadConfig(onset_rise_db=10.0, silence_ms=320)
+    detector = TurnDetector(config)
+    feed_level(detector, 0.95, 0.1, 20)
+    assert feed_level(detector, 0.05, 1e-4, 9) == []
+    [stopped] = feed_level(detector, 0.05, 1e-4)
+    assert isinstance(stopped, SpeechStopped)
+    with pytest.raises(ValueError):
+        VadConfig(onset_rise_db=0.0)
 
 
 def test_pre_roll_precedes_first_voiced_window() -> None:
@@ -495,3 +558,13 @@ def test_pausing_is_a_silent_stretch_inside_a_turn() -> None:
     assert not detector.pausing
     _feed_probs(detector, [0.0] * 20)  # the turn ends
     assert not detector.in_speech and not detector.pausing
+
+
+def test_the_server_settings_turn_the_onset_rule_on_and_off() -> None:
+    from server.config import VadSettings
+    from server.pipeline.audio_input import vad_config
+    from server.protocol.native import AudioStart
+
+    start = AudioStart(sample_rate=16000)
+    assert vad_config(VadSettings(), start).onset_rise_db == 10.0
+    assert vad_config(VadSettings(onset_rise_db=0.0), start).onset_rise_db is None
