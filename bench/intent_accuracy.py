@@ -565,6 +565,7 @@ def main() -> None:
     parser.add_argument(
         "--n-best-unsure-below", type=float, help="hearing-ab: [intents] n_best_unsure_below"
     )
+    parser.add_argument("--out", type=Path, help="the JSON (default: bench/results-intents*.json)")
     args = parser.parse_args()
     items = HELD_OUT if args.held_out else ITEMS
     suffix = "-held-out" if args.held_out else ""
@@ -631,7 +632,7 @@ def main() -> None:
             print("first audio, this server / the other, median of paired ratios:")
             print(results["spoken"]["paired_ratios"])
     results["hardware_after"] = {"load_average": hardware()["load_average"]}
-    out = BENCH_DIR / f"results-intents{suffix}.json"
+    out = args.out or BENCH_DIR / f"results-intents{suffix}.json"
     out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     print(f"written {out}")
 
