@@ -114,6 +114,24 @@ class ChatModel(Protocol):
         ...
 
 
+def generate_alone(
+    model: ChatModel,
+    messages: Sequence[ChatMessage],
+    settings: GenerationSettings,
+    on_delta: Callable[[str], None],
+    cancel: threading.Event,
+) -> GenerationStats:
+    """`generate` of a model that steps its replies in batches: this one begun, stepped on
+    its own until it is done or cancelled, and ended."""
+    generation = model.begin(messages, settings, on_delta)
+    try:
+        while not generation.done and not cancel.is_set():
+            model.step([generation])
+    finally:
+        stats = model.end(generation, cancelled=cancel.is_set())
+    return stats
+
+
 @runtime_checkable
 class CountsAhead(Protocol):
     """A ChatModel whose token counting is slow (a remote tokenizer): ChatRunner has it count

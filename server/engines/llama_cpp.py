@@ -30,7 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from server.engines.base import ChatMessage, Generation, GenerationStats, PromptTooLong
+from server.engines.base import (
+    ChatMessage,
+    Generation,
+    GenerationStats,
+    PromptTooLong,
+    generate_alone,
+)
 from server.engines.llama_cache import KvSequences
 from server.engines.llama_generation import LlamaGeneration
 from server.engines.llama_tokenizer import LlamaTokenizer
@@ -256,13 +262,7 @@ class LlamaCppChatModel:
     ) -> GenerationStats:
         """One reply on its own (tests, benchmarks, warm-up); the server uses begin/step."""
         with self._lock:
-            gen = self._begin(messages, settings, on_delta)
-            try:
-                while not gen.done and not cancel.is_set():
-                    self._step([gen])
-            finally:
-                stats = self._end(gen, cancelled=cancel.is_set())
-            return stats
+            return generate_alone(self, messages, settings, on_delta, cancel)
 
     def _prefill(self, messages: Sequence[ChatMessage], *, logits: bool = False) -> int:
         """Evaluate into the KV cache the prompt these messages start, up to the end of the

@@ -37,6 +37,7 @@ from server.engines.base import (
     GenerationStats,
     PromptTooLong,
     RemoteFailure,
+    generate_alone,
 )
 from server.engines.remote import RemoteClient, error_message
 from server.errors import ErrorCode
@@ -488,13 +489,7 @@ class OpenAIChatModel:
         on_delta: Callable[[str], None],
         cancel: threading.Event,
     ) -> GenerationStats:
-        gen = self.begin(messages, settings, on_delta)
-        try:
-            while not gen.done and not cancel.is_set():
-                self.step([gen])
-        finally:
-            stats = self.end(gen, cancelled=cancel.is_set())
-        return stats
+        return generate_alone(self, messages, settings, on_delta, cancel)
 
     def prefill(self, messages: Sequence[ChatMessage]) -> int:
         return 0  # the server evaluates the prompt when the request comes (and caches it)
