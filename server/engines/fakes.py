@@ -53,7 +53,8 @@ class FakeTranscriber:
 class FakeSynthesizer:
     """Yields `seconds_per_char` of a tone (or silence) per character, in one chunk per call.
 
-    `delay_s` sleeps before the chunk, to stand in for synthesis time.
+    `delay_s` sleeps before the chunk, to stand in for synthesis time; `on_phrase` is called
+    with each text as its synthesis begins (on the TTS worker: tests note what runs beside it).
     """
 
     def __init__(
@@ -63,15 +64,19 @@ class FakeSynthesizer:
         seconds_per_char: float = 0.01,
         tone_hz: float | None = 440.0,
         delay_s: float = 0.0,
+        on_phrase: Callable[[str], None] | None = None,
     ) -> None:
         self.sample_rate = sample_rate
         self.seconds_per_char = seconds_per_char
         self.tone_hz = tone_hz
         self.delay_s = delay_s
+        self.on_phrase = on_phrase
         self.texts: list[str] = []
 
     def synthesize(self, text: str) -> Iterator[Int16Audio]:
         self.texts.append(text)
+        if self.on_phrase is not None:
+            self.on_phrase(text)
         text = text.strip()
         if not text:
             return

@@ -323,18 +323,12 @@ async def test_without_sharing_the_model_keeps_its_threads() -> None:
 async def test_partials_and_later_phrases_count_as_speech_work_beside_the_model() -> None:
     priority = CpuPriority()
     seen: list[bool] = []
-
-    class Watching(FakeSynthesizer):
-        def synthesize(self, text: str):  # type: ignore[no-untyped-def]
-            seen.append(priority.sharing)
-            yield from super().synthesize(text)
-
-    runner = SpeechRunner(FakeTranscriber(), Watching(), FakeVad(), priority=priority)
-    try:
+    voice = FakeSynthesizer(on_phrase=lambda _: seen.append(priority.sharing))
+    with contextlib.closing(
+        SpeechRunner(FakeTranscriber(), voice, FakeVad(), priority=priority)
+    ) as runner:
         await runner.synthesize("later phrase", needed_at=time.monotonic())
         assert seen == [True] and not priority.sharing and not priority.busy
-    finally:
-        runner.close()
 
 
 async def first_chunk(runner: SpeechRunner, text: str, **how: Any) -> int:

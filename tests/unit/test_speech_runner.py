@@ -1,4 +1,5 @@
 import asyncio
+import contextlib
 import threading
 
 import numpy as np
@@ -49,19 +50,13 @@ async def test_a_partial_in_progress_never_holds_up_a_turns_transcription() -> N
 async def test_only_a_first_phrase_is_urgent() -> None:
     priority = CpuPriority()
     seen: list[bool] = []
-
-    class Watching(FakeSynthesizer):
-        def synthesize(self, text: str):  # type: ignore[no-untyped-def]
-            seen.append(priority.busy)
-            yield from super().synthesize(text)
-
-    runner = SpeechRunner(FakeTranscriber(), Watching(), FakeVad(), priority=priority)
-    try:
+    voice = FakeSynthesizer(on_phrase=lambda _: seen.append(priority.busy))
+    with contextlib.closing(
+        SpeechRunner(FakeTranscriber(), voice, FakeVad(), priority=priority)
+    ) as runner:
         await runner.synthesize("First words", urgent=True)
         await runner.synthesize("and the rest.")
         assert seen == [True, False]
-    finally:
-        runner.close()
 
 
 async def test_a_short_phrase_said_again_is_not_synthesized_again() -> None:
