@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
@@ -13,6 +13,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from server.app import App, Engines, load_engines, load_into
 from server.config import Settings, load_settings
+from server.engines.base import ChatMessage
 from server.engines.fakes import FakeChatModel, FakeSynthesizer, FakeTranscriber, FakeVad
 from server.prompts import PersonaLibrary
 from server.transports.websocket import WebSocketServer
@@ -68,6 +69,20 @@ def fake_engines(
         synthesizer=synthesizer if synthesizer is not None else FakeSynthesizer(),
         vad=FakeVad(),
     )
+
+
+SHORT_ANSWER = "A short answer."
+
+
+def long_or_short_model(words: int, token_delay_s: float, parallel: int = 8) -> FakeChatModel:
+    """The load tests' fake model: `words` words in reply to a message that asks for something
+    long, a short answer to any other; `token_delay_s` a step."""
+    long = " ".join(f"w{i}" for i in range(words))
+
+    def reply(messages: Sequence[ChatMessage]) -> str:
+        return long if "long" in messages[-1].content else SHORT_ANSWER
+
+    return FakeChatModel(reply, token_delay_s=token_delay_s, parallel=parallel)
 
 
 @contextlib.asynccontextmanager

@@ -9,36 +9,33 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 
 import pytest
 from websockets.asyncio.client import connect
 
 from server.app import Engines
 from server.engines.base import ChatMessage
-from server.engines.fakes import FakeChatModel
 from server.engines.llama_cpp import LlamaCppChatModel
 from server.pipeline.chat import ChatOutcome, ChatRunner
 from server.prompts import GenerationSettings
 from tests.conftest import (
+    SHORT_ANSWER,
     Client,
     RunningServer,
     fake_engines,
+    long_or_short_model,
     make_settings,
     serving,
 )
 
-LONG = " ".join(f"w{i}" for i in range(400))
-
-
-def by_question(messages: Sequence[ChatMessage]) -> str:
-    return LONG if "long" in messages[-1].content else "A short answer."
+LONG_WORDS = 400
+TOKEN_DELAY_S = 0.01
 
 
 @pytest.fixture
 async def fake_server() -> AsyncIterator[RunningServer]:
-    chat = FakeChatModel(by_question, token_delay_s=0.01, parallel=8)
-    async with serving(fake_engines(chat)) as running:
+    async with serving(fake_engines(long_or_short_model(LONG_WORDS, TOKEN_DELAY_S))) as running:
         yield running
 
 
@@ -67,7 +64,7 @@ async def test_a_short_reply_does_not_wait_for_a_long_one(fake_server: RunningSe
         events = await short.ask("hi")
         finished.append("short")
         assert events[-1]["status"] == "completed"
-        assert events[-1]["text"] == "A short answer."
+        assert events[-1]["text"] == SHORT_ANSWER
         rest = await following
         # The long reply was still streaming: the short one was not queued behind it.
         assert finished == ["short", "long"]
@@ -107,7 +104,7 @@ async def test_eight_sessions_at_once_all_start_before_any_finishes(
 
 
 async def test_a_reply_someone_waits_to_hear_goes_before_waiting_text() -> None:
-    model = FakeChatModel(by_question, token_delay_s=0.01, parallel=2)
+    model = long_or_short_model(LONG_WORDS, TOKEN_DELAY_S, parallel=2)
     runner = ChatRunner(model)
     settings = GenerationSettings(max_tokens=400)
     seen: list[str] = []
@@ -141,7 +138,7 @@ async def test_a_reply_someone_waits_to_hear_goes_before_waiting_text() -> None:
 
 
 async def test_a_cancelled_reply_leaves_its_place_at_once() -> None:
-    model = FakeChatModel(by_question, token_delay_s=0.01, parallel=1)
+    model = long_or_short_model(LONG_WORDS, TOKEN_DELAY_S, parallel=1)
     runner = ChatRunner(model)
     outcome = ChatOutcome()
 

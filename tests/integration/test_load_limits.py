@@ -7,32 +7,24 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 
 import pytest
 from websockets.asyncio.client import connect
 
-from server.engines.base import ChatMessage
-from server.engines.fakes import FakeChatModel
 from server.transports import sink
 from tests.conftest import (
     Client,
     RunningServer,
     fake_engines,
+    long_or_short_model,
     serving,
 )
-
-LONG = " ".join(f"w{i}" for i in range(2000))
-
-
-def by_question(messages: Sequence[ChatMessage]) -> str:
-    return LONG if "long" in messages[-1].content else "A short answer."
 
 
 @pytest.fixture
 async def fake_server() -> AsyncIterator[RunningServer]:
-    chat = FakeChatModel(by_question, token_delay_s=0.002, parallel=8)
-    async with serving(fake_engines(chat)) as running:
+    async with serving(fake_engines(long_or_short_model(2000, token_delay_s=0.002))) as running:
         yield running
 
 
