@@ -26,6 +26,7 @@ from server.errors import ErrorCode
 from server.pipeline.speech import SpeechRunner
 from server.pipeline.text_split import PhraseSplitter, speakable
 from server.protocol import openai_http as oa
+from server.protocol import openai_http_audio as oa_audio
 from server.transports.openai_http_requests import (
     STREAMING,
     read_body,
@@ -41,7 +42,7 @@ async def transcriptions(app: App, request: web.Request) -> web.Response:
     if request.content_type != "multipart/form-data":
         raise oa.invalid("send the audio as multipart/form-data with a `file` field", "file")
     fields, data = await _read_form(request, http.max_upload_bytes)
-    options = oa.parse_transcription_fields(fields)
+    options = oa_audio.parse_transcription_fields(fields)
     if data is None:
         raise oa.invalid("file is required", "file")
     speech = speech_runner(app)
@@ -64,7 +65,7 @@ async def transcriptions(app: App, request: web.Request) -> web.Response:
             param="file",
         ) from None
     result = await speech.transcribe_file(audio, language=options.language, prompt=options.prompt)
-    content_type, body = oa.transcription_body(
+    content_type, body = oa_audio.transcription_body(
         options.response_format, result.language, result.duration_s, result.segments
     )
     return web.Response(body=body, headers={"Content-Type": content_type})
@@ -89,13 +90,13 @@ async def _read_form(request: web.Request, limit: int) -> tuple[dict[str, str], 
         if not isinstance(part, BodyPartReader):
             raise oa.invalid("nested multipart bodies are not accepted", "file")
         name = part.name or ""
-        cap = limit if name == "file" else oa.MAX_FIELD_BYTES
+        cap = limit if name == "file" else oa_audio.MAX_FIELD_BYTES
         chunks: list[bytes] = []
         size = 0
         while chunk := await part.read_chunk(64 * 1024):
             size += len(chunk)
             total += len(chunk)
-            if size > cap or total > limit + oa.MAX_FIELD_BYTES * 8:
+            if size > cap or total > limit + oa_audio.MAX_FIELD_BYTES * 8:
                 if name == "file":
                     raise too_large(limit)
                 raise oa.invalid(f"form field {name[:40]!r} is too long", name[:40] or None)
@@ -113,7 +114,7 @@ async def speech(app: App, request: web.Request) -> web.StreamResponse:
     body = await read_body(request, settings.http.max_body_bytes)
     speech = speech_runner(app)
     voice_name = settings.tts.voice_path.name.removesuffix(".onnx")
-    speech_request = oa.parse_speech_request(
+    speech_request = oa_audio.parse_speech_request(
         body, settings.limits.max_text_chars, {voice_name, "default"}
     )
     if speech_request.speed != 1.0 and not speech.paced:

@@ -20,26 +20,27 @@ from server.pipeline.chat import ChatOutcome, ChatRunner
 from server.pipeline.grounding import ReplyPlan, SaidAnswer, plan_reply
 from server.prompts import GenerationSettings, Persona
 from server.protocol import openai_http as oa
+from server.protocol import openai_http_chat as oa_chat
 from server.transports.openai_http_requests import STREAMING, chat_runner, persona_of, read_body
 
 
 async def chat_completions(app: App, request: web.Request) -> web.StreamResponse:
     settings = app.settings
     body = await read_body(request, settings.http.max_body_bytes)
-    chat_request = oa.parse_chat_request(body, settings.limits.max_text_chars)
+    chat_request = oa_chat.parse_chat_request(body, settings.limits.max_text_chars)
     persona = persona_of(app, chat_request.model)
     generation = _generation(persona.generation, chat_request)
-    conversation = oa.conversation_of(chat_request.messages)
+    conversation = oa_chat.conversation_of(chat_request.messages)
     plan = await _plan(persona, conversation)
     system_prompt = plan.system_prompt
     runner: ChatRunner | SaidAnswer = (
         SaidAnswer(plan.answer) if plan.answer is not None else chat_runner(app)
     )
-    reply = _Reply(chat_request, oa.completion_id(), oa.now(), plan)
+    reply = _Reply(chat_request, oa_chat.completion_id(), oa_chat.now(), plan)
     if not chat_request.stream:
         text, outcome = await reply.run(runner, system_prompt, conversation, generation, None)
         return web.json_response(
-            oa.completion(
+            oa_chat.completion(
                 reply.ident,
                 chat_request.model,
                 reply.created,
@@ -55,10 +56,10 @@ async def chat_completions(app: App, request: web.Request) -> web.StreamResponse
 
     async def send(
         delta: dict[str, Any] | None,
-        finish_reason: oa.FinishReason | None = None,
+        finish_reason: oa_chat.FinishReason | None = None,
         usage: dict[str, int] | None = None,
     ) -> None:
-        chunk = oa.chunk(
+        chunk = oa_chat.chunk(
             reply.ident,
             chat_request.model,
             reply.created,
@@ -67,7 +68,7 @@ async def chat_completions(app: App, request: web.Request) -> web.StreamResponse
             usage_=usage,
             include_usage=include_usage,
         )
-        await response.write(oa.sse(chunk))
+        await response.write(oa_chat.sse(chunk))
 
     try:
         await send({"role": "assistant", "content": ""})
@@ -81,8 +82,8 @@ async def chat_completions(app: App, request: web.Request) -> web.StreamResponse
             await send(None, usage=await reply.usage(outcome, app, conversation, text))
     except (oa.OpenAIError, ChinwagError) as exc:
         error = exc if isinstance(exc, oa.OpenAIError) else oa.OpenAIError.from_chinwag(exc)
-        await response.write(oa.sse_error(error))
-    await response.write(oa.SSE_DONE)
+        await response.write(oa_chat.sse_error(error))
+    await response.write(oa_chat.SSE_DONE)
     await response.write_eof()
     return response
 
@@ -92,7 +93,7 @@ class _Stopped(Exception):
     which stops the model)."""
 
 
-async def _plan(persona: Persona, conversation: oa.Conversation) -> ReplyPlan:
+async def _plan(persona: Persona, conversation: oa_chat.Conversation) -> ReplyPlan:
     """The persona's plan for the last user message, as on every other way in: the site's
     facts, an honest "I don't know", a command declined (HTTP chat acts on nothing), or the
     model with the caller's system message (else the persona's) and the facts that match."""
@@ -117,18 +118,20 @@ class _FigureNotGiven(Exception):
 class _Reply:
     """One chat completion's text, stop sequences and counts."""
 
-    def __init__(self, request: oa.ChatRequest, ident: str, created: int, plan: ReplyPlan) -> None:
+    def __init__(
+        self, request: oa_chat.ChatRequest, ident: str, created: int, plan: ReplyPlan
+    ) -> None:
         self.request = request
         self.ident = ident
         self.created = created
         self.plan = plan
-        self.scanner = oa.StopScanner(request.stops)
+        self.scanner = oa_chat.StopScanner(request.stops)
 
     async def run(
         self,
         runner: ChatRunner | SaidAnswer,
         system_prompt: str,
-        conversation: oa.Conversation,
+        conversation: oa_chat.Conversation,
         generation: GenerationSettings,
         on_text: Callable[[str], Awaitable[None]] | None,
     ) -> tuple[str, ChatOutcome]:
@@ -187,33 +190,33 @@ class _Reply:
                 await on_text(tail)
         return "".join(parts), outcome
 
-    def finish_reason(self, outcome: ChatOutcome) -> oa.FinishReason:
+    def finish_reason(self, outcome: ChatOutcome) -> oa_chat.FinishReason:
         stats = outcome.stats
         if not self.scanner.stopped and stats is not None and stats.finish_reason == "length":
             return "length"
         return "stop"
 
     async def usage(
-        self, outcome: ChatOutcome, app: App, conversation: oa.Conversation, text: str
+        self, outcome: ChatOutcome, app: App, conversation: oa_chat.Conversation, text: str
     ) -> dict[str, int]:
         """The model's counts of its reply; for an answer the plan says word for word (no
         model ran), the prompt the model would have read and the text said, counted with the
         model's tokenizer (nothing to count with while the models load)."""
         stats = outcome.stats
         if stats is not None:
-            return oa.usage(stats.prompt_tokens, stats.completion_tokens)
+            return oa_chat.usage(stats.prompt_tokens, stats.completion_tokens)
         if self.plan.answer is None or app.chat is None:
-            return oa.usage(0, 0)
+            return oa_chat.usage(0, 0)
         model = app.chat.model
         messages = [ChatMessage("system", self.plan.system_prompt), *conversation.history]
         # Off the loop: a remote model's tokenizer is a round trip to its server.
         prompt_tokens, completion_tokens = await asyncio.to_thread(
             lambda: (model.count_prompt_tokens(messages), model.count_text_tokens(text))
         )
-        return oa.usage(prompt_tokens, completion_tokens)
+        return oa_chat.usage(prompt_tokens, completion_tokens)
 
 
-def _generation(base: GenerationSettings, request: oa.ChatRequest) -> GenerationSettings:
+def _generation(base: GenerationSettings, request: oa_chat.ChatRequest) -> GenerationSettings:
     """The persona's settings with the request's overrides, checked by the same rules."""
     overrides: dict[str, Any] = {}
     if request.token_limit is not None:

@@ -26,6 +26,8 @@ from server.audio.codecs import (
 )
 from server.engines.base import ChatMessage, Segment
 from server.protocol import openai_http as oa
+from server.protocol import openai_http_audio as oa_audio
+from server.protocol import openai_http_chat as oa_chat
 from server.transports.front import wants_http
 
 
@@ -41,7 +43,7 @@ def chat_body(**fields: object) -> bytes:
 
 
 def test_chat_request_fields() -> None:
-    request = oa.parse_chat_request(
+    request = oa_chat.parse_chat_request(
         chat_body(
             stream=True,
             stream_options={"include_usage": True},
@@ -75,7 +77,7 @@ def test_chat_request_fields() -> None:
 )  # fmt: skip
 def test_chat_request_refusals(body: bytes, code: str, param: str | None) -> None:
     with pytest.raises(oa.OpenAIError) as refused:
-        oa.parse_chat_request(body, 10)
+        oa_chat.parse_chat_request(body, 10)
     error = refused.value
     assert error.status == HTTPStatus.BAD_REQUEST and error.code == code
     if param is not None:
@@ -84,7 +86,7 @@ def test_chat_request_refusals(body: bytes, code: str, param: str | None) -> Non
 
 
 def test_conversation_takes_system_and_developer_messages_as_the_prompt() -> None:
-    request = oa.parse_chat_request(
+    request = oa_chat.parse_chat_request(
         chat_body(
             messages=[
                 {"role": "system", "content": "Be brief."},
@@ -99,14 +101,17 @@ def test_conversation_takes_system_and_developer_messages_as_the_prompt() -> Non
         ),
         1000,
     )
-    conversation = oa.conversation_of(request.messages)
+    conversation = oa_chat.conversation_of(request.messages)
     assert conversation.system_prompt == "Be brief.\n\nUse French."
     assert conversation.history == [
         ChatMessage("user", "Hi there"),
         ChatMessage("assistant", "Hello."),
         ChatMessage("user", "Bye"),
     ]
-    assert oa.conversation_of(oa.parse_chat_request(chat_body(), 10).messages).system_prompt is None
+    assert (
+        oa_chat.conversation_of(oa_chat.parse_chat_request(chat_body(), 10).messages).system_prompt
+        is None
+    )
 
 
 def test_error_types_follow_openai() -> None:
@@ -142,7 +147,7 @@ def test_errors_raised_below_http_get_their_status() -> None:
 
 
 def test_stop_scanner_holds_back_a_possible_start() -> None:
-    scanner = oa.StopScanner(["\n\nUser:"])
+    scanner = oa_chat.StopScanner(["\n\nUser:"])
     assert scanner.feed("Hello") == "Hello"
     assert scanner.feed(" there\n") == " there"  # "\n" may begin the stop sequence
     assert scanner.feed("\nUs") == ""
@@ -152,11 +157,11 @@ def test_stop_scanner_holds_back_a_possible_start() -> None:
 
 
 def test_stop_scanner_releases_what_was_no_stop() -> None:
-    scanner = oa.StopScanner(["END"])
+    scanner = oa_chat.StopScanner(["END"])
     assert scanner.feed("the EN") == "the "
     assert scanner.feed("D") == ""
     assert scanner.stopped
-    other = oa.StopScanner(["END"])
+    other = oa_chat.StopScanner(["END"])
     assert other.feed("the EN") == "the "
     assert other.flush() == "EN" and not other.stopped
 
@@ -173,7 +178,7 @@ def test_stop_scanner_output_is_the_text_up_to_the_first_stop(
 ) -> None:
     """However the text is split into deltas, what is sent is the text before the earliest
     stop sequence (all of it when none occurs)."""
-    scanner = oa.StopScanner(stops)
+    scanner = oa_chat.StopScanner(stops)
     bounds = sorted({0, len(text), *(c for c in cuts if c <= len(text))})
     sent = "".join(scanner.feed(text[a:b]) for a, b in itertools.pairwise(bounds))
     sent += scanner.flush()
@@ -187,19 +192,19 @@ def test_stop_scanner_output_is_the_text_up_to_the_first_stop(
 
 
 def test_sse_framing() -> None:
-    event = oa.sse({"text": "line one\nline two", "é": 1})
+    event = oa_chat.sse({"text": "line one\nline two", "é": 1})
     assert event.startswith(b"data: ") and event.endswith(b"\n\n")
     assert event.count(b"\n") == 2  # one data line: JSON escapes the newline
     assert json.loads(event[6:]) == {"text": "line one\nline two", "é": 1}
-    assert oa.SSE_DONE == b"data: [DONE]\n\n"
+    assert oa_chat.SSE_DONE == b"data: [DONE]\n\n"
 
 
 def test_chunks_carry_usage_only_when_asked() -> None:
-    plain = oa.chunk("id", "m", 1, {"content": "x"})
+    plain = oa_chat.chunk("id", "m", 1, {"content": "x"})
     assert "usage" not in plain and plain["choices"][0]["delta"] == {"content": "x"}
-    with_usage = oa.chunk("id", "m", 1, {"content": "x"}, include_usage=True)
+    with_usage = oa_chat.chunk("id", "m", 1, {"content": "x"}, include_usage=True)
     assert with_usage["usage"] is None
-    final = oa.chunk("id", "m", 1, None, usage_=oa.usage(3, 4), include_usage=True)
+    final = oa_chat.chunk("id", "m", 1, None, usage_=oa_chat.usage(3, 4), include_usage=True)
     assert final["choices"] == [] and final["usage"]["total_tokens"] == 7
 
 
@@ -209,35 +214,35 @@ SEGMENTS = [Segment(0.0, 2.5, "Hello there."), Segment(2.5, 3661.0006, "An hour 
 
 
 def test_srt_and_vtt() -> None:
-    assert oa.srt(SEGMENTS) == (
+    assert oa_audio.srt(SEGMENTS) == (
         "1\n00:00:00,000 --> 00:00:02,500\nHello there.\n\n"
         "2\n00:00:02,500 --> 01:01:01,001\nAn hour later.\n"
     )
-    assert oa.vtt(SEGMENTS) == (
+    assert oa_audio.vtt(SEGMENTS) == (
         "WEBVTT\n\n00:00:00.000 --> 00:00:02.500\nHello there.\n\n"
         "00:00:02.500 --> 01:01:01.001\nAn hour later.\n"
     )
-    assert oa.vtt([]) == "WEBVTT\n\n"
+    assert oa_audio.vtt([]) == "WEBVTT\n\n"
 
 
 def test_transcription_bodies() -> None:
-    kind, body = oa.transcription_body("json", "en", 3.0, SEGMENTS)
+    kind, body = oa_audio.transcription_body("json", "en", 3.0, SEGMENTS)
     assert kind == "application/json"
     assert json.loads(body) == {"text": "Hello there. An hour later."}
-    kind, body = oa.transcription_body("text", "en", 3.0, SEGMENTS)
+    kind, body = oa_audio.transcription_body("text", "en", 3.0, SEGMENTS)
     assert kind.startswith("text/plain") and body == b"Hello there. An hour later.\n"
-    _, body = oa.transcription_body("verbose_json", "en", 3661.0, SEGMENTS)
+    _, body = oa_audio.transcription_body("verbose_json", "en", 3661.0, SEGMENTS)
     verbose = json.loads(body)
     assert verbose["language"] == "english" and verbose["duration"] == 3661.0
     assert [s["start"] for s in verbose["segments"]] == [0.0, 2.5]
 
 
 def test_transcription_fields() -> None:
-    request = oa.parse_transcription_fields(
+    request = oa_audio.parse_transcription_fields(
         {"model": "whisper-1", "response_format": "srt", "language": "EN", "prompt": "Names."}
     )
     assert (request.response_format, request.language, request.prompt) == ("srt", "en", "Names.")
-    assert oa.parse_transcription_fields({"model": "m"}).response_format == "json"
+    assert oa_audio.parse_transcription_fields({"model": "m"}).response_format == "json"
     for fields, param in [
         ({}, "model"),
         ({"model": "m", "response_format": "xml"}, "response_format"),
@@ -245,7 +250,7 @@ def test_transcription_fields() -> None:
         ({"model": "m", "prompt": "x" * 5000}, "prompt"),
     ]:
         with pytest.raises(oa.OpenAIError) as refused:
-            oa.parse_transcription_fields(fields)
+            oa_audio.parse_transcription_fields(fields)
         assert refused.value.param == param
 
 
@@ -254,12 +259,12 @@ def test_transcription_fields() -> None:
 
 def test_speech_request() -> None:
     body = json.dumps({"model": "tts-1", "input": "Hi.", "voice": "nova", "speed": 1.5}).encode()
-    request = oa.parse_speech_request(body, 100, {"joe"})
+    request = oa_audio.parse_speech_request(body, 100, {"joe"})
     assert request.response_format == "mp3" and request.speed == 1.5
     own = json.dumps({"model": "tts-1", "input": "Hi.", "voice": "joe"}).encode()
-    assert oa.parse_speech_request(own, 100, {"joe"}).voice == "joe"
+    assert oa_audio.parse_speech_request(own, 100, {"joe"}).voice == "joe"
     with pytest.raises(oa.OpenAIError) as refused:
-        oa.parse_speech_request(own.replace(b"joe", b"jane"), 100, {"joe"})
+        oa_audio.parse_speech_request(own.replace(b"joe", b"jane"), 100, {"joe"})
     assert refused.value.code == "unknown_voice"
 
 
