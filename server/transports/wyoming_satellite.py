@@ -14,7 +14,8 @@ satellites never say). Audio that comes while a run answers (the satellite hears
 speaker) is dropped: a satellite turn is not barged in.
 
 Wire translation is server.protocol.wyoming_satellite; the event framing is the Wyoming
-server's `EventStream` (server/transports/wyoming_stream.py).
+server's `EventStream` (server/transports/wyoming_stream.py); a run's state and its session's
+sink are in wyoming_satellite_run.py.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ from server.pipeline.session import Session
 from server.protocol import native as proto
 from server.protocol import wyoming as wire
 from server.protocol import wyoming_satellite as sat
-from server.protocol.wyoming_audio import audio_chunk_event, audio_start_event, audio_stop_event
 from server.protocol.wyoming_framing import MAX_HEADER_BYTES, error_event
+from server.transports.wyoming_satellite_run import RunState, SatelliteSink, drain, next_or_done
 from server.transports.wyoming_stream import EventStream, Gone
 
 if TYPE_CHECKING:
@@ -61,100 +62,6 @@ MIC_WAIT_S = 2.0
 # An always-on satellite whose run failed: the next run waits this long, doubling while runs
 # keep failing (no tight loop).
 RESTART_AFTER_ERROR_S = 1.0
-
-
-class RunState:
-    """What one pipeline run has seen of its session's events (set by the sink)."""
-
-    def __init__(self, request: sat.PipelineRequest) -> None:
-        self.request = request
-        self.answering = False  # the utterance is over: mic audio is dropped from here on
-        self.finished = asyncio.Event()  # the answer (or transcript) is complete
-        self.played = asyncio.Event()
-        self.error: str | None = None
-        self.reply_text = ""
-        self.audio_rate = 0
-        self.audio_bytes = 0
-        self.audio_started: float | None = None
-        self.audio_open = False
-
-    def observe(self, event: proto.ServerEvent) -> None:
-        match event:
-            case proto.SpeechStopped():
-                self.answering = True
-            case proto.SpeechDiscarded():
-                self.answering = False  # noise or silence: go on listening
-            case proto.Transcript() if not self.request.respond:
-                self.finished.set()
-            case proto.ReplyDone():
-                self.reply_text = event.heard_text or event.text
-                self.finished.set()
-            case proto.OutputAudioStart():
-                self.audio_rate = event.sample_rate
-                self.audio_started = time.monotonic()
-                self.audio_open = True
-            case proto.OutputAudioDone():
-                self.audio_open = False
-            case proto.Error():
-                self.error = event.code
-                if self.answering:
-                    self.finished.set()
-            case _:
-                pass
-
-    @property
-    def hears_itself(self) -> bool:
-        """From the end of the utterance until the reply has played, the satellite's
-        microphone hears the satellite's speaker (no echo cancellation)."""
-        return (self.answering or self.finished.is_set()) and not self.played.is_set()
-
-    @property
-    def audio_s(self) -> float:
-        return self.audio_bytes / 2 / self.audio_rate if self.audio_rate else 0.0
-
-
-class SatelliteSink:
-    """The satellite session's EventSink: its events become the satellite's Wyoming events."""
-
-    def __init__(self, link: SatelliteLink) -> None:
-        self.link = link
-        self.rate = 0  # of the audio being sent (a run's reply, or an announcement)
-
-    async def send(self, event: proto.ServerEvent) -> None:
-        run = self.link.run_state
-        if run is not None:
-            run.observe(event)
-        match event:
-            case proto.WakeWaiting():
-                await self.link.send(sat.detect_event(event.wake_words))
-            case proto.WakeDetected():
-                await self.link.send(sat.detection_event(event.wake_word_id))
-            case proto.SpeechStarted():
-                await self.link.send(sat.voice_started_event())
-            case proto.SpeechStopped():
-                await self.link.send(sat.voice_stopped_event())
-            case proto.Transcript():
-                await self.link.send(wire.transcript_event(event.text, None))
-            case proto.OutputAudioStart():
-                self.rate = event.sample_rate
-                await self.link.send(audio_start_event(event.sample_rate))
-            case proto.OutputAudioDone():
-                await self.link.send(audio_stop_event())
-            case proto.ReplyDone() if event.text.strip() and (run is None or run.request.speak):
-                # The text the satellite's --synthesize-command gets (its audio streamed as
-                # it was written; the full text is known only now).
-                await self.link.send(sat.synthesize_event((event.heard_text or event.text).strip()))
-            case proto.Error():
-                await self.link.send(error_event(proto.error_of(event)))
-            case _:
-                pass
-
-    async def send_audio(self, pcm: bytes) -> None:
-        run = self.link.run_state
-        if run is not None:
-            run.audio_bytes += len(pcm)
-        if self.rate:
-            await self.link.send(audio_chunk_event(self.rate, pcm))
 
 
 class SatelliteLink:
@@ -352,7 +259,7 @@ class SatelliteLink:
         finally:
             queue, self._audio = self._audio, None
             if queue is not None:
-                _drain(queue)
+                drain(queue)
 
     async def _run_series(self, request: sat.PipelineRequest) -> None:
         pause = RESTART_AFTER_ERROR_S
@@ -415,7 +322,7 @@ class SatelliteLink:
         rate: int | None = None
         try:
             while not run.finished.is_set():
-                audio = await _next_or_done(queue, run.finished)
+                audio = await next_or_done(queue, run.finished)
                 if audio is None:
                     break  # the satellite stopped streaming, or the answer is complete
                 if run.answering:
@@ -439,7 +346,7 @@ class SatelliteLink:
                         f"audio at {audio.rate} Hz in a {rate} Hz stream",
                     )
                 await session.handle_audio(audio.pcm)
-            _drain(queue)  # a reader waiting to queue more is let go (that audio is dropped)
+            drain(queue)  # a reader waiting to queue more is let go (that audio is dropped)
             if run.answering:
                 await run.finished.wait()
             if run.audio_started is not None:
@@ -455,30 +362,6 @@ class SatelliteLink:
                 # dropped first (clear_audio), then the empty stream closes.
                 await session.clear_audio()
                 await session.handle(proto.AudioStop())
-
-
-def _drain(queue: asyncio.Queue[sat.MicAudio | None]) -> None:
-    while not queue.empty():
-        queue.get_nowait()
-
-
-async def _next_or_done(
-    queue: asyncio.Queue[sat.MicAudio | None], done: asyncio.Event
-) -> sat.MicAudio | None:
-    """The next microphone chunk, or None once `done` is set."""
-    if done.is_set():
-        return None
-    getter = asyncio.ensure_future(queue.get())
-    waiter = asyncio.ensure_future(done.wait())
-    try:
-        finished, _ = await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()
-        if not getter.done():
-            getter.cancel()
-    if getter in finished and not getter.cancelled():
-        return getter.result()
-    return None
 
 
 class WyomingSatellites:
