@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from clients.satellite import FileSink, FileSource, Satellite, SatelliteOptions
+from clients.satellite import Satellite, SatelliteOptions
+from clients.satellite_audio import FileSink, FileSource
 from server.app import App
 from server.engines.fakes import FakeChatModel, FakeSynthesizer
 from server.prompts import PersonaLibrary

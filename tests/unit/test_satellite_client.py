@@ -1,4 +1,5 @@
-"""The decisions of `chinwag satellite` (clients/satellite.py), without sockets or sound cards."""
+"""The decisions of `chinwag satellite` (clients/satellite.py, satellite_audio.py), without sockets
+or sound cards."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from clients.satellite import Backoff, PlaybackBuffer, barge_in_default, mic_open
+from clients.satellite import Backoff, barge_in_default, mic_open
+from clients.satellite_audio import PlaybackBuffer
 
 ROOT = Path(__file__).resolve().parents[2]
 
