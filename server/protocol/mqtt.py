@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from server.errors import ChinwagError, ConfigError, ErrorCode
+from server.protocol import json_checks
 from server.protocol import native as proto
 
 if TYPE_CHECKING:
@@ -132,7 +133,7 @@ def json_object(payload: bytes) -> dict[str, Any]:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ChinwagError(ErrorCode.INVALID_MESSAGE, "the payload is not UTF-8 text") from exc
-    data = proto.parse_json(text)  # ChinwagError(INVALID_JSON) for any bad JSON
+    data = json_checks.parse_json(text)  # ChinwagError(INVALID_JSON) for any bad JSON
     if not isinstance(data, dict):
         raise ChinwagError(ErrorCode.INVALID_MESSAGE, "the payload must be a JSON object")
     return data
@@ -184,7 +185,7 @@ def parse_hermes_say(payload: bytes, max_bytes: int, max_text_chars: int) -> Her
     site: str | None = None  # named in errors even when it is not a valid one
     data: dict[str, Any] = {}
     try:
-        proto.check_frame_size(payload, max_bytes, "payload")
+        json_checks.check_frame_size(payload, max_bytes, "payload")
         data = json_object(payload)
         raw_site = data.get("siteId") or HERMES_DEFAULT_SITE
         site = raw_site if isinstance(raw_site, str) else None

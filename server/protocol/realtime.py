@@ -19,7 +19,7 @@ import json
 from typing import Any
 
 from server.errors import ChinwagError, ChinwagException
-from server.protocol.native import check_frame_size, check_json_value, loads_json
+from server.protocol.json_checks import check_frame_size, check_json_value, loads_json
 
 RATE = 24000  # the only audio/pcm rate the Realtime API defines
 

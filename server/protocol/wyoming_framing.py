@@ -17,7 +17,7 @@ from typing import Any
 from wyoming.event import Event
 
 from server.errors import ChinwagError, ErrorCode
-from server.protocol.native import parse_json
+from server.protocol.json_checks import parse_json
 
 # A header line longer than this is not a Wyoming header (HA's are under 300 bytes).
 MAX_HEADER_BYTES = 16 * 1024

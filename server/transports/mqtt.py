@@ -27,6 +27,7 @@ from server.config import MqttSettings
 from server.errors import ChinwagError, ErrorCode
 from server.logs import log_failure
 from server.pipeline.session import Session
+from server.protocol import json_checks
 from server.protocol import mqtt as wire
 from server.protocol import native as proto
 from server.protocol.mqtt import (
@@ -361,7 +362,7 @@ class MqttBridge:
             if not valid_level(site):
                 raise ChinwagError(ErrorCode.INVALID_MESSAGE, f"invalid site name {site!r}")
             limits = self.app.settings.limits
-            proto.check_frame_size(payload, limits.max_message_bytes, "payload")
+            json_checks.check_frame_size(payload, limits.max_message_bytes, "payload")
             parsed = wire.parse_command(kind, payload, limits.max_text_chars)
             session = await self._site(site)
         except ChinwagError as exc:

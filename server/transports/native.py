@@ -13,6 +13,7 @@ from websockets.frames import CloseCode
 from server.app import App
 from server.errors import ChinwagError
 from server.pipeline.session import Session
+from server.protocol import json_checks
 from server.protocol import native as proto
 from server.transports.sink import WebSocketSink
 
@@ -38,7 +39,7 @@ async def _read_loop(app: App, connection: ServerConnection, session: Session) -
     limits = app.settings.limits
     async for frame in connection:
         try:
-            proto.check_frame_size(frame, limits.max_message_bytes)
+            json_checks.check_frame_size(frame, limits.max_message_bytes)
             if isinstance(frame, bytes):
                 await session.handle_audio(frame)
                 continue

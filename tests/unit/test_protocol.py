@@ -3,6 +3,7 @@ import json
 import pytest
 
 from server.errors import ChinwagError, ErrorCode
+from server.protocol import json_checks
 from server.protocol import native as proto
 
 
@@ -114,7 +115,7 @@ def test_validation_from_a_dict_matches_decoding() -> None:
 
 
 def test_frame_size_check() -> None:
-    proto.check_frame_size(b"x" * 10, 10)
+    json_checks.check_frame_size(b"x" * 10, 10)
     with pytest.raises(ChinwagError, match="payload of 11 bytes; the limit is 10") as info:
-        proto.check_frame_size("x" * 11, 10, "payload")
+        json_checks.check_frame_size("x" * 11, 10, "payload")
     assert info.value.code is ErrorCode.FRAME_TOO_LARGE
