@@ -96,7 +96,10 @@ class _CreateWithOptions:
         return self._function(model, options or self._options)
 
 
-class _OneThreadFeatures(OpenWakeWordFeatures):
+class _OneThread:
+    """pyopen-wakeword's models with their TFLite library (`lib`, set in their __init__)
+    wrapped in _OneThreadLib."""
+
     @property
     def lib(self) -> Any:
         return self._one_thread_lib
@@ -106,14 +109,12 @@ class _OneThreadFeatures(OpenWakeWordFeatures):
         self._one_thread_lib = _OneThreadLib(value)
 
 
-class _OneThreadWakeWord(OpenWakeWord):
-    @property
-    def lib(self) -> Any:
-        return self._one_thread_lib
+class _OneThreadFeatures(_OneThread, OpenWakeWordFeatures):
+    pass
 
-    @lib.setter
-    def lib(self, value: Any) -> None:
-        self._one_thread_lib = _OneThreadLib(value)
+
+class _OneThreadWakeWord(_OneThread, OpenWakeWord):
+    pass
 
 
 def package_models_dir() -> Path:
