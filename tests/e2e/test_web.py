@@ -6,6 +6,7 @@ with hostile page CSS, and the phone / kiosk / dark layouts."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.server
 import json
 import os
@@ -578,10 +579,9 @@ HOSTILE_PAGE = """<!doctype html><html><head><style>
 </body></html>"""
 
 
-@pytest.fixture
-def other_site(web_server: RunningServer) -> Iterator[str]:
-    """A page on another origin (another port of this machine) that embeds the widget."""
-    body = HOSTILE_PAGE.replace("SERVER", web_server.http).encode()
+@contextlib.contextmanager
+def page_site(body: bytes) -> Iterator[str]:
+    """Another origin (another port of this machine) serving one HTML page; its origin."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -597,13 +597,21 @@ def other_site(web_server: RunningServer) -> Iterator[str]:
     site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=site.serve_forever, daemon=True)
     thread.start()
-    origin = f"http://127.0.0.1:{site.server_address[1]}"
-    allowed = web_server.app.settings.server.allowed_origins
-    allowed.append(origin)  # a site embedding the widget must be allowed explicitly
-    yield origin + "/"
-    allowed.remove(origin)
-    site.shutdown()
-    site.server_close()
+    try:
+        yield f"http://127.0.0.1:{site.server_address[1]}"
+    finally:
+        site.shutdown()
+        site.server_close()
+
+
+@pytest.fixture
+def other_site(web_server: RunningServer) -> Iterator[str]:
+    """A page on another origin (another port of this machine) that embeds the widget."""
+    with page_site(HOSTILE_PAGE.replace("SERVER", web_server.http).encode()) as origin:
+        allowed = web_server.app.settings.server.allowed_origins
+        allowed.append(origin)  # a site embedding the widget must be allowed explicitly
+        yield origin + "/"
+        allowed.remove(origin)
 
 
 async def test_embedded_in_another_origin_with_hostile_css(page: Any, other_site: str) -> None:
@@ -1019,24 +1027,8 @@ FORBIDDEN_PAGE = """<!doctype html><html lang="en"><head><title>elsewhere</title
 def forbidden_site(web_server: RunningServer) -> Iterator[str]:
     """A page on another origin that embeds the widget without being allowed to."""
     body = FORBIDDEN_PAGE.replace("SERVER", web_server.http).replace("TOKEN", "").encode()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=site.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{site.server_address[1]}/"
-    site.shutdown()
-    site.server_close()
+    with page_site(body) as origin:
+        yield origin + "/"
 
 
 async def test_a_forbidden_origin_says_what_is_wrong_and_stops_retrying(
