@@ -63,6 +63,15 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def stop(proc: subprocess.Popen[Any], wait_s: float = 10.0) -> None:
+    """End a process the benchmark started: SIGTERM, then SIGKILL if it has not gone."""
+    proc.terminate()
+    try:
+        proc.wait(wait_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 @contextlib.contextmanager
 def server_process(
     *extra: str,
@@ -107,10 +116,6 @@ def server_process(
                 time.sleep(0.1)
             yield int(ready.read_text())
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc)
             if log is not None:
                 log.close()

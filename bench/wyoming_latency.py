@@ -48,7 +48,7 @@ from wyoming.error import Error
 from wyoming.info import Describe, Info
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop
 
-from bench.common import BENCH_DIR, hardware, median, server_process
+from bench.common import BENCH_DIR, hardware, median, server_process, stop
 from clients.talk import read_wav
 from server.audio.pcm import resample
 from server.config import load_settings
@@ -93,11 +93,7 @@ def peer_process(args: list[str], port: int) -> Iterator[int]:
             time.sleep(0.5)
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
 
 
 async def answers_describe(port: int) -> bool:
