@@ -23,6 +23,7 @@ import argparse
 import hashlib
 import json
 import time
+import zlib
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -38,6 +39,7 @@ from bench.pause_cuts import (
     pause_items,
     turn_end_ms,
     window_ms,
+    with_noise,
 )
 from clients.talk import read_wav, speech_end_s
 from server.audio.pcm import int16_to_float32, resample
@@ -254,15 +256,21 @@ def spoken_commands(analyser: CommandAnalyser, chosen: dict[str, Rule]) -> dict[
 
 
 def measure(
-    analyser: CommandAnalyser, chosen: dict[str, Rule], sentences: list[tuple[str, str]]
+    analyser: CommandAnalyser,
+    chosen: dict[str, Rule],
+    sentences: list[tuple[str, str]],
+    noise_snr: float | None = None,
 ) -> dict[str, Any]:
-    """Each rule's cuts, per pause length, over the pairs of `sentences`."""
+    """Each rule's cuts, per pause length, over the pairs of `sentences` (with the voice
+    set's room noise over the whole recording at `noise_snr` dB, if given)."""
     items = pause_items(sentences=sentences, pauses_ms=PAUSES_MS)
     rows: list[dict[str, Any]] = []
     for n, item in enumerate(items):
         if n % 40 == 0:
             print(f"{n}/{len(items)}", flush=True)
         pcm, _ = read_wav(item.path)
+        if noise_snr is not None:
+            pcm = with_noise(pcm, noise_snr, zlib.crc32(item.path.name.encode()))
         pauses = analyser.pauses(int16_to_float32(pcm), until_s=item.pause_end_s)
         rows.append(
             {
@@ -320,6 +328,11 @@ def main() -> None:
         help="also the held-out pairs, in the same run (rules checked on them, never tuned)",
     )
     parser.add_argument(
+        "--noise-snr",
+        type=float,
+        help="the voice set's room noise over the pause pairs at this SNR, dB (pause_cuts.py)",
+    )
+    parser.add_argument(
         "--no-spoken-commands",
         action="store_true",
         help="skip the 120 spoken commands of bench/intent_set.py (end of speech -> turn end)",
@@ -332,7 +345,10 @@ def main() -> None:
     sets = {"main": COMMAND_PAUSE_SENTENCES}
     if args.held_out:
         sets["held-out"] = HELD_OUT_COMMAND_PAUSE_SENTENCES
-    measured = {name: measure(analyser, chosen, sentences) for name, sentences in sets.items()}
+    measured = {
+        name: measure(analyser, chosen, sentences, args.noise_snr)
+        for name, sentences in sets.items()
+    }
     spoken = None if args.no_spoken_commands else spoken_commands(analyser, chosen)
     for name, found in measured.items():
         print_table(name, found)
@@ -349,6 +365,8 @@ def main() -> None:
         "benchmark": "command_pauses",
         "hardware": {**hardware(), "load_average_at_start": load_before},
         "site": SITE,
+        "noise_snr_db": args.noise_snr,
+        "onset_rise_db": analyser.onset_rise_db,
         "rules": list(chosen),
         "runtime_s": round(time.perf_counter() - began, 1),
         "sets": measured,
