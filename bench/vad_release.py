@@ -79,8 +79,10 @@ def onset_rule(rise_db: float) -> Mask:
                 if isinstance(event, SpeechPaused):
                     paused_at = k
                 elif isinstance(event, SpeechResumed) and paused_at is not None:
-                    silent[paused_at:k] = True
-                    silent[k] = False
+                    # The pause ended where the onset was heard, maybe a few windows back.
+                    resumed = round(event.at_s * SAMPLE_RATE / WINDOW_SAMPLES)
+                    silent[paused_at:resumed] = True
+                    silent[resumed : k + 1] = False
                     paused_at = None
             if detector.in_speech and paused_at is None:
                 silent[k] = False  # a window Silero calls silent that the rule took as speech

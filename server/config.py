@@ -267,8 +267,9 @@ class VadSettings(_Group):
     # silence_ms). Above 300 ms so that a pause in mid-sentence never ends a turn.
     complete_silence_ms: int = Field(350, ge=100, le=10000)
     # Inside a pause, a window this many dB louder than the pause so far (and within 35 dB of
-    # the turn's loudest speech) ends the pause: Silero hears soft onsets ("for", "that") late,
-    # which counted 300 ms pauses as up to 384 ms of silence. 0: off.
+    # the turn's loudest speech) ends the pause if Silero hears speech within 96 ms: Silero
+    # hears soft onsets ("for", "that") late, which counted 300 ms pauses as up to 384 ms of
+    # silence. A knock it does not confirm delays the end of a turn by at most 96 ms. 0: off.
     onset_rise_db: float = Field(10.0, ge=0.0, le=60.0)
 
 

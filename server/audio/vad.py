@@ -177,6 +177,9 @@ class VadConfig:
     # says: a soft onset ("for", "that") is heard late by the model. None: off.
     onset_rise_db: float | None = None
     onset_level_db: float = 35.0
+    # The onset is only tentative until Silero hears speech within this time; while it is, the
+    # turn does not end (so at most this much later than without the rule, whatever the noise).
+    onset_confirm_ms: int = 96
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
@@ -283,6 +286,7 @@ class TurnDetector:
         self._stop_threshold = c.stop_threshold
         self._onset_rise = None if c.onset_rise_db is None else 10 ** (c.onset_rise_db / 20)
         self._onset_level = 10 ** (-c.onset_level_db / 20)
+        self._onset_confirm = _samples(c.onset_confirm_ms)
         self.reset()
 
     def reset(self) -> None:
@@ -302,7 +306,8 @@ class TurnDetector:
         self._pause_silence: int | None = None  # shorter silence for this pause only
         self._speech_level = 0.0  # RMS of the turn's loudest voiced window
         self._pause_levels: list[float] = []  # RMS of the current pause's windows
-        self._onset_floor: float | None = None  # the level of the pause an onset ended
+        self._onset_at: int | None = None  # a tentative onset in the pause, not yet confirmed
+        self._level = 0.0  # RMS of the last window
 
     @property
     def in_speech(self) -> bool:
@@ -362,22 +367,28 @@ class TurnDetector:
             elif probability < self._stop_threshold:
                 self._candidate = None
         else:
-            silent = probability < self._stop_threshold
             if self._onset_rise is not None:
-                silent = not self._onset(window, probability, silent)
-            if silent:
+                self._measure(window, probability)
+            if probability >= self._stop_threshold:
+                # Speech. If the energy rule heard it begin a few windows before Silero did,
+                # the pause ended there.
+                resumed_at = self._onset_at if self._onset_at is not None else start
+                if self._pause_id is not None:
+                    events.append(SpeechResumed(self._pause_id, resumed_at / SAMPLE_RATE))
+                    self._pause_id = self._pause_silence = None
+                self._silent = 0
+                self._last_voiced_end = self._pos
+                self._onset_at = None
+                self._pause_levels.clear()
+            else:
                 if self._silent == 0 and self.config.report_pauses:
                     self._pause_id = start
                     audio = self._slice(self._utterance_start, self._pos)
                     events.append(SpeechPaused(start, start / SAMPLE_RATE, audio))
                 self._silent += window.size
-            else:
-                if self._pause_id is not None:
-                    events.append(SpeechResumed(self._pause_id, start / SAMPLE_RATE))
-                    self._pause_id = self._pause_silence = None
-                self._silent = 0
-                self._last_voiced_end = self._pos
-            if self._silent >= (self._pause_silence or self._silence):
+                if self._onset_rise is not None:
+                    self._tentative_onset(start)
+            if self._silent >= (self._pause_silence or self._silence) and self._onset_at is None:
                 end = min(self._last_voiced_end + self._suffix, self._pos)
                 events.append(self._end_turn(end, "silence", truncated=False))
             elif self._pos - self._utterance_start >= self._max:
@@ -386,33 +397,33 @@ class TurnDetector:
         self._trim()
         return events
 
-    def _onset(self, window: Float32Audio, probability: float, silent: bool) -> bool:
-        """Is this window speech, by Silero or, inside a pause, by its energy
-        (VadConfig.onset_rise_db)? Keeps the levels the rule needs."""
-        level = float(np.sqrt(np.mean(np.square(window, dtype=np.float64))))
+    def _measure(self, window: Float32Audio, probability: float) -> None:
+        self._level = float(np.sqrt(np.mean(np.square(window, dtype=np.float64))))
         if probability >= self.config.threshold:
-            self._speech_level = max(self._speech_level, level)
-        if not silent:
-            self._pause_levels.clear()
-            if probability >= self.config.threshold:
-                self._onset_floor = None
-            return True
-        assert self._onset_rise is not None
-        floor = self._onset_floor
-        if floor is None and len(self._pause_levels) >= 2:
-            floor = float(np.median(self._pause_levels))
+            self._speech_level = max(self._speech_level, self._level)
+
+    def _tentative_onset(self, start: int) -> None:
+        """The onset rule (VadConfig.onset_rise_db) on a window Silero calls silent, inside a
+        pause: a sudden rise of energy may be a soft onset that Silero will hear late. It is
+        only tentative: if Silero hears speech within onset_confirm_ms, the pause ended at the
+        onset; if not (a knock, a beat), the windows stay silence. While one is tentative the
+        turn does not end, so the end waits at most onset_confirm_ms, and no new one begins
+        once the silence has reached the end of the turn: whatever the noise, a turn ends at
+        most onset_confirm_ms later than without the rule."""
+        if self._onset_at is not None:
+            if start - self._onset_at >= self._onset_confirm:
+                self._onset_at = None  # not speech after all
+            return
+        floor = float(np.median(self._pause_levels)) if len(self._pause_levels) >= 2 else None
         if (
             floor is not None
-            and level > floor * self._onset_rise
-            and level > self._speech_level * self._onset_level
+            and self._silent < (self._pause_silence or self._silence)
+            and self._level > floor * (self._onset_rise or 1.0)
+            and self._level > self._speech_level * self._onset_level
         ):
-            # Speech until Silero hears it, or the energy falls back to the pause's.
-            self._onset_floor = floor
-            self._pause_levels.clear()
-            return True
-        self._onset_floor = None
-        self._pause_levels.append(level)
-        return False
+            self._onset_at = start
+            return
+        self._pause_levels.append(self._level)
 
     def shorten_pause(self, pause_id: int, silence_ms: float) -> None:
         """End the turn after only silence_ms of this pause (e.g. the sentence is complete).
@@ -460,7 +471,7 @@ class TurnDetector:
         self._silent = 0
         self._speech_level = 0.0
         self._pause_levels.clear()
-        self._onset_floor = None
+        self._onset_at = None
         event = SpeechStarted(
             at_s=self._candidate / SAMPLE_RATE, detected_at_s=self._pos / SAMPLE_RATE
         )

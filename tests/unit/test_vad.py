@@ -201,6 +201,42 @@ def test_onset_rule_ignores_sounds_far_below_the_speech_and_steady_noise() -> No
     assert resumed.at_s - paused.at_s == pytest.approx(9 * W_S)
 
 
+@pytest.mark.parametrize("every", [2, 3, 4, 6])
+def test_knocks_silero_never_hears_as_speech_delay_the_end_by_at_most_the_confirmation(
+    every: int,
+) -> None:
+    """A knock (one loud window Silero calls silent) every few windows after the speech, as
+    music with a beat or dishes would give: each looks like an onset, none is confirmed, so
+    the turn ends at most onset_confirm_ms (3 windows) after it would without the rule."""
+
+    def ends_after(config: VadConfig) -> int:
+        detector = TurnDetector(config)
+        feed_level(detector, 0.95, 0.1, 20)
+        for windows in range(1, 200):
+            knock = windows % every == 0
+            stopped = feed_level(detector, 0.1, 0.02 if knock else 1e-4)
+            if any(isinstance(e, SpeechStopped) for e in stopped):
+                return windows
+        raise AssertionError("the turn never ended")
+
+    plain = ends_after(VadConfig())
+    assert plain == 16  # 512 ms
+    assert plain <= ends_after(VadConfig(onset_rise_db=10.0)) <= plain + 3
+
+
+def test_an_onset_silero_does_not_confirm_is_counted_as_silence() -> None:
+    config = VadConfig(report_pauses=True, onset_rise_db=10.0)
+    detector = TurnDetector(config)
+    events = feed_level(detector, 0.95, 0.1, 20)
+    events += feed_level(detector, 0.05, 1e-4, 5)
+    events += feed_level(detector, 0.05, 0.01, 4)  # loud, never speech to Silero
+    events += feed_level(detector, 0.05, 1e-4, 2)
+    events += feed_level(detector, 0.95, 0.1, 3)
+    [paused] = [e for e in events if isinstance(e, SpeechPaused)]
+    [resumed] = [e for e in events if isinstance(e, SpeechResumed)]
+    assert resumed.at_s - paused.at_s == pytest.approx(11 * W_S)
+
+
 def test_onset_rule_never_shortens_the_silence_that_ends_a_turn() -> None:
     config = VadConfig(onset_rise_db=10.0, silence_ms=320)
     detector = TurnDetector(config)
