@@ -33,7 +33,7 @@ import soxr
 from websockets.asyncio.client import connect
 
 from bench.common import BENCH_DIR, hardware, median, percentile, server_process
-from bench.intent_set import HELD_OUT, ITEMS, REFUSED, SITE, Item
+from bench.intent_set import HELD_OUT, ITEMS, PHRASINGS, REFUSED, SITE, TEMPTING, Item
 from clients.talk import talk_turn
 from server.config import load_settings
 from server.intents.recognizer import IntentRecognizer, Recognized, Refused
@@ -542,6 +542,12 @@ def main() -> None:
         "results go to *-held-out.json",
     )
     parser.add_argument(
+        "--phrasings",
+        action="store_true",
+        help="the everyday phrasings and tempting chit-chat (bench/intent_set.py PHRASINGS, "
+        "TEMPTING) instead of the main set; results go to *-phrasings.json",
+    )
+    parser.add_argument(
         "--server-log", type=Path, help="spoken: the server's debug log (each step's time)"
     )
     parser.add_argument(
@@ -567,8 +573,8 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, help="the JSON (default: bench/results-intents*.json)")
     args = parser.parse_args()
-    items = HELD_OUT if args.held_out else ITEMS
-    suffix = "-held-out" if args.held_out else ""
+    items = HELD_OUT if args.held_out else [*PHRASINGS, *TEMPTING] if args.phrasings else ITEMS
+    suffix = "-held-out" if args.held_out else "-phrasings" if args.phrasings else ""
 
     if args.hearing_ab:
         intents_settings = load_settings(environ={}).intents
@@ -594,7 +600,7 @@ def main() -> None:
     typed_rows = typed_rows[len(items) :]
     results: dict[str, Any] = {
         "hardware": hardware(),
-        "set": "held-out" if args.held_out else "main",
+        "set": "held-out" if args.held_out else "phrasings" if args.phrasings else "main",
         "items": Counter(i.kind for i in items),
         "typed": {"summary": summary(typed_rows), "rows": typed_rows},
     }

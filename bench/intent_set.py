@@ -22,8 +22,11 @@ class Item:
     intent: str | None
     slots: dict[str, Any] = field(default_factory=dict)
     targets: tuple[str, ...] = ()
-    covered: bool = True  # a phrasing the packaged templates cover
+    covered: bool = True  # a phrasing the templates cover (typed: they match it)
     setup: str | None = None  # typed first in the same session
+    # Covered only by chinwag's own templates (server/intents/sentences/en.yaml), not by Home
+    # Assistant's: still counted as a paraphrase, to compare with the code before them.
+    own: bool = False
 
     @property
     def kind(self) -> str:
@@ -31,7 +34,7 @@ class Item:
             return "chit-chat"
         if self.intent == REFUSED:
             return "refusal"
-        return "command" if self.covered else "paraphrase"
+        return "command" if self.covered and not self.own else "paraphrase"
 
 
 K, LR_CEIL, LR_LAMP, BED, DESK = (
@@ -153,9 +156,7 @@ ITEMS: list[Item] = [
     Item("Turn off the dishwasher.", REFUSED),
     Item("Turn on the porch light.", REFUSED),
     # --- paraphrases the templates do not cover (measured, not a goal) -----------------------
-    Item(
-        "Kill the lights in the kitchen.", "HassTurnOff", {"area": "kitchen"}, (K,), covered=False
-    ),
+    Item("Kill the lights in the kitchen.", "HassTurnOff", {"area": "kitchen"}, (K,), own=True),
     Item("Make it warmer.", "HassClimateSetTemperature", {}, (THERMO,), covered=False),
     Item("Shut the garage.", "HassTurnOff", {}, (GARAGE,), covered=False),
     Item("Wake me up in 10 minutes.", "HassStartTimer", {"minutes": 10}, covered=False),
@@ -331,151 +332,150 @@ HELD_OUT: list[Item] = [
 ]
 
 # --- everyday phrasings and tempting chit-chat (`--phrasings`) -----------------------------------
-# Written before chinwag's own sentence templates (server/intents/sentences/en.yaml) to measure
+# Written before chinwag's own sentence templates (server/intents/sentences/en.yaml), to measure
 # them: politeness and hedges, particle verbs, brightness, temperature and media in other words,
-# timers, and everyday British words for a configured device class or room type. TEMPTING says
-# the same words without asking anything of the home: none may become an action.
-TELLY_AREA = "living room"
+# timers, and everyday British words for a configured device class or room type. Typed, 12 of
+# the 36 were recognised before them (Home Assistant's templates), all 36 since (`own`: counted
+# as paraphrases). TEMPTING says the same words without asking anything of the home: none may
+# become an action.
 PHRASINGS: list[Item] = [
     Item(
         "Could you turn off the kitchen light for me?",
         "HassTurnOff",
         {"name": "kitchen light"},
         (K,),
-        covered=False,
+        own=True,
     ),
-    Item("Can you switch the heater on, please?", "HassTurnOn", {}, (HEATER,), covered=False),
-    Item("Turn the coffee machine off, would you?", "HassTurnOff", {}, (COFFEE,), covered=False),
-    Item("Right, turn off the bedroom light.", "HassTurnOff", {}, (BED,), covered=False),
-    Item("Hang on, pause the TV.", "HassMediaPause", {}, (TV,), covered=False),
+    Item("Can you switch the heater on, please?", "HassTurnOn", {}, (HEATER,), own=True),
+    Item("Turn the coffee machine off, would you?", "HassTurnOff", {}, (COFFEE,), own=True),
+    Item("Right, turn off the bedroom light.", "HassTurnOff", {}, (BED,), own=True),
+    Item("Hang on, pause the TV.", "HassMediaPause", {}, (TV,), own=True),
     Item(
         "Would you lock the front door for me, please?",
         "HassTurnOn",
         {},
         (DOOR,),
-        covered=False,
+        own=True,
     ),
-    Item("Put the coffee machine on.", "HassTurnOn", {}, (COFFEE,), covered=False),
-    Item("Stick the heater on.", "HassTurnOn", {}, (HEATER,), covered=False),
-    Item("Put the fan off.", "HassTurnOff", {}, (FAN,), covered=False),
+    Item("Put the coffee machine on.", "HassTurnOn", {}, (COFFEE,), own=True),
+    Item("Stick the heater on.", "HassTurnOn", {}, (HEATER,), own=True),
+    Item("Put the fan off.", "HassTurnOff", {}, (FAN,), own=True),
     Item(
         "Kill the lights in the living room.",
         "HassTurnOff",
         {"area": "living room"},
         (LR_CEIL, LR_LAMP),
-        covered=False,
+        own=True,
     ),
-    Item(
-        "Cut the lights in the bedroom.", "HassTurnOff", {"area": "bedroom"}, (BED,), covered=False
-    ),
-    Item("Kill the kitchen light.", "HassTurnOff", {}, (K,), covered=False),
+    Item("Cut the lights in the bedroom.", "HassTurnOff", {"area": "bedroom"}, (BED,), own=True),
+    Item("Kill the kitchen light.", "HassTurnOff", {}, (K,), own=True),
     Item(
         "Switch the lights on in the office.",
         "HassTurnOn",
         {"area": "office"},
         (DESK,),
-        covered=False,
+        own=True,
     ),
-    Item("Turn the floor lamp on in the living room.", "HassTurnOn", {}, (LR_LAMP,), covered=False),
+    Item("Turn the floor lamp on in the living room.", "HassTurnOn", {}, (LR_LAMP,), own=True),
     Item(
         "Dim the bedroom light to 30 percent.",
         "HassLightSet",
         {"brightness": 30},
         (BED,),
-        covered=False,
+        own=True,
     ),
     Item(
         "Bring the kitchen light down to 20 percent.",
         "HassLightSet",
         {"brightness": 20},
         (K,),
-        covered=False,
+        own=True,
     ),
     Item(
         "Turn the desk lamp down to 40 percent.",
         "HassLightSet",
         {"brightness": 40},
         (DESK,),
-        covered=False,
+        own=True,
     ),
     Item(
         "Brighten the floor lamp up to 80 percent.",
         "HassLightSet",
         {"brightness": 80},
         (LR_LAMP,),
-        covered=False,
+        own=True,
     ),
     Item(
         "Put the bedroom light on full brightness.",
         "HassLightSet",
         {"brightness": 100},
         (BED,),
-        covered=False,
+        own=True,
     ),
-    Item("Kitchen light to full.", "HassLightSet", {"brightness": 100}, (K,), covered=False),
+    Item("Kitchen light to full.", "HassLightSet", {"brightness": 100}, (K,), own=True),
     Item(
         "Turn the thermostat up to 22 degrees.",
         "HassClimateSetTemperature",
         {"temperature": 22},
         (THERMO,),
-        covered=False,
+        own=True,
     ),
     Item(
         "Turn the heating down to 18.",
         "HassClimateSetTemperature",
         {"temperature": 18},
         (THERMO,),
-        covered=False,
+        own=True,
     ),
     Item(
         "Make it 20 degrees in here.",
         "HassClimateSetTemperature",
         {"temperature": 20},
         (THERMO,),
-        covered=False,
+        own=True,
     ),
     Item(
         "Make it 21 degrees in the house.",
         "HassClimateSetTemperature",
         {"temperature": 21},
         (THERMO,),
-        covered=False,
+        own=True,
     ),
-    Item("Start the TV playing again.", "HassMediaUnpause", {}, (TV,), covered=False),
+    Item("Start the TV playing again.", "HassMediaUnpause", {}, (TV,), own=True),
     Item(
         "Turn the TV down to 20 percent.",
         "HassSetVolume",
         {"volume_level": 20},
         (TV,),
-        covered=False,
+        own=True,
     ),
     Item(
         "Turn the television up to 60 percent volume.",
         "HassSetVolume",
         {"volume_level": 60},
         (TV,),
-        covered=False,
+        own=True,
     ),
-    Item("Pause the TV a sec.", "HassMediaPause", {}, (TV,), covered=False),
+    Item("Pause the TV a sec.", "HassMediaPause", {}, (TV,), own=True),
     Item(
         "Give me a timer for an hour and a half.",
         "HassStartTimer",
         {"hours": 1, "minutes": 30},
-        covered=False,
+        own=True,
     ),
-    Item("Give me a timer for half an hour.", "HassStartTimer", {"minutes": 30}, covered=False),
-    Item("What's the date today?", "HassGetCurrentDate", covered=False),
-    Item("Turn off the telly.", "HassTurnOff", {}, (TV,), covered=False),
-    Item("Pause the telly.", "HassMediaPause", {}, (TV,), covered=False),
+    Item("Give me a timer for half an hour.", "HassStartTimer", {"minutes": 30}, own=True),
+    Item("What's the date today?", "HassGetCurrentDate", own=True),
+    Item("Turn off the telly.", "HassTurnOff", {}, (TV,), own=True),
+    Item("Pause the telly.", "HassMediaPause", {}, (TV,), own=True),
     Item(
         "Turn off the lights in the sitting room.",
         "HassTurnOff",
         {"area": "living room"},
         (LR_CEIL, LR_LAMP),
-        covered=False,
+        own=True,
     ),
-    Item("Can you put the telly on for me?", "HassTurnOn", {}, (TV,), covered=False),
-    Item("Switch the desk lamp on in the office.", "HassTurnOn", {}, (DESK,), covered=False),
+    Item("Can you put the telly on for me?", "HassTurnOn", {}, (TV,), own=True),
+    Item("Switch the desk lamp on in the office.", "HassTurnOn", {}, (DESK,), own=True),
 ]
 TEMPTING: list[Item] = [
     Item(text, None)

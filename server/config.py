@@ -369,6 +369,13 @@ class IntentsSettings(_Group):
     # Silence that ends a turn whose words (so far) are a whole command the stage recognises
     # (at most [vad] complete_silence_ms): the answer is ready, and waits only for this.
     command_silence_ms: int = Field(250, ge=100, le=10000)
+    # chinwag's own sentence templates (server/intents/sentences/en.yaml: everyday phrasings
+    # such as "kill the lights", "put the telly on") and its everyday words for a kind of
+    # device or room ("telly", "sitting room") are merged into Home Assistant's.
+    own_sentences: bool = True
+    # The site's own extra sentence file (hassil YAML, as Home Assistant's custom_sentences),
+    # merged in too; a path relative to the working directory. None: none.
+    sentences: Path | None = None
     # Whisper is prompted with the home's device and area names in sessions that take commands.
     asr_prompt: bool = True
     # A transcript one misheard word away from a command ("start at 3 minute timer") is taken

@@ -23,14 +23,20 @@ import datetime as dt
 import difflib
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from server.errors import ConfigError
 from server.intents.home import Device, Home, spoken
 from server.intents.repair import one_edit_candidates, template_vocabulary
+from server.intents.synonyms import area_synonyms, device_synonyms
 
 log = logging.getLogger(__name__)
+
+# chinwag's own sentence templates, merged into Home Assistant's (docs/intents.md).
+OWN_SENTENCES = Path(__file__).parent / "sentences"
 
 # Intents chinwag answers itself (the clock, its timers).
 LOCAL_INTENTS = frozenset(
@@ -145,7 +151,7 @@ _NUMBER_WORDS = dict(
 # Said before or after a command; removed before matching ("please turn off the light").
 _POLITE_PREFIX = re.compile(
     r"^(?:(?:hey|ok|okay) (?:chinwag|computer)[, ]*)?"
-    r"(?:(?:please|kindly|now|and|so|okay|ok|alright|hey)[, ]+)*"
+    r"(?:(?:please|kindly|now|and|so|okay|ok|alright|hey|right|hang on|actually|oh|um|erm)[, ]+)*"
     r"(?:(?:can|could|would|will) you(?: please)? |i(?:'d| would) like you to |i want you to "
     r"|i(?:'d| would) like to |i want to |i need you to |go ahead and |let's )?",
 )
@@ -296,13 +302,24 @@ class IntentRecognizer:
     the domains the home has. Load once; `understand` is thread-safe (no shared state
     changes after warm_up)."""
 
-    def __init__(self, home: Home, language: str = "en", *, repair: bool = True) -> None:
+    def __init__(
+        self,
+        home: Home,
+        language: str = "en",
+        *,
+        repair: bool = True,
+        own_sentences: bool = True,
+        sentences: Sequence[Path] = (),
+    ) -> None:
         import home_assistant_intents
         from hassil import Intents, SlotList, TextSlotList, filter_intents
 
         data = home_assistant_intents.get_intents(language)
         if data is None:
             raise ValueError(f"home-assistant-intents has no templates for {language!r}")
+        own = OWN_SENTENCES / f"{language}.yaml"
+        extra = [own] if own_sentences and own.exists() else []
+        data = merge_sentences(data, [*extra, *sentences])
         self.home = home
         self.language = language
         everything = Intents.from_dict(data)
@@ -316,12 +333,16 @@ class IntentRecognizer:
         )
         responses = data.get("responses", {})
         self.responses = Responses(responses.get("intents", {}), responses.get("errors", {}))
-        names = [
+        names: list[tuple[str, str, dict[str, str]]] = [
             (alias, device.name, {"domain": device.domain})
             for device in home.devices
             for alias in (device.name, *device.aliases)
         ]
         areas = [(alias, area.name) for area in home.areas for alias in (area.name, *area.aliases)]
+        if own_sentences:
+            # "telly" for the home's one TV, "sitting room" for its one living room.
+            names += [(w, name, {"domain": d}) for w, name, d in device_synonyms(home)]
+            areas += area_synonyms(home)
         floors = sorted({(a.floor, a.floor) for a in home.areas if a.floor})
         # Every spoken name, for repairing a misheard one.
         self._names = sorted(
@@ -590,6 +611,31 @@ class IntentRecognizer:
         (the time, the date, the timers) as slots."""
         slots = {**slot_variables(recognized.slots), **extra}
         return self.responses.render(recognized.intent, recognized.response, {"slots": slots})
+
+
+def merge_sentences(data: Mapping[str, Any], files: Sequence[Path]) -> dict[str, Any]:
+    """Home Assistant's templates with each file's merged in, as Home Assistant merges
+    custom_sentences (hassil's merge_dict: intents' `data` lists and `skip_words` extended,
+    `lists` and `expansion_rules` added or replaced by name). A bad file is a ConfigError."""
+    import copy
+
+    import yaml  # type: ignore[import-untyped]  # hassil's own dependency
+    from hassil.util import merge_dict
+
+    merged = copy.deepcopy(dict(data))
+    for path in files:
+        try:
+            custom = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"[intents] sentences: cannot read {path}: {exc}") from exc
+        if not isinstance(custom, dict) or not isinstance(custom.get("intents", {}), dict):
+            raise ConfigError(f"[intents] sentences: {path} is not a hassil sentence file")
+        custom = {k: v for k, v in custom.items() if k != "language"}
+        try:
+            merge_dict(merged, custom)
+        except AssertionError as exc:
+            raise ConfigError(f"[intents] sentences: {path} does not fit: {exc}") from exc
+    return merged
 
 
 def slot_variables(slots: tuple[Slot, ...]) -> dict[str, Any]:

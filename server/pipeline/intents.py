@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from server.engines.base import MoreReadings, Reconsider, Transcript
+from server.errors import ConfigError
 from server.intents import hearing
 from server.intents.hearing import heard_the_prompt
 from server.intents.home import load_home
@@ -58,8 +59,22 @@ RECENT = 8  # understandings kept per session
 
 
 @functools.lru_cache(maxsize=4)
-def _load(devices: Path | None, mtime: float, language: str, repair: bool) -> IntentRecognizer:
-    recognizer = IntentRecognizer(load_home(devices), language, repair=repair)
+def _load(
+    devices: Path | None,
+    mtime: float,
+    language: str,
+    repair: bool,
+    own_sentences: bool,
+    sentences: Path | None,
+    sentences_mtime: float,
+) -> IntentRecognizer:
+    recognizer = IntentRecognizer(
+        load_home(devices),
+        language,
+        repair=repair,
+        own_sentences=own_sentences,
+        sentences=(sentences,) if sentences is not None else (),
+    )
     recognizer.warm_up()
     return recognizer
 
@@ -71,7 +86,18 @@ def load_recognizer(settings: IntentsSettings) -> IntentRecognizer | None:
         return None
     devices = settings.devices
     mtime = devices.stat().st_mtime if devices is not None and devices.exists() else 0.0
-    return _load(devices, mtime, settings.language, settings.repair)
+    sentences = settings.sentences
+    if sentences is not None and not sentences.is_file():
+        raise ConfigError(f"[intents] sentences: no such file: {sentences}")
+    return _load(
+        devices,
+        mtime,
+        settings.language,
+        settings.repair,
+        settings.own_sentences,
+        sentences,
+        sentences.stat().st_mtime if sentences is not None else 0.0,
+    )
 
 
 def _phrases(text: str) -> list[str]:
