@@ -26,7 +26,7 @@ from bench.common import BENCH_DIR, hardware
 from bench.intent_set import HELD_OUT, ITEMS, PHRASINGS, SITE, TEMPTING, Item
 
 ROOT = Path(__file__).resolve().parent.parent
-_QUOTED = re.compile(r"\"([A-Z][A-Za-z' ,-]{6,118}[.?!])\"")
+_QUOTED = re.compile(r"[\"“]([A-Za-z][A-Za-z0-9' ,-]{6,118}[.?!]?)[\"”]")
 
 # Run inside a checkout (its own `server` package): reads texts (JSON) on stdin, writes what
 # each is understood as, and the time of a warm pass.
@@ -60,13 +60,14 @@ json.dump(out, sys.stdout)
 def repository_sentences(labelled: set[str]) -> list[str]:
     """Quoted sentences of the docs, benchmarks and tests that no labelled set lists."""
     files = [*ROOT.glob("docs/*.md"), *ROOT.glob("bench/*.py"), *ROOT.glob("bench/*.toml")]
+    files += [*ROOT.glob("prompts/*.toml"), ROOT / "README.md"]
     files += [p for p in ROOT.glob("tests/**/*.py") if "vendor" not in p.parts]
     found: set[str] = set()
     for path in files:
         if path.name in ("intent_set.py", "intent_phrasings.py"):
             continue
         for text in _QUOTED.findall(path.read_text(encoding="utf-8", errors="replace")):
-            if len(text.split()) >= 3 and text not in labelled:
+            if 3 <= len(text.split()) <= 16 and text not in labelled:
                 found.add(text)
     return sorted(found)
 
@@ -147,6 +148,13 @@ def main() -> None:
                 "match_p50_ms": round(statistics.median(ms), 2),
                 "match_p90_ms": round(statistics.quantiles(ms, n=10)[-1], 2),
             }
+        entry["new_commands_after"] = [
+            a["text"] + " -> " + str(a["intent"])
+            for a, b in zip(runs["after"][0][span], runs["before"][0][span], strict=True)
+            if a["intent"] is not None
+            and not str(a["intent"]).startswith("refused")
+            and (a["intent"], a["targets"]) != (b["intent"], b["targets"])
+        ]
         results["groups"][name] = entry
         b, a = entry["before"], entry["after"]
         print(
@@ -155,7 +163,9 @@ def main() -> None:
             f" {b['match_p50_ms']:>11} {a['match_p50_ms']:>10} {b['match_p90_ms']:>11}"
             f" {a['match_p90_ms']:>10}"
         )
-        for text in a["false_actions"]:
+        for text in entry["new_commands_after"] if name == "repository sentences" else []:
+            print("   a command after, not before:", text)
+        for text in a["false_actions"] if name != "repository sentences" else []:
             print("   false action after:", text)
         for text in a["wrong"]:
             print("   wrong after:", text)

@@ -290,3 +290,25 @@ async def test_wyoming_handle_answers_with_the_confirmation(engines: Engines) ->
         assert conversation.session.history[-1].content == "Turned off the kitchen light"
     finally:
         await stop(served)
+
+
+async def test_an_everyday_phrasing_spoken_acts(
+    bridged: Bridged, home: Recorder, engines: Engines
+) -> None:
+    """One of chinwag's own sentence templates (server/intents/sentences/en.yaml), not Home
+    Assistant's: "kill the lights in <area>", spoken by Piper, is published as HassTurnOff for
+    the room's lights."""
+    pcm, rate = piper(engines, "Kill the lights in the living room.")
+    since = home.mark()
+    async with native(bridged) as client:
+        result = await talk_turn(client.ws, pcm, rate, timeout=180)
+    intents = [e for e in result.events if e["type"] == "intent"]
+    assert [i["name"] for i in intents] == ["HassTurnOff"], result.transcript
+    slots = {s["name"]: s["value"] for s in intents[0]["slots"]}
+    assert slots["area"] == "living room" and slots["domain"] == "light", slots
+    assert {t["entity_id"] for t in intents[0]["targets"]} == {
+        "light.living_room_ceiling",
+        "light.living_room_floor_lamp",
+    }
+    hermes = body(await home.wait_for("hermes/intent/HassTurnOff", since, timeout=30))
+    assert {s["slotName"]: s["value"]["value"] for s in hermes["slots"]}["area"] == "living room"

@@ -538,3 +538,107 @@ def test_the_measured_cannot_go_on_rule(
 
     saturation = Saturation(recognizer.intents, recognizer.home, SUPPORTED)
     assert saturation.cannot_go_on(understood(recognizer, text, "kitchen")) is cannot_go_on
+
+
+# --- chinwag's own sentence templates ----------------------------------------------------------
+
+
+def test_every_everyday_phrasing_is_recognised(recognizer: IntentRecognizer) -> None:
+    """bench/intent_set.py PHRASINGS (politeness, particle verbs, brightness, temperature and
+    media in other words, timers, telly and sitting room): the right intent, slots, devices."""
+    from bench.intent_set import PHRASINGS, SITE
+
+    assert len(PHRASINGS) >= 30
+    for item in PHRASINGS:
+        found = understood(recognizer, item.text, SITE)
+        assert found.intent == item.intent, (item.text, found)
+        slots = {s.name: s.value for s in found.slots}
+        for name, value in item.slots.items():
+            assert str(slots.get(name)).lower() == str(value).lower(), (item.text, slots)
+        assert {t.entity_id for t in found.targets} == set(item.targets), item.text
+
+
+def test_tempting_chit_chat_is_no_command(recognizer: IntentRecognizer) -> None:
+    """bench/intent_set.py TEMPTING: the phrasings' words without a request of the home."""
+    from bench.intent_set import SITE, TEMPTING
+
+    assert len(TEMPTING) >= 40
+    for item in TEMPTING:
+        assert not isinstance(recognizer.understand(item.text, SITE), Recognized), item.text
+
+
+def test_the_own_sentences_can_be_switched_off() -> None:
+    home = load_home(DEMO)
+    plain = IntentRecognizer(home, own_sentences=False)
+    assert not isinstance(
+        plain.understand("Kill the lights in the bedroom.", "kitchen"), Recognized
+    )
+    assert not isinstance(plain.understand("Pause the telly.", "kitchen"), Recognized)
+
+
+def test_an_everyday_word_needs_exactly_one_device_or_room() -> None:
+    from server.intents.home import Home
+
+    one = Home.model_validate(
+        {
+            "areas": [{"name": "living room"}, {"name": "kitchen"}],
+            "devices": [{"name": "big tv", "domain": "media_player", "area": "living room"}],
+        }
+    )
+    found = understood(IntentRecognizer(one), "turn off the telly in the lounge")
+    assert [t.name for t in found.targets] == ["big tv"] and found.area == "living room"
+    two = Home.model_validate(
+        {
+            "areas": [{"name": "living room"}, {"name": "sitting room"}],
+            "devices": [
+                {"name": "tv", "domain": "media_player", "area": "living room"},
+                {"name": "bedroom television", "domain": "media_player"},
+            ],
+        }
+    )
+    strict = IntentRecognizer(two)
+    # Two televisions: "the telly" is nobody; two rooms a lounge could be: "the lounge" neither.
+    assert not isinstance(strict.understand("pause the telly", None), Recognized)
+    assert not isinstance(strict.understand("turn off the lights in the lounge", None), Recognized)
+
+
+def test_a_sites_own_sentence_file_is_merged(tmp_path: Path) -> None:
+    extra = tmp_path / "my-sentences.yaml"
+    extra.write_text(
+        "language: en\n"
+        "intents:\n"
+        "  HassTurnOff:\n"
+        "    data:\n"
+        "      - sentences:\n"
+        '          - "nuke [<the>] {name}"\n'
+        "        requires_context:\n"
+        "          domain: [light]\n",
+        encoding="utf-8",
+    )
+    settings = load_settings(
+        overrides={"intents": {"devices": str(DEMO), "sentences": str(extra)}}
+    ).intents
+    loaded = load_recognizer(settings)
+    assert loaded is not None
+    found = understood(loaded, "nuke the desk lamp")
+    assert found.intent == "HassTurnOff"
+    assert [t.entity_id for t in found.targets] == ["light.office_desk_lamp"]
+    # Only for lights, as the file says; and the packaged and chinwag's sentences still work.
+    assert not isinstance(loaded.understand("nuke the coffee machine", "kitchen"), Recognized)
+    assert understood(loaded, "kill the kitchen light").intent == "HassTurnOff"
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [("intents: [1, 2]\n", "not a hassil sentence file"), ("intents: {\n", "cannot read")],
+)
+def test_a_bad_sentence_file_is_a_config_error(tmp_path: Path, content: str, problem: str) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(content, encoding="utf-8")
+    with pytest.raises(ConfigError, match=problem):
+        IntentRecognizer(load_home(DEMO), sentences=(bad,))
+    settings = load_settings(
+        overrides={"intents": {"devices": str(DEMO), "sentences": str(tmp_path / "none.yaml")}}
+    ).intents
+    with pytest.raises(ConfigError, match="no such file"):
+        load_recognizer(settings)
