@@ -24,6 +24,8 @@ setup(
     package_dir={"server._data.prompts": "prompts", "server._data.models": "models"},
     package_data={
         "clients.web": ["*"],
+        # chinwag's own sentence templates (docs/intents.md).
+        "server.intents": ["sentences/*.yaml"],
         # The personas and their site knowledge files (docs/personas.md).
         "server._data.prompts": ["*.toml", "*/*.md", "*/*.toml"],
         "server._data.models": ["manifest.toml", "presets.toml", "wake-words.toml"],

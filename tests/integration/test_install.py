@@ -139,6 +139,10 @@ def test_installed_package_is_not_the_checkout(installed: Installed) -> None:
     assert persona_files(data / "prompts") == persona_files(PROMPTS)
     manifest = (data / "models" / "manifest.toml").read_bytes()
     assert manifest == (MODELS / "manifest.toml").read_bytes()
+    sentences = installed.site_packages / "server" / "intents" / "sentences" / "en.yaml"
+    assert (
+        sentences.read_bytes() == (PROJECT_ROOT / "server/intents/sentences/en.yaml").read_bytes()
+    )
     assert not (installed.site_packages / "prompts").exists()
     assert not (installed.site_packages / "models").exists()
 
