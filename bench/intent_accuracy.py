@@ -33,7 +33,7 @@ import soxr
 from websockets.asyncio.client import connect
 
 from bench.common import BENCH_DIR, hardware, median, percentile, server_process
-from bench.intent_set import HELD_OUT, ITEMS, PHRASINGS, REFUSED, SITE, TEMPTING, Item
+from bench.intent_set import BLIND6, HELD_OUT, ITEMS, PHRASINGS, REFUSED, SITE, TEMPTING, Item
 from clients.talk import talk_turn
 from server.config import load_settings
 from server.intents.recognizer import IntentRecognizer, Recognized, Refused
@@ -542,6 +542,12 @@ def main() -> None:
         "results go to *-held-out.json",
     )
     parser.add_argument(
+        "--blind6",
+        action="store_true",
+        help="the blind6 commands and chit-chat (bench/intent_set.py BLIND6, bench/blind6/); "
+        "results go to *-blind6.json",
+    )
+    parser.add_argument(
         "--phrasings",
         action="store_true",
         help="the everyday phrasings and tempting chit-chat (bench/intent_set.py PHRASINGS, "
@@ -575,6 +581,8 @@ def main() -> None:
     args = parser.parse_args()
     items = HELD_OUT if args.held_out else [*PHRASINGS, *TEMPTING] if args.phrasings else ITEMS
     suffix = "-held-out" if args.held_out else "-phrasings" if args.phrasings else ""
+    if args.blind6:
+        items, suffix = BLIND6, "-blind6"
 
     if args.hearing_ab:
         intents_settings = load_settings(environ={}).intents
@@ -600,7 +608,13 @@ def main() -> None:
     typed_rows = typed_rows[len(items) :]
     results: dict[str, Any] = {
         "hardware": hardware(),
-        "set": "held-out" if args.held_out else "phrasings" if args.phrasings else "main",
+        "set": "blind6"
+        if args.blind6
+        else "held-out"
+        if args.held_out
+        else "phrasings"
+        if args.phrasings
+        else "main",
         "items": Counter(i.kind for i in items),
         "typed": {"summary": summary(typed_rows), "rows": typed_rows},
     }

@@ -532,3 +532,210 @@ TEMPTING: list[Item] = [
         "Give me a timer joke.",
     )
 ]
+
+
+# --- blind6: written blind on 2 December 2026 (bench/blind6/README.md) ---------------------------
+# 40 commands and 20 chit-chat lines for the demo home, written by an engineer who read only the
+# set format and the devices file. `covered` is the writer's guess. Measured once on the code of the
+# session's start; after that the lead named the phrasing classes the templates missed here
+# (politeness, particle verbs, other words for brightness, temperature and media) for the
+# everyday-phrasings change, so its paraphrases are no longer unseen (docs/performance.md).
+_ON, _OFF = "HassTurnOn", "HassTurnOff"
+
+BLIND6_COMMANDS: list[Item] = [
+    # ---- on / off
+    Item(
+        "Could you switch the coffee machine on please", _ON, {"name": "coffee machine"}, (COFFEE,)
+    ),
+    Item("turn off the kitchen light", _OFF, {"name": "kitchen light"}, (K,)),
+    Item(
+        "lights off in the bedroom please",
+        _OFF,
+        {"area": "bedroom", "domain": "light"},
+        (BED,),
+        covered=False,
+    ),
+    Item(
+        "can you put the reading lamp on for me",
+        _ON,
+        {"name": "floor lamp"},
+        (LR_LAMP,),
+        covered=False,
+    ),
+    Item("Switch the desk lamp off", _OFF, {"name": "desk lamp"}, (DESK,)),
+    Item(
+        "turn on the ceiling fan in the bedroom",
+        _ON,
+        {"name": "ceiling fan", "area": "bedroom"},
+        (FAN,),
+    ),
+    Item(
+        "it's roasting up there, stick the fan on would you",
+        _ON,
+        {"name": "ceiling fan"},
+        (FAN,),
+        covered=False,
+    ),
+    Item(
+        "Turn on the lights in the living room",
+        _ON,
+        {"area": "living room", "domain": "light"},
+        (LR_CEIL, LR_LAMP),
+    ),
+    Item(
+        "kill the lights in the lounge",
+        _OFF,
+        {"area": "living room", "domain": "light"},
+        (LR_CEIL, LR_LAMP),
+        covered=False,
+    ),
+    Item("switch the heater on in the study", _ON, {"name": "heater", "area": "office"}, (HEATER,)),
+    Item(
+        "I'm done working, turn the office heater off please",
+        _OFF,
+        {"name": "heater", "area": "office"},
+        (HEATER,),
+        covered=False,
+    ),
+    Item("Turn off the TV", _OFF, {"name": "tv"}, (TV,)),
+    Item("could you turn the telly on", _ON, {"name": "tv"}, (TV,), covered=False),
+    Item("turn the light on", _ON, {"domain": "light"}, (K,)),
+    Item(
+        "switch off every light in the house", _OFF, {"domain": "light"}, ALL_LIGHTS, covered=False
+    ),
+    Item(
+        "turn off the ceiling light in the living room",
+        _OFF,
+        {"name": "ceiling light", "area": "living room"},
+        (LR_CEIL,),
+    ),
+    Item("Lock the front door please", _ON, {"name": "front door"}, (DOOR,)),
+    Item("close the garage door", _OFF, {"name": "garage door"}, (GARAGE,)),
+    # ---- brightness
+    Item(
+        "set the kitchen light to 40 percent",
+        "HassLightSet",
+        {"name": "kitchen light", "brightness": 40},
+        (K,),
+    ),
+    Item(
+        "dim the bedroom light down to twenty percent would you",
+        "HassLightSet",
+        {"name": "bedroom light", "brightness": 20},
+        (BED,),
+        covered=False,
+    ),
+    Item(
+        "can you put the desk lamp on full brightness",
+        "HassLightSet",
+        {"name": "desk lamp", "brightness": 100},
+        (DESK,),
+        covered=False,
+    ),
+    Item(
+        "bring the living room ceiling light down to 30%",
+        "HassLightSet",
+        {"name": "ceiling light", "area": "living room", "brightness": 30},
+        (LR_CEIL,),
+        covered=False,
+    ),
+    Item(
+        "Set the brightness of the floor lamp to 75",
+        "HassLightSet",
+        {"name": "floor lamp", "brightness": 75},
+        (LR_LAMP,),
+    ),
+    # ---- temperature
+    Item(
+        "set the heating to 21 degrees", "HassClimateSetTemperature", {"temperature": 21}, (THERMO,)
+    ),
+    Item(
+        "could you turn the thermostat up to 22 please",
+        "HassClimateSetTemperature",
+        {"name": "thermostat", "temperature": 22},
+        (THERMO,),
+        covered=False,
+    ),
+    Item(
+        "make it nineteen degrees in the house",
+        "HassClimateSetTemperature",
+        {"temperature": 19},
+        (THERMO,),
+        covered=False,
+    ),
+    # ---- media
+    Item("Pause the TV", "HassMediaPause", {"name": "tv"}, (TV,)),
+    Item(
+        "hang on, can you pause the television a sec",
+        "HassMediaPause",
+        {"name": "tv"},
+        (TV,),
+        covered=False,
+    ),
+    Item("resume the TV", "HassMediaUnpause", {"name": "tv"}, (TV,)),
+    Item(
+        "right, you can start the television playing again",
+        "HassMediaUnpause",
+        {"name": "tv"},
+        (TV,),
+        covered=False,
+    ),
+    Item("set the TV volume to 30", "HassSetVolume", {"name": "tv", "volume_level": 30}, (TV,)),
+    Item(
+        "turn the television down to 15 percent volume please",
+        "HassSetVolume",
+        {"name": "tv", "volume_level": 15},
+        (TV,),
+        covered=False,
+    ),
+    Item("mute the TV", "HassMediaPlayerMute", {"name": "tv"}, (TV,)),
+    # ---- shopping list
+    Item("add milk to my shopping list", "HassShoppingListAddItem", {"item": "milk"}),
+    Item(
+        "could you put washing-up liquid on the shopping list please",
+        "HassShoppingListAddItem",
+        {"item": "washing-up liquid"},
+        covered=False,
+    ),
+    # ---- timers
+    Item("set a timer for 10 minutes", "HassStartTimer", {"minutes": 10}),
+    Item("start a timer for twenty-five minutes please", "HassStartTimer", {"minutes": 25}),
+    Item(
+        "give me a timer for an hour and a half",
+        "HassStartTimer",
+        {"hours": 1, "minutes": 30},
+        covered=False,
+    ),
+    # ---- time and date
+    Item("what time is it", "HassGetCurrentTime"),
+    Item("what's today's date, do you know", "HassGetCurrentDate", covered=False),
+]
+
+BLIND6_CHITCHAT: list[Item] = [
+    Item("my old bedside lamp finally gave up the ghost last night", None),
+    Item("is it really that bad leaving the telly on standby all night", None),
+    Item("I can never decide whether to turn the heating up or just put another jumper on", None),
+    Item(
+        "the kitchen light's been flickering a bit lately, do you reckon it's just the bulb", None
+    ),
+    Item("roughly how much electricity does a coffee machine use in a day", None),
+    Item("we watched a brilliant film on the TV last night, I was in bits at the end", None),
+    Item(
+        "my neighbour's sprinklers are on a timer and they went off at three in the morning", None
+    ),
+    Item("what temperature should a bedroom be for a decent night's sleep", None),
+    Item("I keep forgetting to lock the front door when I go out, it's getting ridiculous", None),
+    Item("do ceiling fans actually save you money compared to air con", None),
+    Item("my shopping list is getting out of hand this week", None),
+    Item("the garage door makes a horrible squeaking noise every time it opens", None),
+    Item("I switched my phone off for the whole weekend and honestly it was lovely", None),
+    Item("is it true that dimming LED bulbs saves electricity", None),
+    Item("why are the adverts always so much louder than the programme", None),
+    Item("I've paused my gym membership for the winter, don't judge me", None),
+    Item("the desk lamp at work is so bright it gives me a headache", None),
+    Item("turning the heater on in the study is the only way I get any work done in winter", None),
+    Item("what's the best time of day to water tomatoes", None),
+    Item("can you believe it's December already", None),
+]
+
+BLIND6: list[Item] = BLIND6_COMMANDS + BLIND6_CHITCHAT
