@@ -580,9 +580,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="the JSON (default: bench/results-intents*.json)")
     args = parser.parse_args()
     items = HELD_OUT if args.held_out else [*PHRASINGS, *TEMPTING] if args.phrasings else ITEMS
-    suffix = "-held-out" if args.held_out else "-phrasings" if args.phrasings else ""
+    set_name = "held-out" if args.held_out else "phrasings" if args.phrasings else "main"
     if args.blind6:
-        items, suffix = BLIND6, "-blind6"
+        items, set_name = BLIND6, "blind6"
+    suffix = "" if set_name == "main" else f"-{set_name}"
 
     if args.hearing_ab:
         intents_settings = load_settings(environ={}).intents
@@ -608,13 +609,7 @@ def main() -> None:
     typed_rows = typed_rows[len(items) :]
     results: dict[str, Any] = {
         "hardware": hardware(),
-        "set": "blind6"
-        if args.blind6
-        else "held-out"
-        if args.held_out
-        else "phrasings"
-        if args.phrasings
-        else "main",
+        "set": set_name,
         "items": Counter(i.kind for i in items),
         "typed": {"summary": summary(typed_rows), "rows": typed_rows},
     }
