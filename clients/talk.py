@@ -250,6 +250,7 @@ async def talk_turn(
                         if e["type"] == "output_audio.start"
                     }:
                         audio_done = True  # nothing was spoken
+                        result.audio.clear()  # an earlier reply's audio is not this one's
                 elif kind == "error":
                     raise RuntimeError(f"{event['code']}: {event['message']}")
     finally:

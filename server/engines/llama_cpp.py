@@ -112,6 +112,7 @@ class LlamaCppChatModel:
         self.name = model_path.name
         self._lock = threading.RLock()
         self._punctuation: list[int] | None = None  # sentence-end tokens, found on first use
+        self._end_of_generation: list[int] | None = None  # found on first use
         self._text = LlamaTokenizer(llama_cpp, self._model)
 
     def count_prompt_tokens(self, messages: Sequence[ChatMessage]) -> int:
@@ -219,6 +220,8 @@ class LlamaCppChatModel:
             assert gen.slot is not None
             gen.slot.used_at = now
             token = self._lib.llama_sampler_sample(gen.sampler.sampler, self._ctx.ctx, index)
+            if not gen.has_words and self._lib.llama_vocab_is_eog(self._model.vocab, token):
+                token = self._sample_without_end(gen, index)
             if self._lib.llama_vocab_is_eog(self._model.vocab, token):
                 gen.finish = "stop"
                 continue
@@ -230,6 +233,21 @@ class LlamaCppChatModel:
                 gen.finish = "length"
                 continue
             gen.pending = [token]
+
+    def _sample_without_end(self, gen: LlamaGeneration, index: int) -> int:
+        """Sample again with end-of-generation ruled out, for a reply with no words yet. A
+        small model sometimes ends a reply before its first token (seen with SmolLM2-135M on
+        a short spoken turn); a turn that gets no words at all is worse than any short
+        reply. `max_tokens` still bounds it."""
+        if self._end_of_generation is None:
+            vocab = self._model.vocab
+            self._end_of_generation = [
+                t for t in range(self._model.n_vocab()) if self._lib.llama_vocab_is_eog(vocab, t)
+            ]
+        logits = self._lib.llama_get_logits_ith(self._ctx.ctx, index)
+        for token in self._end_of_generation:
+            logits[token] = -np.inf
+        return int(self._lib.llama_sampler_sample(gen.sampler.sampler, self._ctx.ctx, index))
 
     def _end(self, generation: Generation, *, cancelled: bool = False) -> GenerationStats:
         """Finish a reply (done or not) and free its sequence; its tokens stay cached."""

@@ -50,6 +50,7 @@ class LlamaGeneration:
         self.finish: Literal["stop", "length", "cancelled"] | None = None
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="ignore")
         self._held = ""  # text that may be the start of a stop string
+        self.has_words = False  # anything but white space sent or held
 
     @property
     def done(self) -> bool:
@@ -66,6 +67,7 @@ class LlamaGeneration:
                 return
         keep = max((_overlap(text, stop) for stop in self.stop), default=0)
         self._held = text[len(text) - keep :] if keep else ""
+        self.has_words = self.has_words or bool(text.strip())
         self._send(text[: len(text) - keep])
 
     def flush(self) -> None:
