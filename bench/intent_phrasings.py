@@ -4,7 +4,8 @@ them): which sentences each recognises as a command, and how fast.
     python -m bench.intent_phrasings --compare ../main-checkout
 
 Groups: the labelled sets' commands, paraphrases and chit-chat (bench/intent_set.py ITEMS and
-HELD_OUT), the everyday PHRASINGS and TEMPTING lines, and the repository's other sentences
+HELD_OUT), the everyday PHRASINGS and TEMPTING lines, the polite forms of commands and
+TEMPTING_TAILS, and the repository's other sentences
 (quoted sentences of docs/, bench/ and tests/: questions, requests and remarks, as in
 docs/performance.md "Misheard commands"). A chit-chat line or other sentence that becomes a
 command is a false action; each one is listed. Each checkout runs in its own process, twice,
@@ -23,7 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import BENCH_DIR, hardware
-from bench.intent_set import HELD_OUT, ITEMS, PHRASINGS, SITE, TEMPTING, Item
+from bench.intent_set import (
+    HELD_OUT,
+    ITEMS,
+    PHRASINGS,
+    SITE,
+    TEMPTING,
+    TEMPTING_TAILS,
+    Item,
+    polite_forms,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 _QUOTED = re.compile(r"[\"“]([A-Za-z][A-Za-z0-9' ,-]{6,118}[.?!]?)[\"”]")
@@ -110,8 +120,10 @@ def main() -> None:
         "phrasings (new)": PHRASINGS,
         "chit-chat (sets)": [i for i in sets if i.intent is None],
         "tempting (new)": TEMPTING,
+        "polite forms": polite_forms(),
+        "tempting tails": TEMPTING_TAILS,
     }
-    labelled = {i.text for i in [*sets, *PHRASINGS, *TEMPTING]}
+    labelled = {i.text for group in groups.values() for i in group}
     groups["repository sentences"] = [Item(t, None) for t in repository_sentences(labelled)]
     items = [i for group in groups.values() for i in group]
     texts = [i.text for i in items]

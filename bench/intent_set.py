@@ -533,6 +533,168 @@ TEMPTING: list[Item] = [
     )
 ]
 
+# Polite words before and after a command (server/intents/recognizer.py normalise): each
+# prefix and each tail, alone, with every base command, must act as the bare command does
+# (typed; tests/unit/test_intents.py). Before these were dropped, 24 of the 40 tails
+# (", will you", ", if you don't mind", ", cheers") and 12 of the 30 prefixes ("could you
+# just", "do me a favour and") made no command with any base, or refused "light will you"
+# as an unknown device. "Would you mind turning ..." (a gerund) and tails that may end a
+# remark ("then", "yeah") are left to the chat model.
+POLITE_BASES: list[Item] = [
+    Item("turn off the kitchen light", "HassTurnOff", {}, (K,)),
+    Item("lock the front door", "HassTurnOn", {}, (DOOR,)),
+    Item("switch off the TV", "HassTurnOff", {}, (TV,)),
+    Item("set the bedroom light to 50 percent", "HassLightSet", {"brightness": 50}, (BED,)),
+    Item("set a timer for 5 minutes", "HassStartTimer", {"minutes": 5}),
+    Item("turn off the lights in the living room", "HassTurnOff", {}, (LR_CEIL, LR_LAMP)),
+]
+POLITE_PREFIXES = (
+    "please ",
+    "could you ",
+    "could you please ",
+    "can you ",
+    "can you please ",
+    "would you ",
+    "would you please ",
+    "will you ",
+    "will you please ",
+    "please could you ",
+    "could you just ",
+    "can you just ",
+    "could you possibly ",
+    "would you kindly ",
+    "would you be able to ",
+    "can you go ahead and ",
+    "could ya ",
+    "i'd like you to ",
+    "do me a favour and ",
+    "be a dear and ",
+    "hey, ",
+    "ok, ",
+    "hey chinwag, ",
+    "okay chinwag, please ",
+    "right then, ",
+    "excuse me, ",
+    "and also ",
+    "oh and ",
+    "um, ",
+    "so, ",
+)
+POLITE_TAILS = (
+    ", please",
+    " please",
+    " pls",
+    ", will you",
+    " will you",
+    ", would you",
+    " would you",
+    ", could you",
+    ", can you",
+    ", will ya",
+    " would ya",
+    ", won't you",
+    ", will you please",
+    ", would you please",
+    " for me",
+    ", for me",
+    " for me please",
+    " for me, would you",
+    ", thanks",
+    " thanks",
+    ", thank you",
+    ", thanks a lot",
+    " thank you very much",
+    ", please and thank you",
+    ", cheers",
+    ", ta",
+    ", ta very much",
+    ", mate",
+    " now",
+    " now please",
+    " right now",
+    " if you would",
+    ", if you could",
+    " if you can",
+    ", if you don't mind",
+    ", would you mind",
+    " if possible",
+    ", if possible",
+    ", okay",
+    ", ok",
+)
+
+
+def polite_forms() -> list[Item]:
+    """Every base command with each polite prefix, and with each tail, as typed."""
+    forms: list[Item] = []
+    for base in POLITE_BASES:
+        for prefix, tail in [(p, "") for p in POLITE_PREFIXES] + [("", t) for t in POLITE_TAILS]:
+            said = prefix + base.text + tail
+            end = "?" if "you" in prefix + tail or "ya" in prefix + tail else "."
+            forms.append(
+                Item(said[0].upper() + said[1:] + end, base.intent, base.slots, base.targets)
+            )
+    return forms
+
+
+# The same polite words on remarks and questions that ask nothing of the home (and negated or
+# reported commands): none may become an action.
+TEMPTING_TAILS: list[Item] = [
+    Item(text, None)
+    for text in (
+        "You won't forget, will you?",
+        "Don't turn off the kitchen light, will you?",
+        "You didn't leave the kitchen light on, did you?",
+        "You'll remember to lock the front door, won't you?",
+        "Tell me a joke, will you?",
+        "Tell me about the kitchen light, please.",
+        "I turned off the kitchen light, thanks.",
+        "The kitchen light is on, okay?",
+        "I left the TV on, sorry.",
+        "Remind me to lock the front door, will you?",
+        "Could you tell me why the heater is so loud?",
+        "Would you mind if I turned off the TV?",
+        "Would you mind turning the music down?",
+        "Could you possibly explain how a thermostat works?",
+        "Would you be able to tell me a story?",
+        "Do me a favour and tell me a joke.",
+        "Be a dear and sing me a song.",
+        "Can you go ahead and guess my age?",
+        "Excuse me, what's your name?",
+        "Right then, what should I cook tonight?",
+        "I like the kitchen light, will you?",
+        "Don't lock the front door, please.",
+        "Never mind the TV, thanks.",
+        "Turn the music up, will you?",
+        "I'll turn off the kitchen light, shall I?",
+        "Shall I turn off the kitchen light?",
+        "Should I lock the front door, do you think?",
+        "Can you hear me?",
+        "Will you marry me?",
+        "Would you like a cup of tea?",
+        "Thank you very much.",
+        "Cheers, mate.",
+        "Okay, thanks a lot.",
+        "Could you be quiet for a moment, please?",
+        "Just a moment, please.",
+        "Can you wait a sec?",
+        "Give me a minute, will you?",
+        "Hang on a minute, would you?",
+        "Make it a double, please.",
+        "Put the kettle on, will you?",
+        "Kill the engine, would you?",
+        "Turn it up, I love this song, will you?",
+        "Lights, camera, action, please.",
+        "Please and thank you.",
+        "Will you tell me the weather tomorrow?",
+        "Open the pod bay doors, will you?",
+        "Switch places with me, would you?",
+        "Could you just listen for a second?",
+        "Would you kindly stop talking about the heater?",
+        "If you could turn back time, would you?",
+    )
+]
+
 
 # --- blind6: written blind on 2 December 2026 (bench/blind6/README.md) ---------------------------
 # 40 commands and 20 chit-chat lines for the demo home, written by an engineer who read only the

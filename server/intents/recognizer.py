@@ -151,14 +151,23 @@ _NUMBER_WORDS = dict(
 # Said before or after a command; removed before matching ("please turn off the light").
 _POLITE_PREFIX = re.compile(
     r"^(?:(?:hey|ok|okay) (?:chinwag|computer)[, ]*)?"
-    r"(?:(?:please|kindly|now|and|so|okay|ok|alright|hey|right|hang on|actually|oh|um|erm)[, ]+)*"
-    r"(?:(?:can|could|would|will) you(?: please)? |i(?:'d| would) like you to |i want you to "
-    r"|i(?:'d| would) like to |i want to |i need you to |go ahead and |let's )?",
+    r"(?:(?:please|kindly|now|and|also|so|okay|ok|alright|hey|right then|right|hang on|actually"
+    r"|oh|um|erm|excuse me)[, ]+)*"
+    r"(?:(?:can|could|would|will) (?:you|ya)(?: please| possibly| kindly| just| go ahead and)*"
+    r"(?: be able to)? |i(?:'d| would) like you to |i want you to |i(?:'d| would) like to "
+    r"|i want to |i need you to |go ahead and |let's |do me a favou?r and "
+    r"|be a (?:dear|love|star) and )?",
 )
 # Whisper hears "unlock", "unpause", "unmute" as "and lock", "and pause", "and mute"; the
 # polite "and" would then be dropped and the opposite done.
 UNLOCK_OR_LOCK = re.compile(r"^(?:and|an|in) (lock|pause|mute)\b", re.IGNORECASE)
-_POLITE_SUFFIX = re.compile(r"(?:[, ]+(?:please|thanks|thank you|now|for me))+$")
+# A question tag ("..., will you?") asks for the same thing as the command without it.
+_POLITE_SUFFIX = re.compile(
+    r"(?:[, ]+(?:please|pls|(?:and )?thanks(?: a lot)?|(?:and )?thank you(?: very much)?|ta"
+    r"(?: very much)?|cheers|mate|now|right now|for me|(?:will|would|could|can) (?:you|ya)"
+    r"|won't you|would you mind|if you (?:would|could|can|please|don't mind|do not mind)"
+    r"|if possible|ok|okay|alright))+$"
+)
 
 
 def normalise(text: str, *, fillers: bool = True) -> str:

@@ -163,6 +163,40 @@ def test_normalise() -> None:
     assert normalise("Hey chinwag, please turn OFF the light, thanks!") == "turn off the light"
     assert normalise("Set it to 21.5 degrees.") == "set it to 21.5 degrees"
     assert normalise("I want to turn off the kitchen light") == "turn off the kitchen light"
+    assert normalise("Lock the front door, will you please?") == "lock the front door"
+    assert normalise("Could you just dim the lamp, if you don't mind?") == "dim the lamp"
+
+
+def test_polite_prefixes_and_tails_act_like_the_command(recognizer: IntentRecognizer) -> None:
+    """bench/intent_set.py polite_forms(): "..., will you?", "do me a favour and ...", each
+    prefix and each tail with every base command: the base command's intent, slots, devices."""
+    from bench.intent_set import POLITE_PREFIXES, POLITE_TAILS, SITE, polite_forms
+
+    forms = polite_forms()
+    assert len(POLITE_PREFIXES) >= 30 and len(POLITE_TAILS) >= 40
+    for item in forms:
+        found = understood(recognizer, item.text, SITE)
+        assert found.intent == item.intent, (item.text, found)
+        slots = {s.name: s.value for s in found.slots}
+        for name, value in item.slots.items():
+            assert str(slots.get(name)) == str(value), (item.text, slots)
+        assert {t.entity_id for t in found.targets} == set(item.targets), item.text
+
+
+def test_polite_words_on_chit_chat_make_no_command(recognizer: IntentRecognizer) -> None:
+    """bench/intent_set.py TEMPTING_TAILS: question tags and polite words on remarks,
+    questions and negated or reported commands."""
+    from bench.intent_set import SITE, TEMPTING_TAILS
+
+    assert len(TEMPTING_TAILS) >= 40
+    for item in TEMPTING_TAILS:
+        assert not isinstance(recognizer.understand(item.text, SITE), Recognized), item.text
+
+
+def test_a_tail_is_not_taken_for_a_device_name(recognizer: IntentRecognizer) -> None:
+    found = recognizer.understand("Turn off the toaster, will you?", "kitchen")
+    assert isinstance(found, Refused) and found.reason == "unknown_device"
+    assert found.speech == "I don't know a device called toaster."
 
 
 # --- the devices file --------------------------------------------------------------------------
