@@ -18,10 +18,13 @@ action that was not taken.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
+from server.engines.base import ChatMessage
 from server.pipeline.figures import FigureCheck, digit_runs
 from server.pipeline.honesty import (
     claims_action,
@@ -32,9 +35,10 @@ from server.pipeline.honesty import (
 )
 from server.pipeline.knowledge import KnowledgeBase, Search
 from server.prompts import GenerationSettings, KnowledgeSettings
+from server.protocol import native as proto
 
 if TYPE_CHECKING:
-    from server.engines.base import ChatMessage
+    from server.engines.base import ChatModel
     from server.pipeline.chat import ChatOutcome
 
 Route = Literal["model", "grounded", "fact", "unknown", "refused"]
@@ -43,6 +47,9 @@ CANNOT_ACT = "Sorry, I can't do that: I'm not connected to any devices or servic
 CANNOT_ACT_SITE = "Sorry, I can't do that myself."
 CORRECTION = " (To be clear: I can't do that myself, and nothing was changed.)"
 DONT_KNOW = "Sorry, I don't know that."
+# How long reply.done waits for the token count of a reply said without the model: counting
+# takes milliseconds (a remote model's, a round trip).
+COUNT_WAIT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,35 @@ class ReplyPlan:
     def figure_check(self) -> FigureCheck | None:
         """A fresh check of the model's figures for one reply, when this plan asks for one."""
         return FigureCheck(self.figures) if self.figures is not None else None
+
+
+async def count_said(
+    model: ChatModel, system_prompt: str, history: Sequence[ChatMessage], text: str
+) -> tuple[int, int]:
+    """Prompt and completion tokens of a reply said without the model (site facts, a
+    command's confirmation), counted as a generated one's: the prompt the model would have
+    read and the text said, with the model's tokenizer. Off the event loop: a remote model's
+    tokenizer is a round trip to its server."""
+    messages = [ChatMessage("system", system_prompt), *history]
+    return await asyncio.to_thread(
+        lambda: (model.count_prompt_tokens(messages), model.count_text_tokens(text))
+    )
+
+
+async def counted(
+    counting: asyncio.Task[proto.Usage | None] | None, log: logging.LoggerAdapter[logging.Logger]
+) -> proto.Usage | None:
+    """A said reply's usage (Session.said_usage), or None: no count, or it failed or took
+    longer than COUNT_WAIT_S (a remote tokenizer that does not answer)."""
+    if counting is None:
+        return None
+    try:
+        return await asyncio.wait_for(counting, COUNT_WAIT_S)
+    except TimeoutError:
+        log.warning("counting a said reply's tokens took over %.0f s: left out", COUNT_WAIT_S)
+    except Exception as exc:
+        log.warning("counting a said reply's tokens failed: %s", exc)
+    return None
 
 
 class SaidAnswer:

@@ -23,12 +23,12 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from server.engines.base import MoreReadings, Reconsider, Transcript
+from server.engines.base import ChatMessage, MoreReadings, Reconsider, Transcript
 from server.errors import ConfigError
 from server.intents import hearing
 from server.intents.hearing import heard_the_prompt
@@ -42,6 +42,7 @@ from server.intents.recognizer import (
     slot_variables,
 )
 from server.intents.timers import Timer, TimerBook, TimerLimit, finished_speech, seconds_of
+from server.pipeline.grounding import counted
 from server.pipeline.text_split import PhraseSplitter, speakable
 from server.protocol import native as proto
 
@@ -56,6 +57,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RECENT = 8  # understandings kept per session
+# The usage of a reply said without the model, from its text and the history it answers
+# (Session.said_usage).
+SaidUsage = Callable[[str, Sequence[ChatMessage]], Coroutine[Any, Any, proto.Usage | None]]
 
 
 @functools.lru_cache(maxsize=4)
@@ -134,6 +138,7 @@ class SessionIntents:
         log: logging.LoggerAdapter[logging.Logger],
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], dt.datetime] = dt.datetime.now,
+        said_usage: SaidUsage | None = None,
     ) -> None:
         self._recognizer = recognizer
         self._settings = settings
@@ -148,6 +153,7 @@ class SessionIntents:
         self._log = log
         self._clock = clock
         self._now = now
+        self._said_usage = said_usage
         self.timers = TimerBook(settings.max_timers, settings.max_timer_s)
         self._alarm: asyncio.Task[None] | None = None
         self._closed = False
@@ -300,6 +306,7 @@ class SessionIntents:
         cancelled: asyncio.CancelledError | None = None
         first_ms: float | None = None
         spoken = None
+        counting: asyncio.Task[proto.Usage | None] | None = None
         try:
             await out.emit(proto.ReplyStarted(reply_id=reply_id, message_id=message_id))
             if handled.intent is not None:
@@ -309,6 +316,11 @@ class SessionIntents:
             if handled.speech:
                 first_ms = (time.perf_counter() - start) * 1000
                 await out.emit(proto.ReplyDelta(reply_id=reply_id, text=handled.speech))
+                if self._said_usage is not None:
+                    # Counted while it is spoken, as a reply of the model would be.
+                    counting = asyncio.create_task(
+                        self._said_usage(handled.speech, list(conversation.messages))
+                    )
             phrases = _phrases(handled.speech) if speak else []
             if phrases:
                 spoken = ctx.spoken = self._speaker.new_reply(reply_id)
@@ -322,6 +334,8 @@ class SessionIntents:
         finally:
             if out.discarded:
                 conversation.withdraw(asked)
+                if counting is not None:
+                    counting.cancel()
             else:
                 heard = spoken.heard() if spoken is not None and status != "completed" else None
                 kept = handled.speech if heard is None else heard
@@ -346,6 +360,7 @@ class SessionIntents:
                         text=handled.speech,
                         heard_text=heard,
                         finish_reason="intent" if status == "completed" else status,
+                        usage=await counted(counting, self._log),
                         timings=timings,
                     )
                 )

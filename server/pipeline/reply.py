@@ -11,10 +11,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
-from server.engines.base import PromptTooLong, Reconsider, RemoteFailure, UnsupportedAudio
+from server.engines.base import (
+    ChatMessage,
+    PromptTooLong,
+    Reconsider,
+    RemoteFailure,
+    UnsupportedAudio,
+)
 from server.errors import ChinwagError, ErrorCode
 from server.logs import log_failure
 from server.metrics import Metrics
@@ -22,7 +28,7 @@ from server.pipeline.admission import APOLOGY
 from server.pipeline.chat import ChatOutcome, ChatRunner
 from server.pipeline.conversation import Conversation
 from server.pipeline.figures import FigureCheck
-from server.pipeline.grounding import ReplyPlan, SaidAnswer
+from server.pipeline.grounding import ReplyPlan, SaidAnswer, counted
 from server.pipeline.speaker import Speaker, Status
 from server.pipeline.speech import SpeechRunner
 from server.pipeline.text_split import PhraseSplitter
@@ -45,6 +51,12 @@ class ReplySettings(Protocol):
     def plan_reply(self, question: str | None, instructions: str | None = None) -> ReplyPlan:
         """The system prompt for a reply to `question` (None: to the conversation as it
         stands), with the site's facts that match it, or an answer said without the model."""
+        ...
+
+    async def said_usage(
+        self, text: str, history: Sequence[ChatMessage], system_prompt: str | None = None
+    ) -> proto.Usage | None:
+        """The usage of a reply said without the model: the prompt it would have read."""
         ...
 
 
@@ -227,6 +239,7 @@ class Responder:
         speaking: asyncio.Task[None] | None = None
         phrases: asyncio.Queue[str | None] = asyncio.Queue()
         splitter = self._new_splitter()
+        counting: asyncio.Task[proto.Usage | None] | None = None
         if speak:
             ctx.spoken = self._speaker.new_reply(reply_id)
             speaking = asyncio.create_task(
@@ -274,6 +287,13 @@ class Responder:
                     await on_delta(figures.honest_line(plan.unknown))
             if (note := plan.correction("".join(parts))) is not None:
                 await on_delta(note)  # the reply claimed an action nothing took
+            if plan.answer is not None:
+                # Counted while it is spoken; reply.done carries it (as HTTP's usage does).
+                counting = asyncio.create_task(
+                    self._persona.said_usage(
+                        "".join(parts), list(conversation.messages), plan.system_prompt
+                    )
+                )
             if speaking is not None:
                 for phrase in splitter.flush():
                     phrases.put_nowait(phrase)
@@ -312,6 +332,8 @@ class Responder:
             if out.discarded:
                 # A speculative reply thrown away: it never happened, for the history too.
                 conversation.withdraw(asked)
+                if counting is not None:
+                    counting.cancel()
             elif refused:
                 # Never answered: the history does not keep the question (nor the apology).
                 conversation.withdraw(asked)
@@ -334,8 +356,9 @@ class Responder:
                 out.when_discarded(lambda: conversation.withdraw(asked))
                 total_s = time.perf_counter() - start
                 record_metrics(self._metrics, outcome, first_token_s)
+                said = await counted(counting, self._log)
                 await out.emit(
-                    done_event(reply_id, status, full, heard, outcome, first_token_s, total_s)
+                    done_event(reply_id, status, full, heard, outcome, first_token_s, total_s, said)
                 )
         if cancelled is not None:
             raise cancelled
@@ -349,9 +372,11 @@ def done_event(
     outcome: ChatOutcome,
     first_token_s: float | None,
     total_s: float,
+    said: proto.Usage | None = None,
 ) -> proto.ReplyDone:
-    """`reply.done` with the usage and timings of the generation."""
-    usage = timings = None
+    """`reply.done` with the usage and timings of the generation; `said`: the usage of a
+    reply said without the model (no generation, no timings)."""
+    usage, timings = said, None
     finish_reason: str | None = status if status != "completed" else None
     if outcome.stats is not None:
         stats = outcome.stats

@@ -24,7 +24,7 @@ import functools
 import itertools
 import logging
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import ValidationError
@@ -37,7 +37,7 @@ from server.pipeline.audio_input import AudioInput
 from server.pipeline.chat import ChatRunner
 from server.pipeline.conversation import Conversation
 from server.pipeline.endpointing import end_of_turn_silence_ms
-from server.pipeline.grounding import ReplyPlan, plan_reply
+from server.pipeline.grounding import ReplyPlan, count_said, plan_reply
 from server.pipeline.intents import SessionIntents
 from server.pipeline.listener import Listener
 from server.pipeline.playback import heard_text
@@ -107,6 +107,7 @@ class Session:
             emit=self.emit,
             announce=self._announce,
             log=self.log,
+            said_usage=self.said_usage,
         )
         self.responder = Responder(
             chat=lambda: self.chat,
@@ -183,6 +184,23 @@ class Session:
 
     def system_prompt(self, instructions: str | None = None) -> str:
         return instructions or self.instructions or self.persona.system_prompt
+
+    async def said_usage(
+        self, text: str, history: Sequence[ChatMessage], system_prompt: str | None = None
+    ) -> proto.Usage | None:
+        """The usage of a reply said without the model (site facts, a command's
+        confirmation), counted as HTTP counts it (grounding.count_said); None while the
+        models load or for no text."""
+        chat = self.app.chat
+        if chat is None or not text:
+            return None
+        prompt = system_prompt if system_prompt is not None else self.system_prompt()
+        prompt_tokens, completion_tokens = await count_said(chat.model, prompt, history, text)
+        return proto.Usage(
+            prompt_tokens=prompt_tokens,
+            cached_prompt_tokens=0,
+            completion_tokens=completion_tokens,
+        )
 
     def plan_reply(self, question: str | None, instructions: str | None = None) -> ReplyPlan:
         """The persona's prompt with the site's facts for `question` (None: the last user

@@ -14,10 +14,10 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from server.app import App
-from server.engines.base import ChatMessage, PromptTooLong
+from server.engines.base import PromptTooLong
 from server.errors import ChinwagError, ErrorCode
 from server.pipeline.chat import ChatOutcome, ChatRunner
-from server.pipeline.grounding import ReplyPlan, SaidAnswer, plan_reply
+from server.pipeline.grounding import ReplyPlan, SaidAnswer, count_said, plan_reply
 from server.prompts import GenerationSettings, Persona
 from server.protocol import openai_http as oa
 from server.protocol import openai_http_chat as oa_chat
@@ -207,11 +207,8 @@ class _Reply:
             return oa_chat.usage(stats.prompt_tokens, stats.completion_tokens)
         if self.plan.answer is None or app.chat is None:
             return oa_chat.usage(0, 0)
-        model = app.chat.model
-        messages = [ChatMessage("system", self.plan.system_prompt), *conversation.history]
-        # Off the loop: a remote model's tokenizer is a round trip to its server.
-        prompt_tokens, completion_tokens = await asyncio.to_thread(
-            lambda: (model.count_prompt_tokens(messages), model.count_text_tokens(text))
+        prompt_tokens, completion_tokens = await count_said(
+            app.chat.model, self.plan.system_prompt, conversation.history, text
         )
         return oa_chat.usage(prompt_tokens, completion_tokens)
 
