@@ -1,8 +1,9 @@
 """Site knowledge: a persona's facts (Markdown or TOML), indexed once, searched every turn.
 
 A knowledge file holds a venue's own facts: opening hours, where things are, Wi-Fi, parking,
-contact, FAQs. It is cut into passages (one per section, one per FAQ) and indexed with BM25
-(`bm25s`, with the Snowball English stemmer) when the persona loads. Each turn, `search` ranks
+contact, FAQs. It is cut into passages (one per section, one per FAQ: passages.py) and
+indexed with BM25 (`bm25s`, on the words' Snowball English stems: site_words.py) when the
+persona loads. Each turn, `search` ranks
 the passages against the user's words in well under a millisecond for a venue-sized file
 (docs/performance.md) and says how much of the question the best passage covers, which is what
 decides between answering from the facts and saying honestly that the facts do not say.
@@ -12,7 +13,8 @@ expanded with a small list of venue synonyms before matching; with a sentence en
 (embedding.py), a word also matches a fact word of close meaning, and a passage that holds
 only part of the question must also mean much the same as it (`KnowledgeBase.covers`). With
 the encoder a search costs about 15 ms of CPU (embedding the question), without it well under
-one. Pure code: no I/O after loading, no asyncio.
+one. The answer is then the passage's own lines that answer the question (extraction.py).
+Pure code: no I/O after loading, no asyncio.
 """
 
 from __future__ import annotations
@@ -21,21 +23,24 @@ import logging
 import re
 import threading
 import time
-import tomllib
-import unicodedata
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import bm25s
 import numpy as np
-import Stemmer
 
-from server.errors import ChinwagException
-from server.pipeline.answer_types import ASKING_WORDS, AnswerType, expected_type, holds
+from server.pipeline.answer_types import expected_type
+from server.pipeline.extraction import contact_line, extract_answer
+from server.pipeline.passages import (
+    KnowledgeFileError,
+    Passage,
+    parse_markdown,
+    parse_toml,
+)
+from server.pipeline.site_words import expand, fact_terms, generic_terms, terms, words
 
 if TYPE_CHECKING:
     from server.pipeline.embedding import SentenceEncoder, Vector
@@ -45,231 +50,28 @@ log = logging.getLogger(__name__)
 # bm25s sets its own logger to DEBUG; its progress lines are not ours to print.
 logging.getLogger("bm25s").setLevel(logging.WARNING)
 
-
-class KnowledgeFileError(ChinwagException):
-    """A knowledge file is missing or malformed (a deployment error, reported at start-up)."""
-
-
-Kind = Literal["fact", "faq"]
-
-# Words that carry no topic. Question words matter to the caller (honesty.py), not here.
-STOPWORDS = frozenset(
-    """
-    a about above after again all also am an and any are as at be because been before being
-    below between both but by can could did do does doing down during each few for from
-    further had has have having he her here hers herself him himself his how i if in into is
-    it its itself just me more most my myself no nor not of off on once only or other our
-    ours ourselves out over own same she should so some such than that the their theirs them
-    themselves then there these they this those through to too under until up very was we
-    were what when where which while who whom why will with would you your yours yourself
-    yourselves please tell know need want like get got go going find let lets us thanks thank
-    hi hello hey ok okay today tonight now may might must shall much many way one anyone
-    someone something anything somewhere anywhere also still yes really actually kind sort
-    excuse sorry near nearby nearest around building place venue centre center leave
-    ve ll re um uh er erm hmm mm wondering wonder wondered quick quickly question moment currently
-    don didn doesn isn aren wasn weren won wouldn couldn shouldn haven hasn hadn ain
-    thing things stuff bit lot lots even supposed round
-    """.split()  # noqa: SIM905 (a list of 150 words reads better as text)
-)
-
-# Everyday verbs and adverbs that name no topic ("grab a coffee", "bring my dog", "keep a DVD").
-# Unmatched, one does not count against a passage's coverage of the question; a noun the
-# passage does not hold ("a 3D printer", "e-books") still does: that is what the facts do not
-# say. Matched, they count like any word.
-GENERIC_WORDS = frozenset(
-    """
-    grab bring brought lock take took taken keep kept give gave given put use used make made come
-    came see saw look looking try stay hang pick drop back bit able allowed mind fine good
-    best quick easy usually normally exactly long often every also again else ever
-    people person mum mom mother dad father parent parents brother sister son daughter wife
-    husband partner gran granny grandma nan grandad grandpa grandparents friend friends
-    """.split()  # noqa: SIM905
-)
-
-# Venue vocabulary people say in different words. Each group is one topic; a question word in
-# a group also matches the group's other words. Kept short and general on purpose.
-SYNONYM_GROUPS: tuple[tuple[str, ...], ...] = (
-    ("toilet", "toilets", "restroom", "restrooms", "bathroom", "bathrooms", "loo", "loos", "wc",
-     "lavatory", "washroom", "ladies", "gents"),
-    ("lift", "lifts", "elevator", "elevators"),
-    ("stairs", "staircase", "stairway", "steps"),
-    ("cafe", "coffee", "canteen", "restaurant", "food", "eat", "drink", "drinks", "snack",
-     "snacks", "lunch", "breakfast", "tea"),
-    ("wifi", "internet", "wireless"),
-    ("parking", "park", "car", "cars", "carpark", "garage"),
-    ("bike", "bikes", "bicycle", "bicycles", "cycle", "cycles"),
-    ("open", "opens", "opening", "close", "closes", "closing", "closed", "shut", "hours"),
-    ("contact", "phone", "call", "telephone", "number", "email", "ring", "reach"),
-    ("address", "located", "location", "postcode", "directions"),
-    ("accessible", "accessibility", "wheelchair", "wheelchairs", "disabled", "disability",
-     "step-free", "mobility"),
-    ("dog", "dogs", "pet", "pets", "animal", "animals"),
-    ("print", "printing", "printer", "photocopy", "photocopying", "copy", "copies", "scan"),
-    ("lost", "property", "found", "left", "lose", "lost-and-found"),
-    # Not "book": a library's books are not bookings (a stem cannot tell them apart).
-    ("reserve", "reservation", "hire", "rent", "rental"),
-    ("atm", "cashpoint", "cashmachine"),
-    ("price", "prices", "cost", "costs", "fee", "fees", "charge", "charges", "expensive",
-     "cheap", "pay", "paying", "free"),
-    ("photo", "photos", "photograph", "photographs", "photography", "picture", "pictures",
-     "pic", "pics", "camera", "cameras", "film", "filming", "video", "videos", "selfie"),
-    ("bus", "buses", "train", "trains", "station", "tram", "trams", "taxi", "taxis",
-     "transport"),
-    ("first", "aid", "injury", "injured", "hurt", "medical"),
-    ("room", "rooms", "hall", "studio"),
-    ("child", "children", "kid", "kids"),
-    ("borrow", "borrowing", "loan", "loans", "lend"),
-    ("locker", "lockers", "lock"),
-    ("saturday", "weekend", "weekends"),
-    ("sunday", "weekend", "weekends"),
-    ("monday", "weekday", "weekdays", "day", "days"),
-    ("tuesday", "weekday", "weekdays", "day", "days"),
-    ("wednesday", "weekday", "weekdays", "day", "days"),
-    ("thursday", "weekday", "weekdays", "day", "days"),
-    ("friday", "weekday", "weekdays", "day", "days"),
-)  # fmt: skip
-
-# One way only: a question about "any day" is answered by a fact about Thursday, but a question
-# about Thursday is not answered by "20p per day"; "what time" asks about opening hours, but
-# "up to 3 times" is not about them.
-BROADER: dict[str, tuple[str, ...]] = {
-    "day": ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday",
-            "weekend", "weekday"),
-    "time": ("open", "opening", "close", "closing", "hours", "start", "starts"),
-}  # fmt: skip
-
-_WORD = re.compile(r"[a-z0-9]+")
-_JOINS = (
-    (re.compile(r"\bwi[\s-]?fi\b"), "wifi"),
-    (re.compile(r"\bcar[\s-]park\b"), "carpark"),
-    (re.compile(r"\be[\s-]?mail\b"), "email"),
-    (re.compile(r"\be-(book|reader|magazine)"), r"e\1"),
-    (re.compile(r"\bcash[\s-]?(?:machine|point)s?\b"), "cashpoint"),
-    # Spoken phrasings of a venue's everyday topics, said in the facts' words: closing time,
-    # entry, an entrance, a stop (general English, not any one venue's).
-    (re.compile(r"\b(?:kick|throw|chuck|turf)(?:s|ing|ed)?\s+(?:\w+\s+){0,2}?out\b"), "close"),
-    (re.compile(r"\blet\s+(?:me|us|them|people|anyone|you)\s+in\b"), "entry"),
-    (re.compile(r"\bway\s+in(?!to)\b"), "entrance"),
-    (re.compile(r"\bway\s+out\b"), "exit"),
-    (re.compile(r"\b(?:come|comes|go|goes)\s+(?:past|by)\b"), "stop"),
-    (
-        re.compile(r"\b(?:left|leave|leaves|leaving|forgot|forgotten)\s+(?:\w+\s+){0,3}?behind\b"),
-        "lost",
-    ),
-    # "Charge my phone" is not a price.
-    (re.compile(r"\bcharg(?:e|ing)(?=\s+(?:my|your|our|his|her|the|a|an)\b)"), "recharge"),
-)
-_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-_DAY_RANGE = re.compile(
-    rf"\b({'|'.join(_DAYS)})s?\s*(?:to|-|\u2013|until|through|till)\s*({'|'.join(_DAYS)})s?\b"
-)
-# A price in the facts ("£15 an hour", "10p a page") answers "how much does it cost".
-_PRICE = re.compile(r"[£$€]\s?\d|\b\d+(?:\.\d+)?\s?p\b")
-# A street address or a postcode in the facts answers "what's your address?" without the word.
-_ADDRESS = re.compile(
-    r"\b\d+[a-z]?\s+(?:[A-Z][\w']+\s+){1,3}(?:Street|St|Road|Rd|Lane|Avenue|Ave|Way|Square|"
-    r"Place|Row|Hill|Quay|Close|Drive|Terrace|Walk|Yard|Gardens|Parade|Crescent|Green)\b|"
-    r"\b[A-Z]{1,2}\d[A-Z\d]?\s\d[A-Z]{2}\b"
-)
-
-
-@lru_cache(maxsize=1)
-def _stemmer() -> Any:
-    return Stemmer.Stemmer("english")
-
-
-def _fold(text: str) -> str:
-    """Lower case without accents ("Café" -> "cafe"), common compounds joined."""
-    decomposed = unicodedata.normalize("NFKD", text.lower())
-    folded = "".join(c for c in decomposed if not unicodedata.combining(c))
-    for pattern, joined in _JOINS:
-        folded = pattern.sub(joined, folded)
-    return folded
-
-
-def words(text: str) -> list[str]:
-    """Content words of a text, folded, before stemming."""
-    return [w for w in _WORD.findall(_fold(text)) if len(w) > 1 and w not in STOPWORDS]
-
-
-def terms(text: str) -> list[str]:
-    """Stemmed content words: what the index holds."""
-    return [_singular(t) for t in _stemmer().stemWords(words(text))]
-
-
-def _singular(stem: str) -> str:
-    # Snowball keeps the plural of short or unusual words ("dvds", "cds"): one form for both.
-    if len(stem) > 3 and stem.endswith("s") and not stem.endswith(("ss", "us", "is")):
-        return stem[:-1]
-    return stem
-
-
-def fact_terms(text: str) -> list[str]:
-    """A fact's terms, with what it says without naming it: the days inside a range ("Monday
-    to Friday" holds Thursday), "price" when it states one, "address" when it gives one."""
-    found = terms(text)
-    folded = _fold(text)
-    for first, last in _DAY_RANGE.findall(folded):
-        start, end = _DAYS.index(first), _DAYS.index(last)
-        span = _DAYS[start : end + 1] if start <= end else _DAYS[start:] + _DAYS[: end + 1]
-        found.extend(terms(" ".join(span)))
-    if _PRICE.search(folded):
-        found.extend(terms("price"))
-    if _ADDRESS.search(text):
-        found.extend(terms("address"))
-    return found
-
-
-@lru_cache(maxsize=1)
-def _generic() -> frozenset[str]:
-    return frozenset(terms(" ".join(sorted(GENERIC_WORDS))))
-
-
-@lru_cache(maxsize=1)
-def _synonyms() -> dict[str, frozenset[str]]:
-    table: dict[str, set[str]] = {}
-
-    def stem(word: str) -> str:
-        return _singular(_stemmer().stemWord(word))
-
-    for group in SYNONYM_GROUPS:
-        stems = {stem(w) for word in group for w in _WORD.findall(_fold(word))}
-        for s in stems:
-            table.setdefault(s, set()).update(stems)
-    for broad, narrower in BROADER.items():
-        table.setdefault(stem(broad), {stem(broad)}).update(stem(w) for w in narrower)
-    return {k: frozenset(v) for k, v in table.items()}
-
-
-def expand(term: str) -> frozenset[str]:
-    """A stemmed term and its venue synonyms."""
-    return _synonyms().get(term, frozenset((term,)))
-
-
-@dataclass(frozen=True)
-class Passage:
-    """One section, FAQ entry or fact of a knowledge file."""
-
-    title: str
-    text: str
-    kind: Kind = "fact"
-    keywords: tuple[str, ...] = ()
-
-    def render(self) -> str:
-        """How the passage is shown to the model."""
-        if self.kind == "faq":
-            return f"Q: {self.title}\nA: {self.text}"
-        return f"{self.title}: {self.text}" if self.title else self.text
-
-    def units(self) -> list[str]:
-        """The passage cut into sentences and list items, for extractive answers."""
-        out: list[str] = []
-        for line in self.text.splitlines():
-            line = line.strip().lstrip("-*• ").strip()
-            if not line:
-                continue
-            out.extend(s.strip() for s in re.split(r"(?<=[.!?])\s+(?=[A-Z0-9])", line) if s)
-        return out
+# What callers import from here: the files' passages and the words come from passages.py and
+# site_words.py, extractive answers from extraction.py.
+__all__ = [
+    "ANSWER_COVERAGE_WEIGHT",
+    "ANSWER_THRESHOLD",
+    "RANK_BM25",
+    "RANK_COVERAGE",
+    "RANK_TITLE",
+    "WORD_MATCH",
+    "Hit",
+    "KnowledgeBase",
+    "KnowledgeFileError",
+    "Passage",
+    "Search",
+    "answer_score",
+    "extract_answer",
+    "fused_score",
+    "load_knowledge",
+    "parse_markdown",
+    "parse_toml",
+    "words",
+]
 
 
 @dataclass(frozen=True)
@@ -385,7 +187,7 @@ class KnowledgeBase:
         # An empty passage would break the index; it still gets a placeholder term.
         self._index.index([t or ["_"] for t in corpus], show_progress=False)
         if self.ask is None:
-            self.ask = _contact_line(self.passages)
+            self.ask = contact_line(self.passages)
         self._vectors = []
         self._prepared = threading.Lock()
 
@@ -417,7 +219,7 @@ class KnowledgeBase:
         if unique:
             expanded = sorted({s for t in unique for s in expand(t)})
             scores = self._index.get_scores(expanded)
-            generic = _generic()
+            generic = generic_terms()
             if self.encoder is not None:
                 sentence, vectors = _question_vectors(self.encoder, question, unique)
             for i, score in enumerate(scores):
@@ -597,99 +399,6 @@ def _close(question_words: Vector, fact_words: Vector) -> bool:
     return bool((question_words @ fact_words.T).max() >= WORD_MATCH)
 
 
-def extract_answer(
-    question: str,
-    passage: Passage,
-    max_words: int = 40,
-    *,
-    in_title: Callable[[str], bool] | None = None,
-    in_unit: Callable[[str, int], bool] | None = None,
-    expect: AnswerType | None = None,
-) -> str | None:
-    """The passage's own words that answer the question: an FAQ's answer, the sentences or
-    list items that share the most words with the question, or the whole (short) section.
-    `in_title` and `in_unit` say whether a term matches by meaning (embeddings). With
-    `expect` (answer_types.py) only units that state such a value can answer; None when no
-    unit does, or when the unit the question is about does not."""
-    if passage.kind == "faq":
-        answer = passage.text.strip()
-        return answer if expect is None or holds(expect, answer) else None
-    units = passage.units()
-    if not units:
-        return passage.render() if expect is None or holds(expect, passage.text) else None
-    asked = [t for t in dict.fromkeys(terms(question))]
-    title_terms = set(terms(passage.title))
-    specific = [
-        t
-        for t in asked
-        if not (expand(t) & title_terms) and not (in_title is not None and in_title(t))
-    ]
-    unit_terms = [set(fact_terms(u)) for u in units]  # "Monday to Friday" holds Tuesday
-
-    def overlap(index: int) -> tuple[int, int]:
-        # Shared words first, then words of the same meaning: "Sunday" is close to "Monday"
-        # by meaning, but only the line that says Sunday answers it.
-        shared = [t for t in specific if expand(t) & unit_terms[index]]
-        similar = [
-            t for t in specific if in_unit is not None and t not in shared and in_unit(t, index)
-        ]
-        return len(shared), len(similar)
-
-    scored = {i: overlap(i) for i in range(len(units))}
-    candidates = list(scored)
-    if expect is not None:
-        # Only a line that states such a value answers; and when the question's topic words
-        # point at a line that states none ("the Riverside Room... available to hire"),
-        # another line's value is about something else.
-        candidates = [i for i in candidates if holds(expect, units[i])]
-        asking = _asking_terms(expect)
-        topic = [t for t in specific if not (expand(t) & asking)]
-
-        def about(index: int) -> int:
-            return sum(1 for t in topic if expand(t) & unit_terms[index])
-
-        if not candidates or max(about(i) for i in candidates) < max(map(about, scored)):
-            return None
-    best = max(scored[i] for i in candidates)
-    if best == (0, 0):
-        # The question names only the topic ("the opening hours?"): the section, if short,
-        # else its first lines. (Not the lines closest in meaning to the question: measured,
-        # a section's first lines answered more often; docs/performance.md.)
-        text_words = len(" ".join(units[i] for i in candidates).split())
-        chosen_index = candidates if text_words <= max_words else candidates[:2]
-    else:
-        chosen_index = [i for i in candidates if scored[i] == best][:2]
-    text = " ".join(_sentence(units[i]) for i in chosen_index)
-    if not (set(terms(text)) & title_terms) and passage.title:
-        text = f"{passage.title}: {text[0].lower() + text[1:] if _lower_ok(text) else text}"
-    return text
-
-
-@lru_cache(maxsize=16)
-def _asking_terms(kind: AnswerType) -> frozenset[str]:
-    return frozenset(terms(" ".join(ASKING_WORDS.get(kind, ()))))
-
-
-def _lower_ok(text: str) -> bool:
-    first = text.split(" ", 1)[0]
-    return first[:1].isupper() and first[1:].islower() and first.lower() in {"the", "a", "an"}
-
-
-def _sentence(unit: str) -> str:
-    unit = unit.strip()
-    return unit if unit[-1:] in ".!?" else unit + "."
-
-
-_CONTACT_TITLES = re.compile(r"contact|reception|front desk|information|enquir|help|ask", re.I)
-
-
-def _contact_line(passages: Sequence[Passage]) -> str | None:
-    for passage in passages:
-        if passage.kind == "fact" and _CONTACT_TITLES.search(passage.title):
-            return " ".join(_sentence(u) for u in passage.units()[:2]) or None
-    return None
-
-
 # --- loading --------------------------------------------------------------------------------
 
 
@@ -723,98 +432,3 @@ def load_knowledge(
         ask = ask or file_ask
         passages.extend(found)
     return KnowledgeBase(name or title or path.stem, passages, str(path), ask, encoder)
-
-
-def parse_markdown(text: str) -> tuple[str | None, list[Passage]]:
-    """`#` names the venue; each `##` section is a passage, and each `###` under it one more
-    (a question heading makes an FAQ entry). HTML comments are left out."""
-    text = re.sub(r"<!--.*?-->", "", text, flags=re.S)
-    title: str | None = None
-    passages: list[Passage] = []
-    section: str | None = None
-    heading: str | None = None
-    body: list[str] = []
-
-    def close() -> None:
-        content = "\n".join(body).strip()
-        if heading is not None and content:
-            is_faq = heading.endswith("?")
-            passages.append(Passage(heading, content, "faq" if is_faq else "fact"))
-        body.clear()
-
-    for line in text.splitlines():
-        match = re.match(r"^(#{1,6})\s+(.*?)\s*#*\s*$", line)
-        if match is None:
-            if heading is not None or section is not None:
-                body.append(line)
-            continue
-        level, name = len(match.group(1)), match.group(2).strip()
-        close()
-        if level == 1:
-            title, section, heading = name, None, None
-        elif level == 2:
-            section, heading = name, name
-        else:
-            heading = name if name.endswith("?") or section is None else f"{section}, {name}"
-    close()
-    return title, passages
-
-
-def parse_toml(text: str, source: str) -> tuple[str | None, str | None, list[Passage]]:
-    """`name` and `ask` at the top (or under [venue]); `[[facts]]` with title, text and
-    optional keywords; `[[faq]]` with question and answer; any other table of strings becomes
-    one passage per table (key: value lines)."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise KnowledgeFileError(f"{source}: {exc}") from exc
-    venue = data.get("venue", {}) if isinstance(data.get("venue"), dict) else {}
-    title = _str(data.get("name") or venue.get("name"))
-    ask = _str(data.get("ask") or venue.get("ask"))
-    passages: list[Passage] = []
-    for entry in _tables(data.get("facts", []), source, "facts"):
-        passages.append(
-            Passage(
-                _required(entry, "title", source),
-                _required(entry, "text", source),
-                "fact",
-                tuple(str(k) for k in entry.get("keywords", [])),
-            )
-        )
-    for entry in _tables(data.get("faq", []), source, "faq"):
-        passages.append(
-            Passage(
-                _required(entry, "question", source),
-                _required(entry, "answer", source),
-                "faq",
-                tuple(str(k) for k in entry.get("keywords", [])),
-            )
-        )
-    for key, value in data.items():
-        if key in {"facts", "faq"} or not isinstance(value, dict):
-            continue
-        lines = [f"{k.replace('_', ' ')}: {v}" for k, v in value.items() if isinstance(v, str)]
-        if key == "venue":
-            lines = [
-                line for line in lines if not line.startswith(("name:", "ask:"))
-            ]  # fmt: skip
-        if lines:
-            passages.append(Passage(key.replace("_", " ").capitalize(), "\n".join(lines)))
-    return title, ask, passages
-
-
-def _str(value: object) -> str | None:
-    return value.strip() if isinstance(value, str) and value.strip() else None
-
-
-def _tables(value: object, source: str, key: str) -> Iterable[dict[str, Any]]:
-    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-        raise KnowledgeFileError(f"{source}: [[{key}]] must be an array of tables")
-    return value
-
-
-def _required(entry: dict[str, Any], key: str, source: str) -> str:
-    value = _str(entry.get(key))
-    if value is None:
-        raise KnowledgeFileError(f"{source}: every entry needs a non-empty {key!r}")
-    return value
