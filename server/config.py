@@ -390,6 +390,10 @@ class IntentsSettings(_Group):
     # Only a first hearing Whisper was unsure of (mean log-probability per token below this)
     # is read again; 0: every one that is no command.
     n_best_unsure_below: float = Field(-0.25, ge=-10.0, le=0.0)
+    # A transcript still no command is rescored: the home's command sentences close to it
+    # (a device or area named in it, spelled alike) are scored by Whisper against the same
+    # audio, and one clearly likelier than the others is taken (server/intents/rescore.py).
+    rescore: bool = True
     # While someone speaks, the words so far are transcribed and evaluated into the chat
     # model's cache ([llm] prefill_while_speaking); once they begin like a command ("turn
     # ...", "set ..."), that stops for the utterance: the model will not answer it, and the

@@ -177,6 +177,24 @@ class Hypothesis:
 # More readings of the utterance being transcribed: (how many at most, the prompt) -> the
 # readings, likeliest first (beam search, on the same encoder pass where the engine can).
 MoreReadings = Callable[[int, str | None], list[Hypothesis]]
+# Whisper's score of given sentences against the utterance being transcribed, with a prompt:
+# the log-probability of each one's tokens, teacher-forced on the same encoder output.
+ScoreSentences = Callable[[Sequence[str], str | None], list[float]]
+
+
+@dataclass(frozen=True)
+class Rereading:
+    """MoreReadings from an engine that can also score given sentences against the same
+    utterance (WhisperTranscriber on a short window): the closed-vocabulary rescoring of
+    server/intents/rescore.py uses `score`."""
+
+    readings: MoreReadings
+    score: ScoreSentences
+
+    def __call__(self, n: int, prompt: str | None) -> list[Hypothesis]:
+        return self.readings(n, prompt)
+
+
 # Given the first transcript and a way to ask for more readings: the transcript to keep.
 Reconsider = Callable[[Transcript, MoreReadings], Transcript]
 

@@ -18,6 +18,7 @@ from server.engines.base import (
     Float32Audio,
     Hypothesis,
     Reconsider,
+    Rereading,
     Segment,
     Transcript,
     UnsupportedAudio,
@@ -205,7 +206,9 @@ class WhisperTranscriber:
     ) -> Transcript:
         """`transcribe`, then `reconsider(first, more)`: `more(n, prompt)` reads the same
         utterance again, n readings by beam search, from the same encoder pass (a short
-        window's; the standard path encodes again and gives one reading)."""
+        window's; the standard path encodes again and gives one reading). On a short window
+        `more` is a Rereading: `more.score(sentences, prompt)` scores given sentences
+        against the same encoder output."""
         audio, audio_s, empty = self._utterance(audio)
         if empty is not None:
             return empty
@@ -220,14 +223,19 @@ class WhisperTranscriber:
 
             return reconsider(self._transcribe_standard(audio, audio_s, prompt), again)
 
+        window: ctranslate2.StorageView = encoded
+
         def more(n: int, other: str | None) -> list[Hypothesis]:
             # Beam search on the short window even when its greedy decoding looped (then the
             # standard path made the first transcript): looping readings are left out.
-            return self._readings(encoded, audio_s, other, n)
+            return self._readings(window, audio_s, other, n)
+
+        def score(texts: Sequence[str], other: str | None) -> list[float]:
+            return self.score_sentences(window, audio.size // _HOP, other, texts)
 
         if first is None:
             first = self._transcribe_standard(audio, audio_s, prompt)
-        return reconsider(first, more)
+        return reconsider(first, Rereading(more, score))
 
     def _transcribe_short(
         self, audio: Float32Audio, audio_s: float, prompt: str | None = None
@@ -314,6 +322,28 @@ class WhisperTranscriber:
             text = " ".join(self._tokenizer.decode(tokens).split())
             found.append(Hypothesis(text, _avg_logprob(float(score), len(tokens))))
         return sorted(found, key=lambda h: -h.avg_logprob)
+
+    def score_sentences(
+        self,
+        encoded: ctranslate2.StorageView,
+        frames: int,
+        prompt: str | None,
+        texts: Sequence[str],
+    ) -> list[float]:
+        """The log-probability of each sentence's tokens given the audio's encoder output and
+        the prompt, teacher-forced: Whisper's `align`, as faster-whisper uses it for word
+        timestamps, one sentence at a time (its batch must match the encoder's, and copying
+        the encoder output costs more than it saves). Its probabilities leave out Whisper's
+        special tokens (OpenAI's timing code), so the end of text is not scored: a sentence's
+        final full stop stands for it."""
+        start = list(self._decoder_prompt(prompt))
+        scores = []
+        for text in texts:
+            tokens = self._tokenizer.encode(" " + text.strip())
+            result = self._model.model.align(encoded, start, [tokens], frames)[0]
+            probs = np.asarray(result.text_token_probs, dtype=np.float64)
+            scores.append(float(np.log(np.maximum(probs, 1e-30)).sum()))
+        return scores
 
 
 def _avg_logprob(score: float, tokens: int) -> float:

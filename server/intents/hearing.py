@@ -25,16 +25,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from server.engines.base import Hypothesis, MoreReadings, Transcript
+from server.engines.base import Hypothesis, MoreReadings, Rereading, Transcript
+from server.intents import rescore
 from server.intents.recognizer import (
     UNLOCK_OR_LOCK,
     IntentRecognizer,
     Recognized,
     Refused,
     Understanding,
+    command_key,
+    deciding_words,
     normalise,
 )
-from server.intents.repair import POLARITY
 
 log = logging.getLogger(__name__)
 
@@ -58,23 +60,9 @@ class Chosen:
     understood: Recognized
 
 
-def deciding_words(text: str) -> tuple[str, ...]:
-    """The words of `text` that decide what a command does, in order."""
-    return tuple(w for w in normalise(text, fillers=False).split() if w in POLARITY)
-
-
 def worth_reading_again(first: str) -> bool:
     """Whether a first hearing that is not a command could be one misheard."""
     return 0 < len(normalise(first, fillers=False).split()) <= MAX_WORDS
-
-
-def command_key(found: Recognized) -> tuple[Any, ...]:
-    """What makes two recognised commands the same command."""
-    return (
-        found.intent,
-        frozenset(t.entity_id for t in found.targets),
-        frozenset((s.name, str(s.value).lower()) for s in found.slots),
-    )
 
 
 def choose(
@@ -130,6 +118,7 @@ def reconsidered(
     max_gap: float = MAX_SCORE_GAP,
     unsure_below: float = UNSURE_BELOW,
     understand: Callable[[str], Understanding] | None = None,
+    rescoring: bool = False,
 ) -> Transcript:
     """The transcript of a turn in a session that takes commands, from Whisper's first one:
 
@@ -139,7 +128,10 @@ def reconsidered(
     - when what was heard is no command (`understand`, the recognizer's full answer by
       default) and Whisper was unsure of it (`unsure_below`), `readings` readings of the
       same audio are asked for, and the one command they agree on is taken (`choose`,
-      strict templates).
+      strict templates);
+    - with `rescoring`, when it is still no command and the engine can score sentences
+      (a Rereading), the home's command sentences close to it are scored against the same
+      audio, and one clearly likelier than the others is taken (rescore.py).
     """
     heard = first
     if prompt and heard_the_prompt(first.text):
@@ -147,7 +139,11 @@ def reconsidered(
         if again:
             heard = dataclasses.replace(first, text=again[0].text)
         log.debug("heard %r with the prompt, %r without", first.text, heard.text)
-    if readings < 2 or heard.avg_logprob >= unsure_below or not worth_reading_again(heard.text):
+    read_again = readings >= 2 and heard.avg_logprob < unsure_below
+    score = more.score if rescoring and isinstance(more, Rereading) else None
+    if score is not None and not rescore.worth_scoring(heard.text, recognizer.home):
+        score = None  # no sentence of the home could stand for it: most chit-chat
+    if not (read_again or score) or not worth_reading_again(heard.text):
         return heard
     full = understand or (lambda text: recognizer.understand(text, site))
     if full(heard.text) is not None:
@@ -156,14 +152,20 @@ def reconsidered(
     def strictly(text: str) -> Understanding:
         return recognizer.understand(text, site, repair=False)
 
-    chosen = choose(heard.text, more(readings, prompt), strictly, max_gap=max_gap)
-    if chosen is None:
+    if read_again:
+        chosen = choose(heard.text, more(readings, prompt), strictly, max_gap=max_gap)
+        if chosen is not None:
+            log.debug(
+                "heard %r; reading %d, %r, is %s",
+                heard.text,
+                chosen.rank,
+                chosen.reading.text,
+                chosen.understood.intent,
+            )
+            return dataclasses.replace(heard, text=chosen.reading.text)
+    if score is None:
         return heard
-    log.debug(
-        "heard %r; reading %d, %r, is %s",
-        heard.text,
-        chosen.rank,
-        chosen.reading.text,
-        chosen.understood.intent,
+    taken = rescore.rescored(
+        heard.text, recognizer.home, strictly, lambda texts: score(texts, prompt)
     )
-    return dataclasses.replace(heard, text=chosen.reading.text)
+    return heard if taken is None else dataclasses.replace(heard, text=taken.text)

@@ -30,7 +30,7 @@ from typing import Any
 
 from server.errors import ConfigError
 from server.intents.home import Device, Home, spoken
-from server.intents.repair import one_edit_candidates, template_vocabulary
+from server.intents.repair import POLARITY, one_edit_candidates, template_vocabulary
 from server.intents.synonyms import area_synonyms, device_synonyms
 
 log = logging.getLogger(__name__)
@@ -237,6 +237,20 @@ class Refused:
 
 
 Understanding = Recognized | Refused | None
+
+
+def command_key(found: Recognized) -> tuple[Any, ...]:
+    """What makes two recognised commands the same command."""
+    return (
+        found.intent,
+        frozenset(t.entity_id for t in found.targets),
+        frozenset((s.name, str(s.value).lower()) for s in found.slots),
+    )
+
+
+def deciding_words(text: str) -> tuple[str, ...]:
+    """The words of `text` that decide what a command does, in order (on, off, lock, ...)."""
+    return tuple(w for w in normalise(text, fillers=False).split() if w in POLARITY)
 
 
 # --- response templates ------------------------------------------------------------------------

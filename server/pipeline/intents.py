@@ -189,7 +189,9 @@ class SessionIntents:
           prompt's list back instead of the words ("Turn on the light, ceiling fan, room,")
           or heard "unlock" as "and lock" (heard_the_prompt);
         - when what was heard is no command, several readings of the same audio are asked
-          for ([intents] n_best), and the one command they agree on is taken (hearing.py).
+          for ([intents] n_best), and the one command they agree on is taken (hearing.py);
+        - when it is still no command, the home's sentences close to it are scored against
+          the audio ([intents] rescore, rescore.py).
         """
         recognizer = self._recognizer()
         if recognizer is None or not self._persona().intents:
@@ -208,6 +210,7 @@ class SessionIntents:
                 max_gap=settings.n_best_gap,
                 unsure_below=settings.n_best_unsure_below,
                 understand=lambda text: self._understand_now(recognizer, text, site),
+                rescoring=settings.rescore,
             )
 
         return reconsider

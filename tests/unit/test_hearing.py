@@ -10,9 +10,9 @@ import pytest
 from server import PROJECT_ROOT
 from server.engines.base import Float32Audio, Hypothesis, Reconsider, Transcript
 from server.engines.fakes import FakeTranscriber
-from server.intents.hearing import choose, deciding_words, worth_reading_again
+from server.intents.hearing import choose, worth_reading_again
 from server.intents.home import load_home
-from server.intents.recognizer import IntentRecognizer, Understanding
+from server.intents.recognizer import IntentRecognizer, Understanding, deciding_words
 from server.protocol import native as proto
 from tests.unit.test_asr_prompt import spoken_turn_events
 
