@@ -1138,10 +1138,16 @@ async def test_reload_opens_at_the_latest_message_with_one_session_note(
     assert await widget.shadow(at_end)
     # At 400 % zoom the whole panel scrolls: the same, and the text box is in view after.
     await page.set_viewport_size({"width": 320, "height": 200})
-    # Scrolled up only once the new layout has made the panel scroll: a loaded machine may
-    # lay it out after the resize returns (seen once in a clean-clone run).
+    # Scrolled up only once the new layout has made the panel scroll and the widget, still
+    # following the latest message, has taken the panel to its end: a loaded machine may lay
+    # it out, and run the widget's resize observer, after the resize returns. Scrolled up
+    # before that, the scroll to 0 is a no-op (no scroll event) and the observer then moves
+    # the view to the end (seen in CI).
     panel = "w.shadowRoot.querySelector('.panel')"
-    await widget.wait(f"{panel}.scrollHeight > {panel}.clientHeight * 2")
+    await widget.wait(
+        f"{panel}.scrollHeight > {panel}.clientHeight * 2"
+        f" && {panel}.scrollHeight - {panel}.scrollTop - {panel}.clientHeight < 2"
+    )
     await widget.shadow("root.querySelector('.panel').scrollTop = 0")
     await playwright_api.expect(jump).to_be_visible(timeout=15000)
     await jump.click()
