@@ -161,6 +161,9 @@ _POLITE_PREFIX = re.compile(
 # Whisper hears "unlock", "unpause", "unmute" as "and lock", "and pause", "and mute"; the
 # polite "and" would then be dropped and the opposite done.
 UNLOCK_OR_LOCK = re.compile(r"^(?:and|an|in) (lock|pause|mute)\b", re.IGNORECASE)
+# Sounds a one-word repair would drop before "lock", "pause", "mute" that may as well be the
+# "un" of "unmute" ("I mute the TV." for "Unmute the TV."): asked, like "and lock".
+_UN_SOUNDS = frozenset({"i", "i'm", "a", "un", "on", "and", "an", "in"})
 # A question tag ("..., will you?") asks for the same thing as the command without it.
 _POLITE_SUFFIX = re.compile(
     r"(?:[, ]+(?:please|pls|(?:and )?thanks(?: a lot)?|(?:and )?thank you(?: very much)?|ta"
@@ -432,12 +435,17 @@ class IntentRecognizer:
             return self._one_word_off(text, area_name)
         return found
 
-    def _one_word_off(self, text: str, area: str | None) -> Recognized | None:
+    def _one_word_off(self, text: str, area: str | None) -> Understanding:
         """A command one misheard word away (repair.py): taken only when every repair that
         makes a whole command makes the same one (same intent, devices and slots)."""
         commands: dict[tuple[Any, ...], tuple[Recognized, str]] = {}
         # Before the fillers go: "and 5 minutes to the timer" is "add 5 minutes ...".
         said = normalise(text, fillers=False)
+        first, _, rest = said.partition(" ")
+        undone = UNLOCK_OR_LOCK.match("and " + rest) if first in _UN_SOUNDS else None
+        if undone and self._match(normalise(rest), area, unmatched=False) is not None:
+            word = undone.group(1).lower()
+            return Refused(None, text, f"Sorry, did you say {word} or un{word}?", "ambiguous")
         for candidate in one_edit_candidates(said, self._vocabulary):
             repaired = normalise(candidate.text)
             if not repaired:

@@ -388,6 +388,15 @@ def test_misheard_names_are_repaired_and_unknown_rooms_refused(
     heard = recognizer.understand("and pause the TV.", "kitchen")
     assert isinstance(heard, Refused) and heard.speech == "Sorry, did you say pause or unpause?"
     assert isinstance(recognizer.understand("An mute the TV", "kitchen"), Refused)
+    # A sound before it that a repair would drop, the same ("I mute the TV." was heard for
+    # "Unmute the TV." and muted it); chit-chat that is no command stays chit-chat.
+    heard = recognizer.understand("I mute the TV.", "kitchen")
+    assert isinstance(heard, Refused) and heard.speech == "Sorry, did you say mute or unmute?"
+    assert isinstance(recognizer.understand("On lock the front door.", None), Refused)
+    assert isinstance(recognizer.understand("I'm lock the front door.", None), Refused)
+    assert recognizer.understand("I lock my bike to the railings every day.", None) is None
+    found = recognizer.understand("Mute the TV.", "kitchen")
+    assert isinstance(found, Recognized) and found.intent == "HassMediaPlayerMute"
 
 
 @pytest.mark.parametrize("heard", ["The television.", "kitchen light", "the heater"])
