@@ -634,7 +634,16 @@ def polite_forms() -> list[Item]:
             forms.append(
                 Item(said[0].upper() + said[1:] + end, base.intent, base.slots, base.targets)
             )
+        verb, rest = base.text.split(" ", 1)
+        for ask in MIND_ASKS:
+            said = f"{ask}{MIND_DOING[verb]} {rest}?"
+            forms.append(Item(said[0].upper() + said[1:], base.intent, base.slots, base.targets))
     return forms
+
+
+# "Would you mind turning off ...": the base commands' verbs as the ask takes them.
+MIND_ASKS = ("would you mind ", "do you mind ", "would you mind just ", "please would you mind ")
+MIND_DOING = {"turn": "turning", "lock": "locking", "switch": "switching", "set": "setting"}
 
 
 # The same polite words on remarks and questions that ask nothing of the home (and negated or
@@ -643,6 +652,10 @@ TEMPTING_TAILS: list[Item] = [
     Item(text, None)
     for text in (
         "You won't forget, will you?",
+        "Would you mind if I turned off the kitchen light?",
+        "Do you mind me locking the front door?",
+        "Would you mind telling me a joke?",
+        "Do you mind turning the kitchen light off when you leave?",
         "Don't turn off the kitchen light, will you?",
         "You didn't leave the kitchen light on, did you?",
         "You'll remember to lock the front door, won't you?",

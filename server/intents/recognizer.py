@@ -172,6 +172,32 @@ _POLITE_SUFFIX = re.compile(
     r"|if possible|ok|okay|alright))+$"
 )
 
+# "Would you mind turning off the light?" asks for "turn off the light" (the prefix above has
+# already taken "would you"): the verbs of the home's commands, back to the form they take.
+_MIND_DOING = {
+    "turning": "turn",
+    "switching": "switch",
+    "setting": "set",
+    "locking": "lock",
+    "unlocking": "unlock",
+    "opening": "open",
+    "closing": "close",
+    "pausing": "pause",
+    "unpausing": "unpause",
+    "muting": "mute",
+    "unmuting": "unmute",
+    "cancelling": "cancel",
+    "canceling": "cancel",
+    "adding": "add",
+    "dimming": "dim",
+    "starting": "start",
+    "stopping": "stop",
+    "resuming": "resume",
+    "putting": "put",
+    "making": "make",
+}
+_MIND = re.compile(r"^(?:(?:would|do) you )?mind (?:just )?(" + "|".join(_MIND_DOING) + r") ")
+
 
 def normalise(text: str, *, fillers: bool = True) -> str:
     """Lower case, no end punctuation or filler, single spaces: what the templates expect."""
@@ -182,6 +208,7 @@ def normalise(text: str, *, fillers: bool = True) -> str:
     if not fillers:
         return text
     text = _POLITE_PREFIX.sub("", text, count=1)
+    text = _MIND.sub(lambda m: _MIND_DOING[m.group(1)] + " ", text, count=1)
     text = _POLITE_SUFFIX.sub("", text)
     return text.strip()
 

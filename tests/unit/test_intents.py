@@ -165,6 +165,11 @@ def test_normalise() -> None:
     assert normalise("I want to turn off the kitchen light") == "turn off the kitchen light"
     assert normalise("Lock the front door, will you please?") == "lock the front door"
     assert normalise("Could you just dim the lamp, if you don't mind?") == "dim the lamp"
+    assert normalise("Would you mind turning off the fan?") == "turn off the fan"
+    assert normalise("Please, do you mind setting a timer for 5 minutes?") == (
+        "set a timer for 5 minutes"
+    )
+    assert normalise("Would you mind if I sat here?") == "mind if i sat here"
 
 
 def test_polite_prefixes_and_tails_act_like_the_command(recognizer: IntentRecognizer) -> None:
