@@ -149,6 +149,29 @@ def run(items: list[Item], voices: Voices) -> dict[str, Any]:
     return {"prompt": prompt, "rows": rows}
 
 
+def long_names_only(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows as rescoring saw them before short names heard as spelled counted
+    (rescore.EXACT_SHORT_NAMES): the candidates only the short names brought, taken out."""
+    from server.intents.home import load_home
+
+    home = load_home(load_settings(environ={}).intents.devices)
+    rescore.EXACT_SHORT_NAMES = False
+    try:
+        out = []
+        for row in rows:
+            row = {**row}
+            for way in ("kept", "no n-best"):
+                entry = row[way]
+                if entry.get("candidates"):
+                    before = set(rescore.sentences(entry["heard"], home))
+                    kept = [c for c in entry["candidates"] if c["text"] in before]
+                    row[way] = {**entry, "candidates": kept}
+            out.append(row)
+        return out
+    finally:
+        rescore.EXACT_SHORT_NAMES = True
+
+
 def evaluate(
     rows: list[dict[str, Any]], way: str, max_below: float, min_lead: float, same: bool = True
 ) -> dict[str, Any]:
@@ -197,15 +220,20 @@ def evaluate(
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Before and after rescoring (the module's thresholds), for both ways; printed."""
     out: dict[str, Any] = {}
+    long_only = long_names_only(rows)
     for way in ("kept", "no n-best"):
-        for name, below in (("before", -1e9), ("rescored", rescore.MAX_BELOW_HEARD)):
-            e = evaluate(rows, way, below, rescore.MIN_LEAD)
+        for name, below, which in (
+            ("before", -1e9, rows),
+            ("rescored, long names only", rescore.MAX_BELOW_HEARD, long_only),
+            ("rescored", rescore.MAX_BELOW_HEARD, rows),
+        ):
+            e = evaluate(which, way, below, rescore.MIN_LEAD)
             out[f"{way}, {name}"] = e
             print(
                 f"| {way}, {name} | {e['commands_right']} of {e['commands']} "
                 f"| {e['wrong_actions']} | {e['false_actions']} of {e['chit_chat']} |"
             )
-            if name == "rescored":
+            if name != "before":
                 for line in e["changed"]:
                     print("    ", line)
     # Through the server's own code (hearing.reconsidered, rescoring on and off, timed).

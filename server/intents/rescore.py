@@ -31,9 +31,11 @@ from server.intents.recognizer import (
 log = logging.getLogger(__name__)
 
 # A name counts as heard when some words of the transcript spell it this alike (rapidfuzz
-# ratio, 0-100) and the name is at least `MIN_NAME_CHARS` long ("tv" is too short to guess).
+# ratio, 0-100) and the name is at least `MIN_NAME_CHARS` long ("tv" is too short to guess:
+# a shorter name counts only when heard as it is spelled, "Taught off the fan.").
 NAME_SIMILARITY = 75.0
 MIN_NAME_CHARS = 4
+EXACT_SHORT_NAMES = True  # False: shorter names never count (before 3 Dec 2026; the bench)
 # At most this many names (the most alike) make candidates: each candidate costs a
 # teacher-forced decoder pass (~20-30 ms on one thread).
 MAX_NAMES = 2
@@ -114,6 +116,8 @@ def names_heard(heard: str, home: Home, *, limit: int = MAX_NAMES) -> list[tuple
     ]
     for kind, name in named:
         if len(name) < MIN_NAME_CHARS:
+            if EXACT_SHORT_NAMES and name in words:
+                found[(kind, name)] = 100.0
             continue
         size = len(name.split())
         best = max(

@@ -60,6 +60,11 @@ def test_the_names_heard_are_the_ones_spelled_alike(home: Home) -> None:
     assert ("area", "kitchen") in rescore.names_heard("I love my new kitchen.", home)
     assert rescore.names_heard("Tell me a joke.", home) == []
     assert rescore.names_heard("", home) == []
+    # A name shorter than MIN_NAME_CHARS ("fan", "tv") counts only when heard as spelled.
+    assert rescore.names_heard("Taught off the fan.", home) == [("device", "fan")]
+    assert rescore.names_heard("New to the TV.", home) == [("device", "tv")]
+    assert rescore.names_heard("Turn off the van.", home) == []
+    assert rescore.sentences("Taught off the fan.", home)
 
 
 def test_candidates_are_the_domains_phrasings_with_only_the_numbers_heard(
