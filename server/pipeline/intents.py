@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from server.engines.base import ChatMessage, MoreReadings, Reconsider, Transcript
+from server.engines.base import ChatMessage, MoreReadings, Reconsider, Rereading, Transcript
 from server.errors import ConfigError
-from server.intents import hearing
+from server.intents import hearing, number_doubt
 from server.intents.hearing import heard_the_prompt
 from server.intents.home import load_home
 from server.intents.recognizer import (
@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RECENT = 8  # understandings kept per session
+NUMBER_DOUBT = "ambiguous_number"  # Refused.reason: a number asked about (number_doubt.py)
 # The usage of a reply said without the model, from its text and the history it answers
 # (Session.said_usage).
 SaidUsage = Callable[[str, Sequence[ChatMessage]], Coroutine[Any, Any, proto.Usage | None]]
@@ -191,7 +192,10 @@ class SessionIntents:
         - when what was heard is no command, several readings of the same audio are asked
           for ([intents] n_best), and the one command they agree on is taken (hearing.py);
         - when it is still no command, the home's sentences close to it are scored against
-          the audio ([intents] rescore, rescore.py).
+          the audio ([intents] rescore, rescore.py);
+        - when it is a command with a number that the audio does not tell from its usual
+          confusion (4 or 40, 14 or 40), the speaker is asked (number_doubt.py; also with
+          [intents] rescore): the turn finds that answer kept for the transcript.
         """
         recognizer = self._recognizer()
         if recognizer is None or not self._persona().intents:
@@ -200,7 +204,7 @@ class SessionIntents:
         settings = self._settings
 
         def reconsider(first: Transcript, more: MoreReadings) -> Transcript:
-            return hearing.reconsidered(
+            heard = hearing.reconsidered(
                 first,
                 more,
                 recognizer,
@@ -212,8 +216,43 @@ class SessionIntents:
                 understand=lambda text: self._understand_now(recognizer, text, site),
                 rescoring=settings.rescore,
             )
+            if settings.rescore and isinstance(more, Rereading):
+                self._check_numbers(recognizer, heard.text, site, more, prompt)
+            return heard
 
         return reconsider
+
+    def _check_numbers(
+        self,
+        recognizer: IntentRecognizer,
+        text: str,
+        site: str | None,
+        more: Rereading,
+        prompt: str | None,
+    ) -> None:
+        """A command heard with a number its confusion may stand for is kept as a question
+        (blocking: on the ASR worker, the audio's encoder output at hand)."""
+        found = self._understand_now(recognizer, text, site)
+        again = isinstance(found, Refused) and found.reason == NUMBER_DOUBT
+        if again:
+            # Asked about on an earlier turn: this turn's audio decides afresh.
+            found = self._understood(recognizer, text, site, keep=False)[0]
+        answer = found
+        if isinstance(found, Recognized):
+            began = time.perf_counter()
+            doubt = number_doubt.doubt(text, lambda texts: more.score(list(texts), prompt))
+            if doubt is not None:
+                self._log.debug(
+                    "%r: %d or %d? (%.0f ms)",
+                    text,
+                    doubt.heard,
+                    doubt.other,
+                    (time.perf_counter() - began) * 1000,
+                )
+                answer = Refused(found.intent, text, doubt.question, NUMBER_DOUBT)
+        if again or answer is not found:
+            with self._recent_lock:
+                self._recent[(text, site)] = (answer, 0.0)
 
     # --- recognising --------------------------------------------------------------------------
 
@@ -231,12 +270,14 @@ class SessionIntents:
         return await asyncio.to_thread(self._understood, recognizer, text, site)
 
     def _understood(
-        self, recognizer: IntentRecognizer, text: str, site: str | None
+        self, recognizer: IntentRecognizer, text: str, site: str | None, *, keep: bool = True
     ) -> tuple[Understanding, float]:
         """The recognizer's answer, kept (blocking: on a worker thread)."""
         began = time.perf_counter()
         understood = recognizer.understand(text, site)
         found = (understood, (time.perf_counter() - began) * 1000)
+        if not keep:
+            return found
         with self._recent_lock:
             self._recent[(text, site)] = found
             while len(self._recent) > RECENT:

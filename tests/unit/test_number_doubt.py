@@ -1,0 +1,49 @@
+"""A number the audio does not tell from its usual confusion is asked about (number_doubt.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from server.intents.number_doubt import MAX_DOUBT, Doubt, confusions, doubt, with_other_numbers
+
+
+def test_the_usual_confusions() -> None:
+    assert confusions(4) == [40]
+    assert confusions(40) == [14, 4] and confusions(14) == [40]
+    assert confusions(30) == [13, 3]
+    assert confusions(50) == [15, 5]
+    assert confusions(21) == [] and confusions(100) == [] and confusions(0) == []
+
+
+def test_each_number_replaced_as_it_was_written() -> None:
+    assert with_other_numbers("Set the kitchen light to 4%.") == [
+        ("Set the kitchen light to 40%.", Doubt(4, 40))
+    ]
+    assert [t for t, _ in with_other_numbers("Set a timer for fifteen minutes.")] == [
+        "Set a timer for fifty minutes."
+    ]
+    assert [t for t, _ in with_other_numbers("Forty percent")] == [
+        "Fourteen percent",
+        "Four percent",
+    ]
+    # Decimals and numbers with no usual confusion are left alone.
+    assert with_other_numbers("Set the heating to 21.5 degrees.") == []
+    assert with_other_numbers("Turn off the kitchen light.") == []
+
+
+def scores(by_text: dict[str, float]) -> object:
+    def score(texts: Sequence[str]) -> list[float]:
+        return [by_text[t] for t in texts]
+
+    return score
+
+
+def test_asked_only_when_the_audio_does_not_rule_the_confusion_out() -> None:
+    heard, other = "Set the kitchen light to 4%.", "Set the kitchen light to 40%."
+    close = scores({heard: -5.0, other: -5.0 - MAX_DOUBT / 2})
+    found = doubt(heard, close)  # type: ignore[arg-type]
+    assert found == Doubt(4, 40) and found.question == "Sorry, did you say 4 or 40?"
+    far = scores({heard: -5.0, other: -5.0 - MAX_DOUBT * 3})
+    assert doubt(heard, far) is None  # type: ignore[arg-type]
+    # Nothing to score: no call at all.
+    assert doubt("Turn off the fan.", lambda texts: 1 / 0) is None  # type: ignore[arg-type,return-value]
