@@ -45,7 +45,7 @@ _WORDS = [
 _TENS = ("twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
 _VALUE = {word: n for n, word in enumerate(_WORDS)} | {w: 20 + 10 * i for i, w in enumerate(_TENS)}
 _WORD_OF = {n: word for word, n in _VALUE.items()}
-_NUMBER = re.compile(r"(?<![\d.,])(\d+|" + "|".join(_VALUE) + r")(?![\d.,]\d)\b", re.IGNORECASE)
+_NUMBER = re.compile(r"(?<![\d.,])\b(\d+|" + "|".join(_VALUE) + r")(?![\d.,]\d)\b", re.IGNORECASE)
 _TEEN_TY = {n: 10 * (n - 10) for n in range(13, 20)}
 _TEEN_TY |= {ty: teen for teen, ty in _TEEN_TY.items()}
 
@@ -61,15 +61,25 @@ class Doubt:
 
 
 def confusions(n: int) -> list[int]:
-    """The numbers `n` is heard for: a teen for a ten and back, a digit for its ten."""
+    """The numbers `n` is heard for: a teen for a ten and back, a digit for its ten and
+    back."""
     found: list[int] = []
     if n in _TEEN_TY:
         found.append(_TEEN_TY[n])
-    if 1 <= n <= 9:
+    if 2 <= n <= 9:  # "forty" heard as "4"; "one" is not "ten"
         found.append(10 * n)
-    if 10 <= n <= 90 and n % 10 == 0:
+    if 20 <= n <= 90 and n % 10 == 0:
         found.append(n // 10)
     return found
+
+
+def _value(said: str) -> int:
+    return int(said) if said.isdigit() else _VALUE[said.lower()]
+
+
+def numbers_in(text: str) -> list[int]:
+    """The whole numbers of `text`, in digits or words ("two minutes", "15 seconds")."""
+    return [_value(m.group(1)) for m in _NUMBER.finditer(text)]
 
 
 def with_other_numbers(heard: str) -> list[tuple[str, Doubt]]:
@@ -77,7 +87,7 @@ def with_other_numbers(heard: str) -> list[tuple[str, Doubt]]:
     found: list[tuple[str, Doubt]] = []
     for match in _NUMBER.finditer(heard):
         said = match.group(1)
-        value = int(said) if said.isdigit() else _VALUE[said.lower()]
+        value = _value(said)
         for other in confusions(value):
             if said.isdigit():
                 written = str(other)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from server.intents.number_doubt import MAX_DOUBT, Doubt, confusions, doubt, with_other_numbers
+from server.intents.number_doubt import (
+    MAX_DOUBT,
+    Doubt,
+    confusions,
+    doubt,
+    numbers_in,
+    with_other_numbers,
+)
 
 
 def test_the_usual_confusions() -> None:
@@ -13,6 +20,13 @@ def test_the_usual_confusions() -> None:
     assert confusions(30) == [13, 3]
     assert confusions(50) == [15, 5]
     assert confusions(21) == [] and confusions(100) == [] and confusions(0) == []
+    assert confusions(1) == [] and confusions(10) == []
+
+
+def test_the_numbers_of_a_sentence() -> None:
+    assert numbers_in("Set a timer for two minutes and 30 seconds.") == [2, 30]
+    assert numbers_in("Set the heating to 21.5 degrees.") == []
+    assert numbers_in("Someone said it.") == []  # "one" inside a word is no number
 
 
 def test_each_number_replaced_as_it_was_written() -> None:
