@@ -61,3 +61,28 @@ def test_asked_only_when_the_audio_does_not_rule_the_confusion_out() -> None:
     assert doubt(heard, far) is None  # type: ignore[arg-type]
     # Nothing to score: no call at all.
     assert doubt("Turn off the fan.", lambda texts: 1 / 0) is None  # type: ignore[arg-type,return-value]
+
+
+async def test_a_spoken_command_with_a_doubtful_number_is_asked_about() -> None:
+    """Through a session (fake engines, the demo home): asked, nothing published, when the
+    audio scores the confusion close; carried out as heard when it does not."""
+    from server.protocol import native as proto
+    from tests.unit.test_asr_prompt import spoken_turn_events
+    from tests.unit.test_rescore import ScoringTranscriber
+
+    heard, other = "Set the kitchen light to 4%.", "Set the kitchen light to 40%."
+    close = ScoringTranscriber(heard, {heard: -3.0, other: -3.0 - MAX_DOUBT / 2})
+    _, events = await spoken_turn_events("smart_home", close)
+    assert close.scored == [heard, other]
+    assert not [e for e in events if isinstance(e, proto.Intent)]
+    (done,) = [e for e in events if isinstance(e, proto.ReplyDone)]
+    assert done.text == "Sorry, did you say 4 or 40?"
+    far = ScoringTranscriber(heard, {heard: -3.0, other: -3.0 - MAX_DOUBT * 4})
+    _, events = await spoken_turn_events("smart_home", far)
+    (intent,) = [e for e in events if isinstance(e, proto.Intent)]
+    assert intent.name == "HassLightSet"
+    assert {s.name: s.value for s in intent.slots}["brightness"] == 4
+    # Switched off with the rescoring: as heard, nothing scored.
+    off = ScoringTranscriber(heard, {heard: -3.0, other: -3.0})
+    _, events = await spoken_turn_events("smart_home", off, rescore=False)
+    assert off.scored == [] and [e.name for e in events if isinstance(e, proto.Intent)]
