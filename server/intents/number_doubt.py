@@ -15,9 +15,9 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-# Chosen on 163 spoken commands with a number (three sets, eight voices; docs/performance.md):
-# the five misheard numbers had the right one 0.14-2.9 below the heard sentence, the right
-# ones the closest confusion 0.79 below at the nearest.
+# Chosen on 141 spoken commands heard with such a number (three sets, eight voices;
+# bench/number_doubt_probe.py): the 5 misheard numbers had the right one 0.14-2.93 below the
+# heard sentence, the 136 heard right their closest confusion 0.79 below at the nearest.
 MAX_DOUBT = 1.0
 
 _WORDS = [
