@@ -13,6 +13,13 @@ model (SmolLM2-135M-Instruct, through bench/llm_scores.py) scores them:
 - `yes_passage`, `yes_lines`: log P("Yes") - log P("No") after "Does this passage answer the
   question? Answer Yes or No." in the chat template.
 
+Another model can be the judge (`--judge-model PATH`); a base model without a chat template
+takes `--prompt-style base` (docs/performance.md, "Gemma 3 270M as the judge"): every prompt
+starts with the model's BOS token, the yes/no judges are a plain few-shot completion (four
+worked examples written for this, none from the venue sets; log P(" yes") - log P(" no")
+after "Answer:"), and each question token's log-probability after the top passage, the
+second and none is kept, so the per-token judges (`derived`) come with the same run.
+
 With `--per-token`, each token's log-probability is kept instead, for judges read from them
 (`derived`): the least-explained question token, the top passage against the second, the
 answer's summed support.
@@ -53,12 +60,66 @@ SETS = {
     "pool": BENCH_DIR / "blind5" / "quality_heldout.toml",
 }
 FEATURES = ("upr_passage", "upr_lines", "answer_pmi", "yes_passage", "yes_lines")
+BASE_FEATURES = ("stated_passage", "stated_lines")
 CACHE = BENCH_DIR / ".cache" / "judge-features.json"
 ASKS = "A visitor asks:"
 YES_NO = "Does this passage answer the question? Answer Yes or No."
+# The base model's yes/no judge: worked examples of an invented garden centre, bike hire and
+# café (not from any venue set), half of them a question next to a fact that the passage
+# does not answer, the kind of trap the sets hold.
+# Not "Answer:", which after a yes/no question reads as the answer to the question itself.
+ANSWERED = "Does the passage answer it?"
+FEW_SHOT = (
+    "Does the passage answer the visitor's question? Answer yes or no.\n\n"
+    "Passage: Opening hours: The garden centre is open Monday to Saturday 9am to 5.30pm "
+    "and Sunday 10am to 4pm.\n"
+    "Question: what time do you shut on a Sunday\n"
+    "Does the passage answer it? yes\n\n"
+    "Passage: Parking: There is a free car park for 40 cars behind the shop. Blue badge "
+    "bays are next to the main entrance.\n"
+    "Question: Can I charge my electric car in your car park?\n"
+    "Does the passage answer it? no\n\n"
+    "Passage: Bike hire: Adult bikes cost 15 pounds a day and children's bikes 8 pounds a "
+    "day. Helmets and locks are included.\n"
+    "Question: do I have to bring my own helmet or do you lend them\n"
+    "Does the passage answer it? yes\n\n"
+    "Passage: Cafe: The cafe serves breakfast until 11.30am and lunch from 12 to 2.30pm. "
+    "Cakes are baked on site every morning.\n"
+    "Question: Do you have gluten-free cakes?\n"
+    "Does the passage answer it? no\n\n"
+)
+# The reading-comprehension judge (SQuAD 2.0's form): the same examples answered from the
+# passage, or "not stated"; the judge is how unlikely " not stated" is as the answer.
+NOT_STATED = " not stated"
+FEW_SHOT_QA = (
+    "Answer the visitor's question from the passage. If the passage does not say, answer \"not "
+    'stated".\n\n'
+    "Passage: Opening hours: The garden centre is open Monday to Saturday 9am to 5.30pm "
+    "and Sunday 10am to 4pm.\n"
+    "Question: what time do you shut on a Sunday\n"
+    "Answer: 4pm\n\n"
+    "Passage: Parking: There is a free car park for 40 cars behind the shop. Blue badge "
+    "bays are next to the main entrance.\n"
+    "Question: Can I charge my electric car in your car park?\n"
+    f"Answer:{NOT_STATED}\n\n"
+    "Passage: Bike hire: Adult bikes cost 15 pounds a day and children's bikes 8 pounds a "
+    "day. Helmets and locks are included.\n"
+    "Question: do I have to bring my own helmet or do you lend them\n"
+    "Answer: Helmets are included\n\n"
+    "Passage: Cafe: The cafe serves breakfast until 11.30am and lunch from 12 to 2.30pm. "
+    "Cakes are baked on site every morning.\n"
+    "Question: Do you have gluten-free cakes?\n"
+    f"Answer:{NOT_STATED}\n\n"
+)
 
 
-def collect(out: Path, venues: list[str], per_token: bool = False) -> None:
+def collect(
+    out: Path,
+    venues: list[str],
+    per_token: bool = False,
+    judge_model: Path | None = None,
+    style: str = "chat",
+) -> None:
     from bench.llm_scores import LlamaScorer
     from server.engines.llama_cpp import LlamaCppChatModel
 
@@ -66,9 +127,15 @@ def collect(out: Path, venues: list[str], per_token: bool = False) -> None:
     personas = PersonaLibrary.load(
         settings.prompts.directory, settings.prompts.default_persona, settings.models.directory
     )
-    chat = LlamaCppChatModel(settings.llm.model_path, threads=settings.llm.threads, seed=7)
+    if judge_model is None:
+        chat = LlamaCppChatModel(settings.llm.model_path, threads=settings.llm.threads, seed=7)
+    else:  # only its weights and tokenizer are used: one sequence, a small cache
+        chat = LlamaCppChatModel(judge_model, context_size=1024, threads=1, parallel=1, seed=7)
     # One thread: on a loaded machine two threads of one small decode spin at their barrier.
     scorer = LlamaScorer(chat, threads=1)
+    # The few-shot judges in a context of their own, so their long shared prefix stays cached.
+    yes_scorer = LlamaScorer(chat, threads=1) if style == "base" else None
+    qa_scorer = LlamaScorer(chat, threads=1) if style == "base" else None
     rows: list[dict[str, Any]] = []
     for venue in venues:
         # A set of the six by name, or another as name=path (a new blind venue).
@@ -110,8 +177,16 @@ def collect(out: Path, venues: list[str], per_token: bool = False) -> None:
                 if item.category == "site":
                     row["expect"] = item.expect
                 began = time.process_time()
-                if per_token:
-                    second = search.hits[1].passage.render() if len(search.hits) > 1 else None
+                second = search.hits[1].passage.render() if len(search.hits) > 1 else None
+                if yes_scorer is not None:
+                    row |= base_judge(
+                        (scorer, yes_scorer, qa_scorer),
+                        item.question,
+                        best.passage.render(),
+                        second,
+                        lines,
+                    )
+                elif per_token:
                     row |= token_scores(scorer, item.question, best.passage.render(), second, lines)
                 else:
                     row |= judge(scorer, item.question, best.passage.render(), lines)
@@ -154,6 +229,72 @@ def judge(scorer: Any, question: str, passage: str, lines: str | None) -> dict[s
         "question_tokens": len(asked),
         **timings,
     }  # fmt: skip
+
+
+def base_judge(
+    scorers: tuple[Any, Any, Any],
+    question: str,
+    passage: str,
+    second: str | None,
+    lines: str | None,
+) -> dict[str, Any]:
+    """The judges of `judge` and `token_scores` for a base model: plain prompts after its BOS
+    token, the few-shot judges (FEW_SHOT, FEW_SHOT_QA) each in a context of its own."""
+    scorer, yes_scorer, qa_scorer = scorers
+    bos = [scorer.bos]
+    asked = scorer.tokenize(" " + question.strip())
+    said = lines if lines is not None else passage
+    answer = scorer.tokenize(" " + said)
+
+    def each(prompt: str, text: list[int]) -> list[float]:
+        return [float(x) for x in scorer.logprobs(bos + scorer.tokenize(prompt), text)]
+
+    yes_token, no_token = yes_scorer.tokenize(" yes")[0], yes_scorer.tokenize(" no")[0]
+
+    def yes(text: str) -> float:
+        prompt = f"{FEW_SHOT}Passage: {text}\nQuestion: {question.strip()}\n{ANSWERED}"
+        logprobs = yes_scorer.next_token_logprobs(bos + yes_scorer.tokenize(prompt))
+        return float(logprobs[yes_token] - logprobs[no_token])
+
+    unstated = qa_scorer.tokenize(NOT_STATED)
+
+    def stated(text: str) -> float:
+        prompt = f"{FEW_SHOT_QA}Passage: {text}\nQuestion: {question.strip()}\nAnswer:"
+        return -float(qa_scorer.logprobs(bos + qa_scorer.tokenize(prompt), unstated).sum())
+
+    began = time.process_time()
+    top = each(f"Passage: {passage}\n{ASKS}", asked)
+    spent = (time.process_time() - began) * 1000
+    null = each(ASKS, asked)
+    a_question = each(f"{ASKS} {question.strip()}\nThe answer:", answer)
+    a_null = each("The answer:", answer)
+    began = time.process_time()
+    yes_passage = yes(passage)
+    yes_spent = (time.process_time() - began) * 1000
+    began = time.process_time()
+    stated_passage = stated(passage)
+    stated_spent = (time.process_time() - began) * 1000
+    return {
+        "q_top": top,
+        "q_null": null,
+        "q_second": each(f"Passage: {second}\n{ASKS}", asked) if second else None,
+        "upr_passage": float(np.mean(top) - np.mean(null)),
+        "upr_lines": float(np.mean(each(f"Passage: {said}\n{ASKS}", asked)) - np.mean(null)),
+        "a_question": a_question,
+        "a_null": a_null,
+        "answer_pmi": float(np.mean(a_question) - np.mean(a_null)),
+        "yes_passage": yes_passage,
+        "yes_lines": yes(said),
+        # Contextual calibration (Zhao et al. 2021): the same question after a passage with
+        # nothing in it, for how much "yes" the question alone draws.
+        "yes_null": yes("N/A"),
+        "stated_passage": stated_passage,
+        "stated_lines": stated(said),
+        "question_tokens": len(asked),
+        "upr_passage_cpu_ms": spent,
+        "yes_passage_cpu_ms": yes_spent,
+        "stated_passage_cpu_ms": stated_spent,
+    }
 
 
 def token_scores(
@@ -199,9 +340,14 @@ def derived(row: dict[str, Any]) -> None:
     support = np.asarray(row["a_question"]) - np.asarray(row["a_null"])
     row["pmi_mean"] = float(support.mean())
     row["pmi_sum"] = float(support.sum())
+    if "yes_null" in row:
+        row["yes_calibrated"] = row["yes_passage"] - row["yes_null"]
+        row["yes_lines_calibrated"] = row["yes_lines"] - row["yes_null"]
 
 
 TOKEN_FEATURES = (
+    "yes_calibrated",
+    "yes_lines_calibrated",
     "upr_mean",
     "upr_min",
     "upr_low3",
@@ -343,7 +489,7 @@ def analyse(files: list[Path]) -> dict[str, Any]:
         row["oracle"] = float(row["category"] == "site" and bool(row["lines_right"]))
         # No judge: the grey zone all answered or all not, i.e. today's threshold moved.
         row["none"] = 0.0
-    names = [f for f in (*FEATURES, *TOKEN_FEATURES) if all(f in r for r in rows)]
+    names = [f for f in (*FEATURES, *BASE_FEATURES, *TOKEN_FEATURES) if all(f in r for r in rows)]
     names += ["oracle", "none"]
     venues = list(dict.fromkeys(r["venue"] for r in rows))
     report: dict[str, Any] = {"features": [str(f) for f in files], "auc": {}, "misses": {}}
@@ -432,6 +578,11 @@ def analyse(files: list[Path]) -> dict[str, Any]:
         "upr_passage_p50": round(median(upr), 1),
         "upr_passage_p90": round(percentile(upr, 90), 1),
     }
+    for name in ("yes_passage", "stated_passage"):  # the few-shot judges, prefix cached
+        spent = [r[f"{name}_cpu_ms"] for r in rows if f"{name}_cpu_ms" in r]
+        if spent:
+            report["cpu_ms"][f"{name}_p50"] = round(median(spent), 1)
+            report["cpu_ms"][f"{name}_p90"] = round(percentile(spent, 90), 1)
     print("CPU ms per question:", report["cpu_ms"])
     return report
 
@@ -452,6 +603,17 @@ def main() -> None:
     )
     parser.add_argument("--per-token", action="store_true", help="collect per-token scores")
     parser.add_argument(
+        "--judge-model",
+        type=Path,
+        help="GGUF file of the judge (default: the chat model of the settings)",
+    )
+    parser.add_argument(
+        "--prompt-style",
+        choices=("chat", "base"),
+        default="chat",
+        help="chat: the chat template (SmolLM2); base: few-shot completion for a base model",
+    )
+    parser.add_argument(
         "--venues",
         default=",".join(SETS),
         help="sets to collect: names of the six, or name=path for another labelled set",
@@ -460,7 +622,13 @@ def main() -> None:
     args = parser.parse_args()
     groups: list[list[Path]] = args.features or [[CACHE]]
     if args.collect:
-        collect(groups[0][0], args.venues.split(","), args.per_token)
+        collect(
+            groups[0][0],
+            args.venues.split(","),
+            args.per_token,
+            args.judge_model,
+            args.prompt_style,
+        )
     report = {"hardware": hardware(), "analyses": [analyse(files) for files in groups]}
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {args.out}")

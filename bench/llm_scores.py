@@ -41,6 +41,7 @@ class LlamaScorer:
         )
         self.context_size = context_size
         self.text = chat._text
+        self.bos = int(chat._model.token_bos())  # a base model's prompts start with it
         self._lock = threading.Lock()
         self._held: list[int] = []  # the tokens in the KV cache, reused as a prefix
 
