@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # Chosen on 141 spoken commands heard with such a number (three sets, eight voices;
 # bench/number_doubt_probe.py): the 5 misheard numbers had the right one 0.14-2.93 below the
@@ -54,6 +54,7 @@ _TEEN_TY |= {ty: teen for teen, ty in _TEEN_TY.items()}
 class Doubt:
     heard: int
     other: int
+    other_text: str = field(default="", compare=False)  # the sentence with `other`
 
     @property
     def question(self) -> str:
@@ -95,7 +96,7 @@ def with_other_numbers(heard: str) -> list[tuple[str, Doubt]]:
                 written = _WORD_OF[other]
                 written = written.capitalize() if said[0].isupper() else written
             text = heard[: match.start(1)] + written + heard[match.end(1) :]
-            found.append((text, Doubt(value, other)))
+            found.append((text, Doubt(value, other, text)))
     return found
 
 

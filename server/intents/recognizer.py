@@ -30,6 +30,7 @@ from typing import Any
 
 from server.errors import ConfigError
 from server.intents.home import Device, Home, spoken
+from server.intents.number_doubt import numbers_in
 from server.intents.repair import POLARITY, one_edit_candidates, template_vocabulary
 from server.intents.synonyms import area_synonyms, device_synonyms
 
@@ -264,9 +265,41 @@ class Refused:
     text: str
     speech: str
     reason: str  # unknown_device, unknown_area, ambiguous, not_available
+    # A question's answers ("unlock", "40") and the command each one stands for: the next
+    # turn may settle it with one of them (settled_by).
+    choices: tuple[tuple[str, str], ...] = ()
 
 
 Understanding = Recognized | Refused | None
+
+MAX_ANSWER_WORDS = 6  # "no, I said forty percent"; longer is a new sentence, not an answer
+
+
+def settled_by(answer: str, choices: Sequence[tuple[str, str]]) -> str | None:
+    """The command a short answer to a question picks ("Sorry, did you say 4 or 40?" ->
+    "forty" or "40 percent"; "... lock or unlock?" -> "unlock it"): exactly one choice named,
+    a number as a number alone."""
+    words = normalise(answer, fillers=False).split()
+    if not words or len(words) > MAX_ANSWER_WORDS:
+        return None
+    numbers = numbers_in(" ".join(words))
+    picked = {
+        command
+        for key, command in choices
+        if (numbers == [int(key)] if key.isdigit() else key in words)
+    }
+    return picked.pop() if len(picked) == 1 else None
+
+
+def _lock_or_unlock(text: str, verb: str, rest: str) -> Refused:
+    """Asked, not done either way: "and lock the front door" may be either."""
+    return Refused(
+        None,
+        text,
+        f"Sorry, did you say {verb} or un{verb}?",
+        "ambiguous",
+        ((verb, verb + rest), ("un" + verb, "un" + verb + rest)),
+    )
 
 
 def command_key(found: Recognized) -> tuple[Any, ...]:
@@ -449,8 +482,8 @@ class IntentRecognizer:
         undone = UNLOCK_OR_LOCK.match(text.strip())
         if undone:
             # Asking beats doing the opposite of what was said.
-            word = undone.group(1).lower()
-            return Refused(None, text, f"Sorry, did you say {word} or un{word}?", "ambiguous")
+            rest = text.strip()[undone.end() :]
+            return _lock_or_unlock(text, undone.group(1).lower(), rest)
         area = self.home.area_of_site(site)
         area_name = area.name if area is not None else None
         result = self._match(said, area_name, unmatched=False)
@@ -471,8 +504,8 @@ class IntentRecognizer:
         first, _, rest = said.partition(" ")
         undone = UNLOCK_OR_LOCK.match("and " + rest) if first in _UN_SOUNDS else None
         if undone and self._match(normalise(rest), area, unmatched=False) is not None:
-            word = undone.group(1).lower()
-            return Refused(None, text, f"Sorry, did you say {word} or un{word}?", "ambiguous")
+            verb = undone.group(1).lower()
+            return _lock_or_unlock(text, verb, rest[len(verb) :])
         for candidate in one_edit_candidates(said, self._vocabulary):
             repaired = normalise(candidate.text)
             if not repaired:

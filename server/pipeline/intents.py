@@ -39,6 +39,7 @@ from server.intents.recognizer import (
     Refused,
     Understanding,
     now_slots,
+    settled_by,
     slot_variables,
 )
 from server.intents.timers import Timer, TimerBook, TimerLimit, finished_speech, seconds_of
@@ -161,6 +162,8 @@ class SessionIntents:
         # Touched on the event loop's worker threads and the ASR worker (reconsider).
         self._recent: dict[tuple[str, str | None], tuple[Understanding, float]] = {}
         self._recent_lock = threading.Lock()
+        # The answers that would settle the question the last turn asked (Refused.choices).
+        self._asked: tuple[tuple[str, str], ...] = ()
 
     @property
     def enabled(self) -> bool:
@@ -249,7 +252,8 @@ class SessionIntents:
                     doubt.other,
                     (time.perf_counter() - began) * 1000,
                 )
-                answer = Refused(found.intent, text, doubt.question, NUMBER_DOUBT)
+                choices = ((str(doubt.heard), text), (str(doubt.other), doubt.other_text))
+                answer = Refused(found.intent, text, doubt.question, NUMBER_DOUBT, choices)
         if again or answer is not found:
             with self._recent_lock:
                 self._recent[(text, site)] = (answer, 0.0)
@@ -303,11 +307,23 @@ class SessionIntents:
         """What to answer to `text`, or None: not a command, the model answers."""
         if not self.enabled:
             return None
+        asked, self._asked = self._asked, ()
         found, match_ms = await self.understand(text)
+        if asked and not isinstance(found, Recognized):
+            # The answer to the question of the turn before ("4 or 40?" -> "forty"; "lock or
+            # unlock?" -> "unlock it", no device called "it"); a whole command stands alone.
+            chosen = settled_by(text, asked)
+            recognizer = self._recognizer()
+            if chosen is not None and recognizer is not None:
+                # Not the kept answer: that is the question itself ("... to 4%." asked).
+                found, match_ms = await asyncio.to_thread(
+                    self._understood, recognizer, chosen, self._site(), keep=False
+                )
         self._log.debug("intent stage: %.1f ms, %s", match_ms, type(found).__name__)
         if found is None:
             return None
         if isinstance(found, Refused):
+            self._asked = found.choices
             return Handled(found.speech, match_ms=match_ms)
         handled = self._local(found) if found.local else Handled(found.speech, found)
         return Handled(handled.speech, handled.intent, handled.handled_by, handled.then, match_ms)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from server.engines.fakes import FakeTranscriber
 from server.intents.number_doubt import (
     MAX_DOUBT,
     Doubt,
@@ -86,3 +87,45 @@ async def test_a_spoken_command_with_a_doubtful_number_is_asked_about() -> None:
     off = ScoringTranscriber(heard, {heard: -3.0, other: -3.0})
     _, events = await spoken_turn_events("smart_home", off, rescore=False)
     assert off.scored == [] and [e.name for e in events if isinstance(e, proto.Intent)]
+
+
+async def test_the_answer_to_the_question_carries_the_command_out() -> None:
+    """ "Sorry, did you say 4 or 40?" -> "forty percent": set to 40; an answer that names
+    neither, or comes a turn too late, is no command."""
+    from server.protocol import native as proto
+    from tests.unit.test_asr_prompt import spoken_turn_events
+    from tests.unit.test_rescore import ScoringTranscriber
+
+    heard, other = "Set the kitchen light to 4%.", "Set the kitchen light to 40%."
+    table = {heard: -3.0, other: -3.0 - MAX_DOUBT / 2}
+    _, events = await spoken_turn_events(
+        "smart_home", ScoringTranscriber(heard, table), then=["Forty percent, please."]
+    )
+    (intent,) = [e for e in events if isinstance(e, proto.Intent)]
+    assert intent.name == "HassLightSet"
+    assert {s.name: s.value for s in intent.slots}["brightness"] == 40
+    _, events = await spoken_turn_events(
+        "smart_home", ScoringTranscriber(heard, table), then=["What a nice day.", "40"]
+    )
+    assert not [e for e in events if isinstance(e, proto.Intent)]
+    # "... lock or unlock?" -> "Unlock it.": unlocked.
+    _, events = await spoken_turn_events(
+        "smart_home", FakeTranscriber("and lock the front door."), then=["Unlock it."]
+    )
+    (intent,) = [e for e in events if isinstance(e, proto.Intent)]
+    assert intent.name == "HassTurnOff"
+    assert [t.entity_id for t in intent.targets] == ["lock.front_door"]
+
+
+def test_a_short_answer_settles_the_question() -> None:
+    from server.intents.recognizer import settled_by
+
+    numbers = (("4", "Set it to 4%."), ("40", "Set it to 40%."))
+    assert settled_by("forty", numbers) == "Set it to 40%."
+    assert settled_by("No, I said 4 percent.", numbers) == "Set it to 4%."
+    assert settled_by("4 or 40, I don't know", numbers) is None  # both named
+    assert settled_by("Tell me about the moon and the stars tonight please", numbers) is None
+    locks = (("lock", "lock the door"), ("unlock", "unlock the door"))
+    assert settled_by("unlock", locks) == "unlock the door"
+    assert settled_by("Lock it.", locks) == "lock the door"
+    assert settled_by("the door", locks) is None
