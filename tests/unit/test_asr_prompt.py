@@ -3,7 +3,6 @@ engines; tests/e2e/test_intents.py and `make bench-intents` hear the difference 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -39,16 +38,10 @@ async def spoken_turn(
 
 
 async def speak_in_the_demo_home(
-    persona: str,
-    engines: Engines,
-    *,
-    speech_s: float,
-    prefill: bool,
-    then: Sequence[str] = (),
-    **intents: Any,
+    persona: str, engines: Engines, *, speech_s: float, prefill: bool, **intents: Any
 ) -> RecordingSink:
     """One spoken turn (a tone of `speech_s`, then silence) in a session of `persona` at the
-    demo home, on `engines`, and then the typed messages `then`; what the session sent."""
+    demo home, on `engines`; what the session sent."""
     settings = make_settings(
         vad={"speculate": False, "silence_ms": 500, "min_speech_ms": 100},
         llm={"prefill_while_speaking": prefill},
@@ -66,9 +59,6 @@ async def speak_in_the_demo_home(
         await session.handle(proto.AudioStart(sample_rate=RATE))
         await harness.speak(np.concatenate([tone(speech_s), silence(1.0)]))
         await harness.reply_done()
-        for turn, text in enumerate(then, start=2):
-            await session.handle(proto.UserMessage(text=text))
-            await harness.reply_done(turn)
         return sink
     finally:
         await session.close()
@@ -76,16 +66,11 @@ async def speak_in_the_demo_home(
 
 
 async def spoken_turn_events(
-    persona: str,
-    transcriber: FakeTranscriber | None = None,
-    then: Sequence[str] = (),
-    **intents: Any,
+    persona: str, transcriber: FakeTranscriber | None = None, **intents: Any
 ) -> tuple[list[str | None], list[proto.ServerEvent]]:
     transcriber = transcriber or FakeTranscriber("hello")
     engines = fake_engines(FakeChatModel("It is noon."), transcriber=transcriber)
-    sink = await speak_in_the_demo_home(
-        persona, engines, speech_s=1.0, prefill=False, then=then, **intents
-    )
+    sink = await speak_in_the_demo_home(persona, engines, speech_s=1.0, prefill=False, **intents)
     return transcriber.prompts, sink.events
 
 

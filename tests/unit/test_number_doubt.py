@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from server.engines.fakes import FakeTranscriber
 from server.intents.number_doubt import (
     MAX_DOUBT,
@@ -13,6 +15,7 @@ from server.intents.number_doubt import (
     numbers_in,
     with_other_numbers,
 )
+from server.protocol import native as proto
 
 
 def test_the_usual_confusions() -> None:
@@ -89,29 +92,62 @@ async def test_a_spoken_command_with_a_doubtful_number_is_asked_about() -> None:
     assert off.scored == [] and [e.name for e in events if isinstance(e, proto.Intent)]
 
 
+async def spoken_then_typed(
+    transcriber: FakeTranscriber, typed: Sequence[str]
+) -> list[proto.ServerEvent]:
+    """One spoken turn in a smart_home session at the demo home (fake engines), then the
+    typed messages, each to its reply's end; what the session sent."""
+    from server.app import App
+    from server.engines.fakes import FakeChatModel
+    from server.pipeline.session import Session
+    from server.prompts import PersonaLibrary
+    from tests.conftest import fake_engines, make_settings
+    from tests.unit.test_asr_prompt import DEMO
+    from tests.unit.test_session_turns import RATE, Harness, RecordingSink, silence, tone
+
+    engines = fake_engines(FakeChatModel("It is noon."), transcriber=transcriber)
+    settings = make_settings(
+        vad={"speculate": False, "silence_ms": 500, "min_speech_ms": 100},
+        llm={"prefill_while_speaking": False},
+        intents={"devices": str(DEMO)},
+    )
+    personas = PersonaLibrary.load(settings.prompts.directory, settings.prompts.default_persona)
+    app = App(settings=settings, personas=personas)
+    app.attach(engines)
+    sink = RecordingSink()
+    session = Session(app, sink)
+    harness = Harness(session, sink, engines)
+    try:
+        await session.start()
+        await session.handle(proto.SessionStart(persona="smart_home"))
+        await session.handle(proto.AudioStart(sample_rate=RATE))
+        await harness.speak(np.concatenate([tone(1.0), silence(1.0)]))
+        await harness.reply_done()
+        for turn, text in enumerate(typed, start=2):
+            await session.handle(proto.UserMessage(text=text))
+            await harness.reply_done(turn)
+        return sink.events
+    finally:
+        await session.close()
+        app.close()
+
+
 async def test_the_answer_to_the_question_carries_the_command_out() -> None:
     """ "Sorry, did you say 4 or 40?" -> "forty percent": set to 40; an answer that names
     neither, or comes a turn too late, is no command."""
     from server.protocol import native as proto
-    from tests.unit.test_asr_prompt import spoken_turn_events
     from tests.unit.test_rescore import ScoringTranscriber
 
     heard, other = "Set the kitchen light to 4%.", "Set the kitchen light to 40%."
     table = {heard: -3.0, other: -3.0 - MAX_DOUBT / 2}
-    _, events = await spoken_turn_events(
-        "smart_home", ScoringTranscriber(heard, table), then=["Forty percent, please."]
-    )
+    events = await spoken_then_typed(ScoringTranscriber(heard, table), ["Forty percent, please."])
     (intent,) = [e for e in events if isinstance(e, proto.Intent)]
     assert intent.name == "HassLightSet"
     assert {s.name: s.value for s in intent.slots}["brightness"] == 40
-    _, events = await spoken_turn_events(
-        "smart_home", ScoringTranscriber(heard, table), then=["What a nice day.", "40"]
-    )
+    events = await spoken_then_typed(ScoringTranscriber(heard, table), ["What a nice day.", "40"])
     assert not [e for e in events if isinstance(e, proto.Intent)]
     # "... lock or unlock?" -> "Unlock it.": unlocked.
-    _, events = await spoken_turn_events(
-        "smart_home", FakeTranscriber("and lock the front door."), then=["Unlock it."]
-    )
+    events = await spoken_then_typed(FakeTranscriber("and lock the front door."), ["Unlock it."])
     (intent,) = [e for e in events if isinstance(e, proto.Intent)]
     assert intent.name == "HassTurnOff"
     assert [t.entity_id for t in intent.targets] == ["lock.front_door"]
