@@ -264,7 +264,7 @@ class Refused:
     intent: str | None
     text: str
     speech: str
-    reason: str  # unknown_device, unknown_area, ambiguous, not_available
+    reason: str  # unknown_device, unknown_area, ambiguous, not_available, ambiguous_number
     # A question's answers ("unlock", "40") and the command each one stands for: the next
     # turn may settle it with one of them (settled_by).
     choices: tuple[tuple[str, str], ...] = ()
