@@ -20,17 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import soxr
-
 from bench.common import BENCH_DIR, hardware, median
 from bench.intent_accuracy import Voices
 from bench.intent_set import BLIND6, HELD_OUT, ITEMS, SITE
-from server.config import load_settings
-from server.engines.base import MoreReadings, Transcript
-from server.engines.faster_whisper import _HOP, _SHORT_WINDOW_MIN_PAD, _SHORT_WINDOWS
-from server.intents import hearing, number_doubt
-from server.intents.recognizer import IntentRecognizer, Recognized
+from bench.rescore_ab import Hearing, audio_16k, short_window
+from server.intents import number_doubt
+from server.intents.recognizer import Recognized
 
 VOICES = (
     "piper,espeak:en-us,espeak:en-029,espeak:en-gb-x-rp,espeak:en-us-nyc,espeak:en-gb,"
@@ -39,25 +34,9 @@ VOICES = (
 
 
 def run(voices: Voices) -> list[dict[str, Any]]:
-    from server.engines.faster_whisper import WhisperTranscriber
-    from server.intents.home import load_home
-
-    settings = load_settings(environ={})
-    asr, cfg = settings.asr, settings.intents
-    whisper = WhisperTranscriber(
-        asr.model_path, language=asr.language, short_window=asr.short_window, cpu_threads=1
-    )
-    whisper.warm_up()
-    home = load_home(cfg.devices)
-    recognizer = IntentRecognizer(home, cfg.language, repair=True)
-    recognizer.warm_up()
-    prompt = home.asr_prompt()
-
-    def reconsider(first: Transcript, more: MoreReadings) -> Transcript:
-        return hearing.reconsidered(
-            first, more, recognizer, SITE, prompt=prompt, readings=cfg.n_best,
-            max_gap=cfg.n_best_gap, unsure_below=cfg.n_best_unsure_below, rescoring=True,
-        )  # fmt: skip
+    heard_by = Hearing.load()
+    whisper, recognizer, prompt = heard_by.whisper, heard_by.recognizer, heard_by.prompt
+    reconsider = heard_by.reconsider(heard_by.settings.n_best, rescoring=True)
 
     items = [
         i
@@ -67,8 +46,7 @@ def run(voices: Voices) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for item in items:
         for voice in voices.names:
-            pcm, rate = voices.say(voice, item.text)
-            audio = soxr.resample(pcm.astype(np.float32) / 32768, rate, 16000).astype(np.float32)
+            audio = audio_16k(*voices.say(voice, item.text))
             heard = whisper.transcribe_reconsidered(audio, prompt=prompt, reconsider=reconsider)
             found = recognizer.understand(heard.text, SITE)
             row: dict[str, Any] = {
@@ -78,8 +56,7 @@ def run(voices: Voices) -> list[dict[str, Any]]:
                 "command": isinstance(found, Recognized),
             }
             others = number_doubt.with_other_numbers(heard.text)
-            frames = audio.size // _HOP
-            window = next((w for w in _SHORT_WINDOWS if frames + _SHORT_WINDOW_MIN_PAD <= w), None)
+            frames, window = short_window(audio)
             if isinstance(found, Recognized) and others and window is not None:
                 encoded = whisper._encode_window(audio, window)
                 began = time.perf_counter()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,67 @@ import soxr
 from bench.common import BENCH_DIR, hardware, median, percentile
 from bench.intent_accuracy import Voices, _outcome, score
 from bench.intent_set import BLIND6, HELD_OUT, ITEMS, SITE, Item
-from server.config import load_settings
-from server.engines.base import MoreReadings, Transcript
-from server.engines.faster_whisper import _HOP, _SHORT_WINDOW_MIN_PAD, _SHORT_WINDOWS
+from server.config import IntentsSettings, load_settings
+from server.engines.base import MoreReadings, Reconsider, Transcript
+from server.engines.faster_whisper import (
+    _HOP,
+    _SHORT_WINDOW_MIN_PAD,
+    _SHORT_WINDOWS,
+    WhisperTranscriber,
+)
 from server.intents import hearing, rescore
+from server.intents.home import Home, load_home
 from server.intents.recognizer import IntentRecognizer
+
+
+@dataclass
+class Hearing:
+    """Whisper (one thread), the demo home and its recognizer as the server has them, in
+    this process: what bench/rescore_ab.py and bench/number_doubt_probe.py hear with."""
+
+    whisper: WhisperTranscriber
+    settings: IntentsSettings
+    home: Home
+    recognizer: IntentRecognizer
+    prompt: str | None
+
+    @classmethod
+    def load(cls) -> Hearing:
+        settings = load_settings(environ={})
+        asr, cfg = settings.asr, settings.intents
+        whisper = WhisperTranscriber(
+            asr.model_path, language=asr.language, short_window=asr.short_window, cpu_threads=1
+        )
+        whisper.warm_up()
+        home = load_home(cfg.devices)
+        recognizer = IntentRecognizer(home, cfg.language, repair=True)
+        recognizer.warm_up()
+        return cls(whisper, cfg, home, recognizer, home.asr_prompt())
+
+    def reconsider(self, readings: int, rescoring: bool = False) -> Reconsider:
+        """The server's hearing (hearing.py `reconsidered`) with `readings` readings."""
+        cfg = self.settings
+
+        def reconsider(first: Transcript, more: MoreReadings) -> Transcript:
+            return hearing.reconsidered(
+                first, more, self.recognizer, SITE, prompt=self.prompt, readings=readings,
+                max_gap=cfg.n_best_gap, unsure_below=cfg.n_best_unsure_below,
+                rescoring=rescoring,
+            )  # fmt: skip
+
+        return reconsider
+
+
+def audio_16k(pcm: Any, rate: int) -> Any:
+    """16-bit PCM at `rate` as Whisper's 16 kHz float samples."""
+    return soxr.resample(pcm.astype(np.float32) / 32768, rate, 16000).astype(np.float32)
+
+
+def short_window(audio: Any) -> tuple[int, int | None]:
+    """The audio's length in encoder frames, and the short encoder window it fits (None: too
+    long to be scored), as the server picks it."""
+    frames = int(audio.size // _HOP)
+    return frames, next((w for w in _SHORT_WINDOWS if frames + _SHORT_WINDOW_MIN_PAD <= w), None)
 
 
 def _score_row(item: Item, recognizer: IntentRecognizer, text: str) -> dict[str, Any]:
@@ -36,32 +93,14 @@ def _score_row(item: Item, recognizer: IntentRecognizer, text: str) -> dict[str,
 
 
 def run(items: list[Item], voices: Voices) -> dict[str, Any]:
-    from server.engines.faster_whisper import WhisperTranscriber
-    from server.intents.home import load_home
-
-    settings = load_settings(environ={})
-    asr, cfg = settings.asr, settings.intents
-    whisper = WhisperTranscriber(
-        asr.model_path, language=asr.language, short_window=asr.short_window, cpu_threads=1
-    )
-    whisper.warm_up()
-    home = load_home(cfg.devices)
-    repairing = IntentRecognizer(home, cfg.language, repair=True)
-    repairing.warm_up()
-    prompt = home.asr_prompt()
+    heard_by = Hearing.load()
+    whisper, cfg, home, prompt = heard_by.whisper, heard_by.settings, heard_by.home, heard_by.prompt
+    repairing = heard_by.recognizer
 
     def strictly(text: str) -> Any:
         return repairing.understand(text, SITE, repair=False)
 
-    def kept(n: int, rescoring: bool = False) -> Any:
-        def reconsider(first: Transcript, more: MoreReadings) -> Transcript:
-            return hearing.reconsidered(
-                first, more, repairing, SITE, prompt=prompt, readings=n,
-                max_gap=cfg.n_best_gap, unsure_below=cfg.n_best_unsure_below,
-                rescoring=rescoring,
-            )  # fmt: skip
-
-        return reconsider
+    kept = heard_by.reconsider
 
     def timed(audio: Any, reconsider: Any) -> tuple[Transcript, float]:
         began = time.perf_counter()
@@ -74,8 +113,7 @@ def run(items: list[Item], voices: Voices) -> dict[str, Any]:
         if item.intent is not None and item.kind != "command":
             continue  # covered phrasings only
         for voice in voices.names:
-            pcm, rate = voices.say(voice, item.text)
-            audio = soxr.resample(pcm.astype(np.float32) / 32768, rate, 16000).astype(np.float32)
+            audio = audio_16k(*voices.say(voice, item.text))
             # The server's hearing without and with rescoring, the order alternating.
             turn += 1
             if turn % 2:
@@ -86,8 +124,7 @@ def run(items: list[Item], voices: Voices) -> dict[str, Any]:
                 heard, hear_ms = timed(audio, kept(cfg.n_best))
             # Hearing again without the prompt only (no n-best): rescoring instead of n-best.
             plain = whisper.transcribe_reconsidered(audio, prompt=prompt, reconsider=kept(0))
-            frames = audio.size // _HOP
-            window = next((w for w in _SHORT_WINDOWS if frames + _SHORT_WINDOW_MIN_PAD <= w), None)
+            frames, window = short_window(audio)
             row: dict[str, Any] = {
                 "text": item.text,
                 "voice": voice,
@@ -152,7 +189,6 @@ def run(items: list[Item], voices: Voices) -> dict[str, Any]:
 def long_names_only(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rows as rescoring saw them before short names heard as spelled counted
     (rescore.EXACT_SHORT_NAMES): the candidates only the short names brought, taken out."""
-    from server.intents.home import load_home
 
     home = load_home(load_settings(environ={}).intents.devices)
     rescore.EXACT_SHORT_NAMES = False
