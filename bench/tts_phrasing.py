@@ -43,6 +43,7 @@ from bench.wyoming_latency import TEXTS
 from server.config import TtsSettings, load_settings
 from server.engines.faster_whisper import WhisperTranscriber
 from server.engines.piper import PiperSynthesizer
+from server.intents.number_doubt import spelled
 
 RESULTS = BENCH_DIR / "results-tts-phrasing.json"
 # The Wyoming benchmark's answers and typical replies of the assistant.
@@ -65,37 +66,8 @@ class Config:
     tts: TtsSettings
 
 
-UNITS = [
-    "zero",
-    "one",
-    "two",
-    "three",
-    "four",
-    "five",
-    "six",
-    "seven",
-    "eight",
-    "nine",
-    "ten",
-    "eleven",
-    "twelve",
-    "thirteen",
-]
-TEENS = ["fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen"]
-TENS = ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
-
-
-def spelled(number: int) -> str:
-    """0 to 99 in words: Whisper writes "21" where the answer says "twenty one"."""
-    if number < 14:
-        return UNITS[number]
-    if number < 20:
-        return TEENS[number - 14]
-    tens, units = divmod(number, 10)
-    return TENS[tens - 2] + (f" {UNITS[units]}" if units else "")
-
-
 def words(text: str) -> str:
+    # Whisper writes "21" where the answer says "twenty one".
     text = re.sub(r"\b\d{1,2}\b", lambda m: spelled(int(m.group())), text.lower())
     return " ".join(re.sub(r"[^\w\s']", " ", text).split())
 

@@ -44,7 +44,6 @@ _WORDS = [
 ]
 _TENS = ("twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
 _VALUE = {word: n for n, word in enumerate(_WORDS)} | {w: 20 + 10 * i for i, w in enumerate(_TENS)}
-_WORD_OF = {n: word for word, n in _VALUE.items()}
 _NUMBER = re.compile(r"(?<![\d.,])\b(\d+|" + "|".join(_VALUE) + r")(?![\d.,]\d)\b", re.IGNORECASE)
 _TEEN_TY = {n: 10 * (n - 10) for n in range(13, 20)}
 _TEEN_TY |= {ty: teen for teen, ty in _TEEN_TY.items()}
@@ -59,6 +58,14 @@ class Doubt:
     @property
     def question(self) -> str:
         return f"Sorry, did you say {self.heard} or {self.other}?"
+
+
+def spelled(number: int) -> str:
+    """0 to 99 in words ("twenty one")."""
+    if number < 20:
+        return _WORDS[number]
+    tens, units = divmod(number, 10)
+    return _TENS[tens - 2] + (f" {_WORDS[units]}" if units else "")
 
 
 def confusions(n: int) -> list[int]:
@@ -93,7 +100,7 @@ def with_other_numbers(heard: str) -> list[tuple[str, Doubt]]:
             if said.isdigit():
                 written = str(other)
             else:
-                written = _WORD_OF[other]
+                written = spelled(other)
                 written = written.capitalize() if said[0].isupper() else written
             text = heard[: match.start(1)] + written + heard[match.end(1) :]
             found.append((text, Doubt(value, other, text)))
