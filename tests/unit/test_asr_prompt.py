@@ -3,6 +3,8 @@ engines; tests/e2e/test_intents.py and `make bench-intents` hear the difference 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -37,11 +39,11 @@ async def spoken_turn(
     return prompts
 
 
-async def speak_in_the_demo_home(
-    persona: str, engines: Engines, *, speech_s: float, prefill: bool, **intents: Any
-) -> RecordingSink:
-    """One spoken turn (a tone of `speech_s`, then silence) in a session of `persona` at the
-    demo home, on `engines`; what the session sent."""
+@contextlib.asynccontextmanager
+async def in_the_demo_home(
+    persona: str, engines: Engines, *, prefill: bool, **intents: Any
+) -> AsyncIterator[tuple[Session, Harness, RecordingSink]]:
+    """A session of `persona` at the demo home on `engines`, its audio started."""
     settings = make_settings(
         vad={"speculate": False, "silence_ms": 500, "min_speech_ms": 100},
         llm={"prefill_while_speaking": prefill},
@@ -52,17 +54,25 @@ async def speak_in_the_demo_home(
     app.attach(engines)
     sink = RecordingSink()
     session = Session(app, sink)
-    harness = Harness(session, sink, engines)
     try:
         await session.start()
         await session.handle(proto.SessionStart(persona=persona))
         await session.handle(proto.AudioStart(sample_rate=RATE))
-        await harness.speak(np.concatenate([tone(speech_s), silence(1.0)]))
-        await harness.reply_done()
-        return sink
+        yield session, Harness(session, sink, engines), sink
     finally:
         await session.close()
         app.close()
+
+
+async def speak_in_the_demo_home(
+    persona: str, engines: Engines, *, speech_s: float, prefill: bool, **intents: Any
+) -> RecordingSink:
+    """One spoken turn (a tone of `speech_s`, then silence) in a session of `persona` at the
+    demo home, on `engines`; what the session sent."""
+    async with in_the_demo_home(persona, engines, prefill=prefill, **intents) as (_, harness, sink):
+        await harness.speak(np.concatenate([tone(speech_s), silence(1.0)]))
+        await harness.reply_done()
+        return sink
 
 
 async def spoken_turn_events(

@@ -97,39 +97,19 @@ async def spoken_then_typed(
 ) -> list[proto.ServerEvent]:
     """One spoken turn in a smart_home session at the demo home (fake engines), then the
     typed messages, each to its reply's end; what the session sent."""
-    from server.app import App
     from server.engines.fakes import FakeChatModel
-    from server.pipeline.session import Session
-    from server.prompts import PersonaLibrary
-    from tests.conftest import fake_engines, make_settings
-    from tests.unit.test_asr_prompt import DEMO
-    from tests.unit.test_session_turns import RATE, Harness, RecordingSink, silence, tone
+    from tests.conftest import fake_engines
+    from tests.unit.test_asr_prompt import in_the_demo_home
+    from tests.unit.test_session_turns import silence, tone
 
     engines = fake_engines(FakeChatModel("It is noon."), transcriber=transcriber)
-    settings = make_settings(
-        vad={"speculate": False, "silence_ms": 500, "min_speech_ms": 100},
-        llm={"prefill_while_speaking": False},
-        intents={"devices": str(DEMO)},
-    )
-    personas = PersonaLibrary.load(settings.prompts.directory, settings.prompts.default_persona)
-    app = App(settings=settings, personas=personas)
-    app.attach(engines)
-    sink = RecordingSink()
-    session = Session(app, sink)
-    harness = Harness(session, sink, engines)
-    try:
-        await session.start()
-        await session.handle(proto.SessionStart(persona="smart_home"))
-        await session.handle(proto.AudioStart(sample_rate=RATE))
+    async with in_the_demo_home("smart_home", engines, prefill=False) as (session, harness, sink):
         await harness.speak(np.concatenate([tone(1.0), silence(1.0)]))
         await harness.reply_done()
         for turn, text in enumerate(typed, start=2):
             await session.handle(proto.UserMessage(text=text))
             await harness.reply_done(turn)
         return sink.events
-    finally:
-        await session.close()
-        app.close()
 
 
 async def test_the_answer_to_the_question_carries_the_command_out() -> None:
