@@ -30,7 +30,7 @@ from typing import Any
 
 from server.errors import ConfigError
 from server.intents.home import Device, Home, spoken
-from server.intents.number_doubt import numbers_in
+from server.intents.number_doubt import numbers_in, spelled
 from server.intents.repair import POLARITY, one_edit_candidates, template_vocabulary
 from server.intents.synonyms import area_synonyms, device_synonyms
 
@@ -141,13 +141,7 @@ MAX_UNKNOWN_NAME_WORDS = 4
 # How alike (difflib's ratio) a misheard name must be to a configured one to stand for it:
 # "reading land" -> "reading lamp" (0.92), "four lamp" -> "floor lamp" (0.84).
 FUZZY_CUTOFF = 0.8
-_NUMBER_WORDS = dict(
-    zip(
-        ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10"],
-        ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"],
-        strict=True,
-    )
-)
+_NUMBER_WORDS = {str(n): spelled(n) for n in range(11)}  # "4 lamp" may be the "four lamp"
 
 # Said before or after a command; removed before matching ("please turn off the light").
 _POLITE_PREFIX = re.compile(
